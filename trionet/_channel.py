@@ -1,0 +1,435 @@
+"""MessageChannel: whole messages over any trio stream, with cancellation-safe framing."""
+
+from __future__ import annotations
+
+import contextlib
+import socket as _stdlib_socket
+import struct
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Final, final
+
+import trio
+
+from ._sansio.codecs import Buffer, Codec, Decoder, LengthPrefixed
+from .errors import IncompleteFrame
+
+__all__ = ["MessageChannel", "MessageChannelStatistics"]
+
+#: How many bytes one read asks the stream for. Large reads let one system call
+#: bring in many small frames; 64 KiB is the usual socket buffer size on Linux and
+#: the read size of tokio's ``FramedRead`` once its buffer has grown.
+DEFAULT_READ_SIZE: Final = 65536
+
+#: Seconds a frame that has started may take to finish once its sender has been
+#: cancelled, before the channel gives up and aborts the connection. Long enough
+#: for a healthy peer to drain a socket buffer over a slow link; short enough that
+#: a stalled peer cannot hold a cancelled task (and a server's shutdown) hostage.
+DEFAULT_ABORT_TIMEOUT: Final = 10.0
+
+# SO_LINGER with a zero timeout makes close() send a TCP reset: the peer learns that
+# the connection was aborted instead of seeing an orderly end after half a frame.
+_LINGER_ABORT: Final = struct.pack("ii", 1, 0)
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class MessageChannelStatistics:
+    """A snapshot of a :class:`MessageChannel`'s state, from :meth:`~MessageChannel.statistics`.
+
+    Attributes:
+      messages_sent: Frames written whole to the stream.
+      messages_received: Frames returned by :meth:`~MessageChannel.receive`.
+      buffered_bytes: Received bytes held that are not yet part of a returned frame.
+      tasks_waiting_send: Tasks queued behind the one that is writing.
+      aborted: Whether the channel gave up on a frame and aborted the stream.
+    """
+
+    messages_sent: int
+    messages_received: int
+    buffered_bytes: int
+    tasks_waiting_send: int
+    aborted: bool
+
+
+@final
+class MessageChannel(trio.abc.Channel[bytes]):
+    """Whole messages over a :class:`trio.abc.Stream`, framed by a codec.
+
+    A :class:`trio.abc.Channel` of :class:`bytes`: each :meth:`send` puts one
+    frame on the stream, each :meth:`receive` returns one. It works over any
+    stream: :class:`trio.SocketStream`, :class:`trio.SSLStream`, the
+    :mod:`trio.testing` memory streams, and the virtual network's sockets.
+
+    Example::
+
+        async with MessageChannel(await trio.open_tcp_stream("127.0.0.1", port)) as channel:
+            await channel.send(b"hello")
+            reply = await channel.receive()
+
+    Args:
+      stream: The stream to frame. The channel owns it from now on: do not use it
+          directly while the channel is in use, and :meth:`aclose` closes it.
+      codec: How messages are framed; :class:`~trionet.LengthPrefixed` (4-byte big
+          endian length, 8 MiB limit) when omitted.
+      read_size: How many bytes each read asks the stream for. Many frames are
+          parsed from one read.
+      abort_timeout: Seconds a started frame may take to finish after its sender is
+          cancelled (see "Cancellation" below). ``math.inf`` waits for ever.
+
+    Cancellation:
+      Both directions are safe to cancel, which ``send_all`` on a trio stream is
+      not (a cancelled ``send_all`` leaves an unknown prefix of the data on the wire).
+
+      * :meth:`receive`: a cancelled receive loses nothing. The bytes read so far
+        stay buffered in the channel and the next :meth:`receive` continues the
+        same frame.
+      * :meth:`send` and :meth:`send_many`: if the call raises
+        :exc:`trio.Cancelled`, no byte of the message was written, and the channel
+        is still usable. If it returns, every byte was written. Once the first byte
+        of a frame is on the wire the frame is finished even when the caller is
+        cancelled meanwhile; the call then returns, and the cancellation is
+        delivered at the caller's next checkpoint. If the peer does not accept the
+        rest of the frame within ``abort_timeout`` seconds of the cancellation, the
+        channel aborts the stream (a TCP reset where the stream is a socket) and
+        raises :exc:`trio.BrokenResourceError`: the peer sees an error, never half a
+        frame followed by another frame.
+
+      On a :class:`trio.SocketStream` the channel writes through the socket and
+      knows exactly when the first byte leaves. Other streams (TLS, memory streams)
+      cannot report partial writes, so there a frame counts as started once the
+      stream reports that it can take data (``wait_send_all_might_not_block``) and
+      the channel hands the frame to it; a cancellation after that point is handled
+      as above.
+
+    Error handling:
+      A frame the peer announces larger than the codec's ``max_size`` raises
+      :exc:`~trionet.FrameTooLarge` before its payload is buffered; bytes that break
+      the wire format raise :exc:`~trionet.ProtocolError`. Frames that arrived
+      complete before the bad bytes are returned first; after that the error is
+      raised by every receive. The end of the stream at a frame boundary raises
+      :exc:`trio.EndOfChannel`; in the middle of a frame,
+      :exc:`~trionet.IncompleteFrame` (a :exc:`trio.BrokenResourceError`).
+    """
+
+    def __init__(
+        self,
+        stream: trio.abc.Stream,
+        codec: Codec | None = None,
+        *,
+        read_size: int = DEFAULT_READ_SIZE,
+        abort_timeout: float = DEFAULT_ABORT_TIMEOUT,
+    ) -> None:
+        if not isinstance(stream, trio.abc.Stream):
+            raise TypeError(f"MessageChannel needs a trio.abc.Stream, not {type(stream).__name__}")
+        if read_size < 1:
+            raise ValueError(f"read_size must be at least 1, not {read_size}")
+        if not abort_timeout > 0:
+            raise ValueError(f"abort_timeout must be positive, not {abort_timeout}")
+        self._stream = stream
+        self._codec: Codec = codec if codec is not None else LengthPrefixed()
+        self._decoder: Decoder = self._codec.decoder()
+        self._read_size = read_size
+        self._abort_timeout = float(abort_timeout)
+        # Writing through the socket tells us exactly how many bytes left; see
+        # _write_socket. trio.SocketStream is final, so the check is exact.
+        self._socket = stream.socket if isinstance(stream, trio.SocketStream) else None
+        self._send_lock = trio.StrictFIFOLock()
+        self._receiving = False
+        self._closed = False
+        self._eof_received = False
+        self._eof_sent = False
+        self._aborted: trio.BrokenResourceError | None = None
+        self._messages_sent = 0
+        self._messages_received = 0
+
+    @property
+    def stream(self) -> trio.abc.Stream:
+        """The stream the channel reads and writes."""
+        return self._stream
+
+    @property
+    def codec(self) -> Codec:
+        """The codec that frames messages."""
+        return self._codec
+
+    def statistics(self) -> MessageChannelStatistics:
+        """Return a :class:`MessageChannelStatistics` snapshot of the channel."""
+        return MessageChannelStatistics(
+            messages_sent=self._messages_sent,
+            messages_received=self._messages_received,
+            buffered_bytes=self._decoder.buffered,
+            tasks_waiting_send=self._send_lock.statistics().tasks_waiting,
+            aborted=self._aborted is not None,
+        )
+
+    # ------------------------------------------------------------------ receiving
+
+    async def receive(self) -> bytes:
+        """Return the next whole message.
+
+        Returns:
+          The payload of the next frame.
+
+        Raises:
+          trio.EndOfChannel: The stream ended at a frame boundary.
+          IncompleteFrame: The stream ended in the middle of a frame.
+          FrameTooLarge: The next frame exceeds the codec's ``max_size``.
+          ProtocolError: The peer broke the codec's wire format.
+          trio.BusyResourceError: Another task is already receiving.
+          trio.ClosedResourceError: The channel was closed.
+          trio.BrokenResourceError: The stream broke (for example a reset), or
+              the channel aborted it.
+
+        Cancellation:
+          Nothing is lost. Bytes already read stay buffered in the channel, and
+          the next call continues the same frame.
+        """
+        if self._receiving:
+            raise trio.BusyResourceError("another task is already receiving on this channel")
+        self._receiving = True
+        try:
+            await trio.lowlevel.checkpoint_if_cancelled()
+            frame = self._decoder.next_frame()
+            if frame is not None:
+                # A frame was buffered: finish the checkpoint without a chance of
+                # losing it to a cancellation (trio's memory channels do the same).
+                await trio.lowlevel.cancel_shielded_checkpoint()
+            else:
+                frame = await self._read_frame()
+            self._messages_received += 1
+            return frame
+        finally:
+            self._receiving = False
+
+    async def _read_frame(self) -> bytes:
+        decoder = self._decoder
+        while True:
+            self._check_receive_state()
+            try:
+                data = await self._stream.receive_some(self._read_size)
+            except trio.ClosedResourceError as exc:
+                if self._aborted is not None:
+                    raise trio.BrokenResourceError("the channel was aborted") from exc
+                raise
+            if not data:
+                self._eof_received = True
+                self._check_receive_state()
+            decoder.feed(data)
+            frame = decoder.next_frame()
+            if frame is not None:
+                return frame
+
+    def _check_receive_state(self) -> None:
+        if self._closed:
+            raise trio.ClosedResourceError("the channel was closed")
+        if self._aborted is not None:
+            raise trio.BrokenResourceError("the channel was aborted") from self._aborted
+        if self._eof_received:
+            if self._decoder.buffered:
+                raise IncompleteFrame(self._decoder.buffered)
+            raise trio.EndOfChannel
+
+    # -------------------------------------------------------------------- sending
+
+    async def send(self, value: Buffer) -> None:
+        """Send one message as one frame.
+
+        Args:
+          value: The message (:class:`bytes`, :class:`bytearray` or
+              :class:`memoryview`).
+
+        Raises:
+          FrameTooLarge: The message exceeds the codec's ``max_size``; nothing
+              was sent.
+          InvalidMessage: The codec cannot carry the message (for example it
+              contains the delimiter); nothing was sent.
+          trio.ClosedResourceError: The channel was closed, or :meth:`send_eof`
+              was called.
+          trio.BrokenResourceError: The stream broke, or a started frame could not
+              be finished within ``abort_timeout`` after a cancellation.
+
+        Cancellation:
+          If this raises :exc:`trio.Cancelled`, nothing was written and the channel
+          is still usable. If it returns, the whole frame was written; a
+          cancellation that arrived after the first byte left is delivered at the
+          caller's next checkpoint. Concurrent senders are served in FIFO order and
+          their frames never interleave.
+        """
+        await self._write(self._codec.encode(value), 1)
+
+    async def send_many(self, values: Iterable[Buffer]) -> None:
+        """Send several messages with as few writes as possible.
+
+        All frames are encoded into one buffer and written together: one system
+        call for many small messages, where :meth:`send` would make one each.
+
+        Args:
+          values: The messages, in order.
+
+        Raises:
+          The same as :meth:`send`. An unencodable message raises before anything
+          is written.
+
+        Cancellation:
+          The batch is one unit: if this raises :exc:`trio.Cancelled` none of the
+          messages was written; if it returns, all were.
+        """
+        out = bytearray()
+        encode_into = self._codec.encode_into
+        count = 0
+        for value in values:
+            encode_into(out, value)
+            count += 1
+        await self._write(out, count)
+
+    async def _write(self, data: bytes | bytearray, count: int) -> None:
+        lock = self._send_lock
+        try:
+            lock.acquire_nowait()
+        except trio.WouldBlock:
+            # Queued behind another sender: cancellable, and nothing is written.
+            await lock.acquire()
+        try:
+            self._check_send_state()
+            if self._socket is not None:
+                await self._write_socket(self._socket, data)
+            else:
+                await self._write_stream(data)
+            self._messages_sent += count
+        finally:
+            lock.release()
+
+    def _check_send_state(self) -> None:
+        if self._closed:
+            raise trio.ClosedResourceError("the channel was closed")
+        if self._aborted is not None:
+            raise trio.BrokenResourceError("the channel was aborted") from self._aborted
+        if self._eof_sent:
+            raise trio.ClosedResourceError("cannot send after send_eof()")
+
+    async def _write_socket(self, sock: trio.socket.SocketType, data: bytes | bytearray) -> None:
+        # trio's socket methods have exact cancellation semantics: a send() that
+        # raises Cancelled sent nothing, and one that returns reports how much it
+        # sent. So the first call is the only point at which a cancellation may
+        # take effect, and after it we know precisely how much of the frame is out.
+        with memoryview(data) as view:
+            total = len(view)
+            sent = await self._socket_send(sock, view)
+            if sent == total:
+                return
+            try:
+                while sent < total:
+                    sent += await self._socket_send(sock, view[sent:])
+                return
+            except trio.Cancelled:
+                # The frame has started: finish it below. The caller's scope stays
+                # cancelled, so the next checkpoint raises Cancelled again.
+                pass
+            with trio.move_on_after(self._abort_timeout, shield=True):
+                while sent < total:
+                    sent += await self._socket_send(sock, view[sent:])
+            if sent < total:
+                await self._abort(f"{sent} of {total} bytes were written")
+
+    async def _socket_send(self, sock: trio.socket.SocketType, view: memoryview) -> int:
+        try:
+            return await sock.send(view)
+        except OSError as exc:
+            if sock.fileno() == -1:
+                raise trio.ClosedResourceError("the stream was closed") from exc
+            self._aborted = trio.BrokenResourceError(f"socket connection broken: {exc}")
+            raise self._aborted from exc
+
+    async def _write_stream(self, data: bytes | bytearray) -> None:
+        # A generic stream cannot say how much a cancelled send_all wrote, so the
+        # write must not be cancelled at all once it begins. It begins when the
+        # stream says it can take data, which we wait for cancellably; from then on
+        # the frame counts as started and is written under a shield. A shielded
+        # task cannot see its caller's cancellation, so a short-lived watcher task,
+        # outside the shield, sees it instead and starts the abort timer.
+        stream = self._stream
+        await stream.wait_send_all_might_not_block()
+        write_scope = trio.CancelScope(shield=True)
+        failure: BaseException | None = None
+
+        async def start_abort_timer_when_cancelled() -> None:
+            try:
+                await trio.sleep_forever()
+            except trio.Cancelled:
+                # Not re-raised: the caller's scope stays cancelled and delivers the
+                # cancellation at the caller's next checkpoint, after the frame.
+                write_scope.deadline = trio.current_time() + self._abort_timeout
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(start_abort_timer_when_cancelled)
+            with write_scope:
+                try:
+                    await stream.send_all(data)
+                except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                    failure = exc
+            nursery.cancel_scope.cancel()
+        if isinstance(failure, trio.BrokenResourceError):
+            self._aborted = failure
+        if failure is not None:
+            raise failure
+        if write_scope.cancelled_caught:
+            await self._abort(f"{len(data)} bytes were handed to {type(stream).__name__}")
+
+    async def _abort(self, progress: str) -> None:
+        self._aborted = trio.BrokenResourceError(
+            f"a frame could not be finished within abort_timeout={self._abort_timeout}s "
+            f"after its sender was cancelled ({progress}); the channel was aborted"
+        )
+        if self._socket is not None and self._socket.type == _stdlib_socket.SOCK_STREAM:
+            # A Unix or virtual socket may refuse SO_LINGER; then it closes plainly.
+            with contextlib.suppress(OSError, NotImplementedError):
+                self._socket.setsockopt(
+                    _stdlib_socket.SOL_SOCKET, _stdlib_socket.SO_LINGER, _LINGER_ABORT
+                )
+        with trio.CancelScope(shield=True):
+            await trio.aclose_forcefully(self._stream)
+        raise self._aborted
+
+    # -------------------------------------------------------------------- closing
+
+    async def send_eof(self) -> None:
+        """Close the sending direction; the peer's :meth:`receive` then raises
+        :exc:`trio.EndOfChannel` after the frames already sent.
+
+        Only for streams that are :class:`trio.abc.HalfCloseableStream`, such as
+        :class:`trio.SocketStream`. Calling it twice does nothing the second time.
+
+        Raises:
+          TypeError: The stream cannot half-close.
+          trio.ClosedResourceError: The channel was closed.
+
+        Cancellation:
+          Waits for a send in progress to finish first; a cancellation while
+          waiting leaves the sending direction open.
+        """
+        stream = self._stream
+        if not isinstance(stream, trio.abc.HalfCloseableStream):
+            raise TypeError(f"{type(stream).__name__} cannot half-close: it has no send_eof()")
+        async with self._send_lock:
+            if self._closed:
+                raise trio.ClosedResourceError("the channel was closed")
+            if self._eof_sent:
+                return
+            await stream.send_eof()
+            self._eof_sent = True
+
+    async def aclose(self) -> None:
+        """Close the channel and its stream.
+
+        Calls in progress in other tasks raise :exc:`trio.ClosedResourceError`. A
+        frame being written by another task at that moment is cut short: the peer
+        sees the stream end in the middle of a frame (:exc:`~trionet.IncompleteFrame`).
+        Closing twice does nothing the second time.
+
+        Cancellation:
+          Like :meth:`trio.abc.AsyncResource.aclose`: even if cancelled, the channel
+          and its stream are closed.
+        """
+        self._closed = True
+        await self._stream.aclose()

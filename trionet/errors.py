@@ -1,0 +1,127 @@
+"""trionet's exception hierarchy.
+
+Every exception trionet defines derives from :class:`TrionetError`. Where trio
+already has a type with the right meaning, ours derives from it too, so code that
+handles trio's exceptions handles ours:
+
+.. code-block:: text
+
+    TrionetError
+    ├── FramingError
+    │   ├── FrameTooLarge
+    │   ├── ProtocolError
+    │   ├── InvalidMessage          (also ValueError)
+    │   └── IncompleteFrame         (also trio.BrokenResourceError)
+    ├── AddressError                (also ValueError)
+    ├── ResolutionError             (also OSError)
+    ├── ConnectError                (also OSError)
+    ├── DatagramTooLarge            (also ValueError)
+    └── RequestTimeout              (also trio.TooSlowError)
+
+trionet also raises trio's own :class:`trio.ClosedResourceError`,
+:class:`trio.BrokenResourceError`, :class:`trio.BusyResourceError` and
+:class:`trio.EndOfChannel` where they fit.
+"""
+
+from __future__ import annotations
+
+from typing import final
+
+import trio
+
+from ._sansio.errors import AddressError as AddressError
+from ._sansio.errors import FrameTooLarge as FrameTooLarge
+from ._sansio.errors import FramingError as FramingError
+from ._sansio.errors import InvalidMessage as InvalidMessage
+from ._sansio.errors import ProtocolError as ProtocolError
+from ._sansio.errors import TrionetError as TrionetError
+
+__all__ = [
+    "TrionetError",
+    "FramingError",
+    "FrameTooLarge",
+    "ProtocolError",
+    "InvalidMessage",
+    "IncompleteFrame",
+    "AddressError",
+    "ResolutionError",
+    "ConnectError",
+    "DatagramTooLarge",
+    "RequestTimeout",
+]
+
+
+@final
+class IncompleteFrame(FramingError, trio.BrokenResourceError):
+    """The stream ended in the middle of a frame.
+
+    Frames that were complete before the end are delivered first; this is raised
+    by the receive that finds only part of a frame left.
+
+    Attributes:
+      buffered: How many bytes of the unfinished frame had arrived.
+    """
+
+    def __init__(self, buffered: int) -> None:
+        self.buffered = buffered
+        super().__init__(f"stream ended in the middle of a frame ({buffered} bytes of it arrived)")
+
+
+class ResolutionError(TrionetError, OSError):
+    """A host name could not be resolved.
+
+    It is an :class:`OSError`, so code that catches :class:`socket.gaierror`'s
+    base class keeps working. The system's reason is in ``__cause__``.
+
+    Attributes:
+      host: The name that was looked up.
+      port: The port that was asked for.
+    """
+
+    def __init__(self, host: str, port: int | str | None, reason: str) -> None:
+        self.host = host
+        self.port = port
+        where = host if port is None else f"{host!r} port {port}"
+        super().__init__(f"cannot resolve {where}: {reason}")
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class ConnectError(TrionetError, OSError):
+    """Every attempt to connect failed.
+
+    Attributes:
+      attempts: One entry per address tried, in order; see the connector's
+          documentation for its fields.
+    """
+
+    def __init__(self, message: str, attempts: tuple[object, ...] = ()) -> None:
+        self.attempts = attempts
+        super().__init__(message)
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+@final
+class DatagramTooLarge(TrionetError, ValueError):
+    """A datagram exceeds what its address family can carry; nothing was sent."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        self.size = size
+        self.limit = limit
+        super().__init__(f"datagram of {size} bytes exceeds the limit of {limit} bytes")
+
+
+@final
+class RequestTimeout(TrionetError, trio.TooSlowError):
+    """A request got no matching reply within its retry policy's budget.
+
+    Attributes:
+      attempts: How many transmissions were made.
+    """
+
+    def __init__(self, message: str, attempts: int) -> None:
+        self.attempts = attempts
+        super().__init__(message)
