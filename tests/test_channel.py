@@ -151,6 +151,68 @@ async def test_async_iteration_ends_at_end_of_channel() -> None:
     assert [message async for message in channel] == [b"alpha", b"beta", b"gamma"]
 
 
+async def test_receive_nowait_returns_buffered_frames_then_would_block() -> None:
+    left, right = trio.testing.memory_stream_pair()
+    channel = MessageChannel(right)
+    with pytest.raises(trio.WouldBlock):
+        channel.receive_nowait()
+    await left.send_all(frame(b"one") + frame(b"two") + frame(b"thr")[:3])
+    assert await channel.receive() == b"one"
+    assert channel.receive_nowait() == b"two"
+    with pytest.raises(trio.WouldBlock):
+        channel.receive_nowait()
+    await left.aclose()
+    with pytest.raises(trio.WouldBlock):
+        channel.receive_nowait()  # the end of the stream has not been read yet
+    with pytest.raises(IncompleteFrame):
+        await channel.receive()
+    with pytest.raises(IncompleteFrame):
+        channel.receive_nowait()
+
+
+async def test_receive_many_returns_a_burst_for_one_checkpoint() -> None:
+    left, right = trio.testing.memory_stream_pair()
+    channel = MessageChannel(right)
+    await left.send_all(b"".join(frame(b"%d" % i) for i in range(10)))
+    assert await channel.receive_many(max_count=3) == [b"0", b"1", b"2"]
+    assert await channel.receive_many() == [b"%d" % i for i in range(3, 10)]
+    assert channel.statistics().messages_received == 10
+    with pytest.raises(ValueError, match="max_count"):
+        await channel.receive_many(max_count=0)
+
+
+async def test_receive_many_delivers_frames_before_an_error_then_raises_it() -> None:
+    left, right = trio.testing.memory_stream_pair()
+    channel = MessageChannel(right, LengthPrefixed(max_size=100))
+    await left.send_all(frame(b"a") + frame(b"b") + frame(b"c" * 101))
+    assert await channel.receive_many() == [b"a", b"b"]
+    with pytest.raises(FrameTooLarge):
+        await channel.receive_many()
+
+
+async def test_receive_many_is_a_checkpoint_even_with_frames_buffered() -> None:
+    left, right = trio.testing.memory_stream_pair()
+    channel = MessageChannel(right)
+    await left.send_all(frame(b"kept"))
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        await channel.receive_many()
+    assert scope.cancelled_caught
+    assert await channel.receive_many() == [b"kept"]
+
+
+async def test_closed_channel_does_not_return_buffered_frames() -> None:
+    left, right = trio.testing.memory_stream_pair()
+    channel = MessageChannel(right)
+    await left.send_all(frame(b"one") + frame(b"two"))
+    assert await channel.receive() == b"one"
+    await channel.aclose()
+    with pytest.raises(trio.ClosedResourceError):
+        await channel.receive()
+    with pytest.raises(trio.ClosedResourceError):
+        channel.receive_nowait()
+
+
 # -------------------------------------------------------------------------------- send
 
 

@@ -788,3 +788,18 @@ def test_docstring_examples_pass() -> None:
     results = doctest.testmod(codecs, optionflags=doctest.ELLIPSIS)
     assert results.attempted >= 10
     assert results.failed == 0
+
+
+@pytest.mark.parametrize("codec", CODECS, ids=repr)
+def test_encode_many_equals_the_concatenated_frames(codec: Codec) -> None:
+    candidates = [b"", b"a", b"hello world", b"--x", bytes(range(200))]
+    messages = [m for m in candidates if is_valid(codec, m)]
+    expected = b"".join(codec.encode(m) for m in messages)
+    assert codec.encode_many(messages) == expected
+    assert codec.encode_many(iter(messages)) == expected
+
+
+@pytest.mark.parametrize("codec", CODECS, ids=repr)
+def test_encode_many_rejects_a_too_large_message(codec: Codec) -> None:
+    with pytest.raises(FrameTooLarge):
+        codec.encode_many([b"", b"x" * (codec.max_size + 1)])

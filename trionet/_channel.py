@@ -12,7 +12,7 @@ from typing import Final, final
 import trio
 
 from ._sansio.codecs import Buffer, Codec, Decoder, LengthPrefixed
-from .errors import IncompleteFrame
+from .errors import FramingError, IncompleteFrame
 
 __all__ = ["MessageChannel", "MessageChannelStatistics"]
 
@@ -190,6 +190,8 @@ class MessageChannel(trio.abc.Channel[bytes]):
         self._receiving = True
         try:
             await trio.lowlevel.checkpoint_if_cancelled()
+            if self._closed:
+                raise trio.ClosedResourceError("the channel was closed")
             frame = self._decoder.next_frame()
             if frame is not None:
                 # A frame was buffered: finish the checkpoint without a chance of
@@ -201,6 +203,62 @@ class MessageChannel(trio.abc.Channel[bytes]):
             return frame
         finally:
             self._receiving = False
+
+    def receive_nowait(self) -> bytes:
+        """Return the next message if it is already buffered, without waiting.
+
+        Returns:
+          The payload of the next frame.
+
+        Raises:
+          trio.WouldBlock: No whole frame is buffered; :meth:`receive` would wait.
+          The same as :meth:`receive` otherwise.
+        """
+        if self._receiving:
+            raise trio.BusyResourceError("another task is already receiving on this channel")
+        if self._closed:
+            raise trio.ClosedResourceError("the channel was closed")
+        frame = self._decoder.next_frame()
+        if frame is None:
+            self._check_receive_state()
+            raise trio.WouldBlock
+        self._messages_received += 1
+        return frame
+
+    async def receive_many(self, max_count: int | None = None) -> list[bytes]:
+        """Return every message already buffered, waiting for at least one.
+
+        One checkpoint for many messages: where a peer sends bursts of small
+        frames, this delivers each burst at the cost of one :meth:`receive`.
+
+        Args:
+          max_count: Return at most this many messages; the rest stay buffered.
+
+        Returns:
+          One or more payloads, in order.
+
+        Raises:
+          The same as :meth:`receive`. An error found after the first message is
+          raised by the next call, once the messages before it are delivered.
+
+        Cancellation:
+          As for :meth:`receive`: if cancelled, nothing is lost.
+        """
+        if max_count is not None and max_count < 1:
+            raise ValueError(f"max_count must be at least 1, not {max_count}")
+        frames = [await self.receive()]
+        limit = max_count if max_count is not None else -1
+        next_frame = self._decoder.next_frame
+        while len(frames) != limit:
+            try:
+                frame = next_frame()
+            except FramingError:
+                break  # Sticky: the next receive raises it, after these frames.
+            if frame is None:
+                break
+            frames.append(frame)
+        self._messages_received += len(frames) - 1
+        return frames
 
     async def _read_frame(self) -> bytes:
         decoder = self._decoder
@@ -275,13 +333,8 @@ class MessageChannel(trio.abc.Channel[bytes]):
           The batch is one unit: if this raises :exc:`trio.Cancelled` none of the
           messages was written; if it returns, all were.
         """
-        out = bytearray()
-        encode_into = self._codec.encode_into
-        count = 0
-        for value in values:
-            encode_into(out, value)
-            count += 1
-        await self._write(out, count)
+        messages = values if isinstance(values, (list, tuple)) else list(values)
+        await self._write(self._codec.encode_many(messages), len(messages))
 
     async def _write(self, data: bytes | bytearray, count: int) -> None:
         lock = self._send_lock

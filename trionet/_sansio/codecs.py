@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import struct
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final, Literal, Protocol, TypeAlias, final, runtime_checkable
 
@@ -127,6 +128,14 @@ class Codec(Protocol):
         Raises:
           FrameTooLarge: As for :meth:`encode`; ``out`` is then left unchanged.
           InvalidMessage: As for :meth:`encode`; ``out`` is then left unchanged.
+        """
+
+    def encode_many(self, messages: Iterable[Buffer]) -> bytes:
+        """Return the frames for ``messages``, concatenated (one write for many messages).
+
+        Raises:
+          FrameTooLarge: As for :meth:`encode`; nothing is returned.
+          InvalidMessage: As for :meth:`encode`; nothing is returned.
         """
 
     def decoder(self) -> Decoder:
@@ -328,6 +337,21 @@ class LengthPrefixed:
         out += self._struct.pack(size)
         out += message
 
+    def encode_many(self, messages: Iterable[Buffer]) -> bytes:
+        # One join of all headers and payloads: about half the cost per message
+        # of appending each to a bytearray.
+        pack = self._struct.pack
+        max_size = self.max_size
+        parts: list[Buffer] = []
+        append = parts.append
+        for message in messages:
+            size = _length(message)
+            if size > max_size:
+                raise FrameTooLarge(size, max_size)
+            append(pack(size))
+            append(message)
+        return b"".join(parts)
+
     def decoder(self) -> Decoder:
         return _LengthPrefixedDecoder(self.width, self._struct.unpack_from, self.max_size)
 
@@ -453,6 +477,9 @@ class Varint:
             raise FrameTooLarge(size, self.max_size)
         out += _varint(size)
         out += message
+
+    def encode_many(self, messages: Iterable[Buffer]) -> bytes:
+        return b"".join(map(self.encode, messages))
 
     def decoder(self) -> Decoder:
         return _VarintDecoder(self.max_size)
@@ -592,6 +619,9 @@ class Delimited:
         out += self._check(message)
         out += self.delimiter
 
+    def encode_many(self, messages: Iterable[Buffer]) -> bytes:
+        return b"".join(map(self.encode, messages))
+
     def decoder(self) -> Decoder:
         return _DelimitedDecoder(self.delimiter, self.max_size)
 
@@ -691,6 +721,9 @@ class Lines:
     def encode_into(self, out: bytearray, message: Buffer) -> None:
         out += self._check(message)
         out += self.newline
+
+    def encode_many(self, messages: Iterable[Buffer]) -> bytes:
+        return b"".join(map(self.encode, messages))
 
     def decoder(self) -> Decoder:
         return _LinesDecoder(self.max_size)
@@ -803,6 +836,9 @@ class Netstring:
         out += b"%d:" % size
         out += message
         out += b","
+
+    def encode_many(self, messages: Iterable[Buffer]) -> bytes:
+        return b"".join(map(self.encode, messages))
 
     def decoder(self) -> Decoder:
         return _NetstringDecoder(self.max_size)
