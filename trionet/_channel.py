@@ -435,7 +435,7 @@ class MessageChannel(trio.abc.Channel[bytes]):
             f"after its sender was cancelled ({progress}); the channel was aborted"
         )
         if self._socket is not None and self._socket.type == _stdlib_socket.SOCK_STREAM:
-            # A Unix or virtual socket may refuse SO_LINGER; then it closes plainly.
+            # A Unix socket refuses SO_LINGER; then it closes plainly.
             with contextlib.suppress(OSError, NotImplementedError):
                 self._socket.setsockopt(
                     _stdlib_socket.SOL_SOCKET, _stdlib_socket.SO_LINGER, _LINGER_ABORT

@@ -1,8 +1,30 @@
-"""Testing tools for trio networking code.
+"""Testing tools for trio networking code: a deterministic virtual network.
+
+:class:`VirtualNetwork` simulates hosts, links (latency, jitter, loss,
+duplication, reordering, bandwidth), partitions, black holes, crashes and DNS,
+and plugs into trio's socket and resolver hooks, so unchanged code built on
+:mod:`trio.socket` (``trio.open_tcp_stream``, ``trio.serve_tcp``, trionet)
+runs on it, exactly and instantly under ``trio.testing.MockClock``.
 
 :func:`check_message_channel` is a conformance suite for message channels.
 """
 
 from ._check_channel import check_message_channel as check_message_channel
+from ._vhost import VirtualHost as VirtualHost
+from ._vlink import LinkConfig as LinkConfig
+from ._vnet import VirtualNetwork as VirtualNetwork
+from ._vsocket import VirtualSocket as VirtualSocket
+from ._vtrace import NetworkStatistics as NetworkStatistics
+from ._vtrace import TraceEvent as TraceEvent
+from ._vtrace import format_trace as format_trace
 
-__all__ = ["check_message_channel"]
+__all__ = [
+    "VirtualNetwork",
+    "VirtualHost",
+    "LinkConfig",
+    "TraceEvent",
+    "NetworkStatistics",
+    "VirtualSocket",
+    "format_trace",
+    "check_message_channel",
+]

@@ -1,0 +1,252 @@
+"""Connection objects: one end of a stream connection, as a handler or a client sees it.
+
+A server hands its handler a :class:`TCPConnection` (or a
+:class:`UnixConnection`); a client that connects gets the same type, with
+``server`` set to ``None``. The object is a small bundle: the stream, the
+:class:`~trionet.MessageChannel` over it when a codec was chosen, and the two
+addresses. It adds no behaviour of its own to the stream.
+
+Per-connection state is kept small (``__slots__``, addresses converted only
+when asked for), because a server holds one of these for every open connection.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Generic, TypeVar, final
+
+import trio
+
+from ._channel import MessageChannel
+from ._sansio.addresses import Address
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+    from typing_extensions import Self
+
+    from ._tcp_server import TCPServer
+    from ._unix import UnixServer
+
+__all__ = ["Connection", "TCPConnection", "UnixConnection"]
+
+ServerT = TypeVar("ServerT")
+
+
+class Connection(Generic[ServerT]):
+    """What :class:`TCPConnection` and :class:`UnixConnection` share.
+
+    Closing a connection (:meth:`aclose`, or leaving ``async with``) closes the
+    channel if there is one, else the stream. A server closes every connection
+    when its handler returns, so handlers need not close it themselves.
+    """
+
+    __slots__ = ("_channel", "_server", "_socket", "_stream")
+
+    def __init__(
+        self,
+        stream: trio.abc.Stream,
+        *,
+        socket: trio.socket.SocketType,
+        channel: MessageChannel | None = None,
+        server: ServerT | None = None,
+    ) -> None:
+        self._stream = stream
+        self._socket = socket
+        self._channel = channel
+        self._server = server
+
+    @property
+    def stream(self) -> trio.abc.Stream:
+        """The byte stream: a :class:`trio.SocketStream`, or a :class:`trio.SSLStream`
+        over it with TLS, possibly wrapped to track idleness.
+
+        With a codec, the :attr:`channel` owns this stream: read and write through
+        the channel only.
+        """
+        return self._stream
+
+    @property
+    def channel(self) -> MessageChannel:
+        """The :class:`~trionet.MessageChannel` that frames messages over :attr:`stream`.
+
+        Raises:
+          RuntimeError: No codec was given (``codec=None``), so there is no
+              channel: use :attr:`stream`, or pass ``codec=`` to get one.
+        """
+        channel = self._channel
+        if channel is None:
+            raise RuntimeError(
+                "this connection has no message channel because no codec was given; "
+                "use .stream, or pass codec= (for example trionet.LengthPrefixed())"
+            )
+        return channel
+
+    @property
+    def has_channel(self) -> bool:
+        """Whether a codec was given, so that :attr:`channel` exists."""
+        return self._channel is not None
+
+    @property
+    def socket(self) -> trio.socket.SocketType:
+        """The connected socket, for socket options (``setsockopt``) and ``fileno()``.
+
+        Do not read or write it directly: use :attr:`stream` or :attr:`channel`.
+        """
+        return self._socket
+
+    @property
+    def server(self) -> ServerT | None:
+        """The server that accepted this connection, or ``None`` on the client side."""
+        return self._server
+
+    async def aclose(self) -> None:
+        """Close the channel (if any) and the stream.
+
+        Closing twice does nothing the second time.
+
+        Cancellation:
+          As :meth:`trio.abc.AsyncResource.aclose`: even when cancelled, the
+          connection is closed (without a TLS ``close_notify`` then).
+        """
+        if self._channel is not None:
+            await self._channel.aclose()
+        else:
+            await self._stream.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+
+@final
+class TCPConnection(Connection["TCPServer"]):
+    """A TCP connection: what a :func:`~trionet.serve_tcp` handler receives.
+
+    Attributes:
+      stream: See :attr:`Connection.stream`.
+      channel: See :attr:`Connection.channel`.
+      peer: The remote end's :class:`~trionet.Address`, normalised (an IPv4 peer
+          of a dual-stack socket shows as IPv4, not ``::ffff:a.b.c.d``).
+      local: This end's :class:`~trionet.Address` (the specific address the peer
+          connected to, also when the server listens on a wildcard).
+      server: The :class:`~trionet.TCPServer`, or ``None`` on the client side.
+
+    Example::
+
+        async def handler(conn: trionet.TCPConnection) -> None:
+            print("connection from", conn.peer)
+            async for message in conn.channel:
+                await conn.channel.send(message)
+    """
+
+    __slots__ = ("_local", "_peer")
+
+    def __init__(
+        self,
+        stream: trio.abc.Stream,
+        *,
+        socket: trio.socket.SocketType,
+        peer: Address | tuple[object, ...] | None = None,
+        channel: MessageChannel | None = None,
+        server: TCPServer | None = None,
+    ) -> None:
+        super().__init__(stream, socket=socket, channel=channel, server=server)
+        # A raw sockaddr (as accept() returns it) is converted on first use only.
+        self._peer: Address | tuple[object, ...] | None = peer
+        self._local: Address | None = None
+
+    @property
+    def peer(self) -> Address:
+        """The remote address, normalised; see the class documentation."""
+        peer = self._peer
+        if isinstance(peer, Address):
+            return peer
+        if peer is None:
+            peer = self._socket.getpeername()
+        address = Address.from_sockaddr(peer)
+        self._peer = address
+        return address
+
+    @property
+    def local(self) -> Address:
+        """The local address, normalised; see the class documentation."""
+        local = self._local
+        if local is None:
+            local = self._local = Address.from_sockaddr(self._socket.getsockname())
+        return local
+
+    def __repr__(self) -> str:
+        try:
+            peer: object = self.peer
+        except OSError:  # closed before the peer's address was asked for
+            peer = "?"
+        return f"<TCPConnection peer={peer}>"
+
+
+@final
+class UnixConnection(Connection["UnixServer"]):
+    """A Unix domain socket connection: what a :func:`~trionet.serve_unix` handler receives.
+
+    Attributes:
+      stream: See :attr:`Connection.stream`.
+      channel: See :attr:`Connection.channel`.
+      peer: The peer's socket path; ``""`` for an unnamed socket, which is what
+          clients usually have.
+      local: This end's socket path (the server's path on the server side;
+          usually ``""`` on the client side).
+      server: The :class:`~trionet.UnixServer`, or ``None`` on the client side.
+    """
+
+    __slots__ = ("_local", "_peer")
+
+    def __init__(
+        self,
+        stream: trio.abc.Stream,
+        *,
+        socket: trio.socket.SocketType,
+        peer: object = None,
+        local: str | None = None,
+        channel: MessageChannel | None = None,
+        server: UnixServer | None = None,
+    ) -> None:
+        super().__init__(stream, socket=socket, channel=channel, server=server)
+        self._peer = peer
+        self._local = local
+
+    @property
+    def peer(self) -> str:
+        """The peer's path, ``""`` when it is unnamed; see the class documentation."""
+        peer = self._peer
+        if not isinstance(peer, str):
+            peer = self._peer = _path_text(
+                self._socket.getpeername() if peer is None else peer
+            )
+        return peer
+
+    @property
+    def local(self) -> str:
+        """This end's path, ``""`` when it is unnamed."""
+        local = self._local
+        if local is None:
+            local = self._local = _path_text(self._socket.getsockname())
+        return local
+
+    def __repr__(self) -> str:
+        try:
+            return f"<UnixConnection local={self.local!r} peer={self.peer!r}>"
+        except OSError:  # closed before the addresses were asked for
+            return "<UnixConnection (closed)>"
+
+
+def _path_text(sockaddr: object) -> str:
+    """A Unix socket address as text: Linux reports abstract names as bytes."""
+    if isinstance(sockaddr, bytes):
+        return sockaddr.decode("utf-8", "backslashreplace")
+    return str(sockaddr) if sockaddr else ""

@@ -1,0 +1,556 @@
+"""Name resolution: a cached, coalescing, bounded resolver for trio.
+
+Every lookup of a name goes through :func:`trio.socket.getaddrinfo`, so a
+resolver installed with :func:`trio.socket.set_custom_hostname_resolver` (such
+as trionet's virtual network) answers it. IP literals never reach getaddrinfo.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import socket
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Final, final
+
+import trio
+
+from ._sansio.addresses import Address, validate_port
+from ._sansio.errors import AddressError
+from ._sansio.ordering import interleave_families
+from .errors import ResolutionError
+
+__all__ = [
+    "DEFAULT_LOOKUP_TIMEOUT",
+    "DEFAULT_MAX_CACHE_ENTRIES",
+    "DEFAULT_MAX_CONCURRENT_LOOKUPS",
+    "DEFAULT_NEGATIVE_TTL",
+    "DEFAULT_TTL",
+    "Resolver",
+    "ResolverStatistics",
+    "default_resolver",
+    "resolve",
+]
+
+# getaddrinfo() does not report the DNS records' TTLs, so the cache cannot obey
+# them; these defaults are the JDK's InetAddress cache policy
+# (networkaddress.cache.ttl is 30 s when no security manager is installed,
+# networkaddress.cache.negative.ttl is 10 s).
+DEFAULT_TTL: Final = 30.0
+DEFAULT_NEGATIVE_TTL: Final = 10.0
+# Half of trio's default thread limiter (40 threads), so that a burst of slow
+# lookups cannot take every thread that trio.to_thread users share.
+DEFAULT_MAX_CONCURRENT_LOOKUPS: Final = 20
+# glibc's worst case with its defaults: RES_TIMEOUT 5 s x RES_DFLRETRY 2
+# attempts x MAXNS 3 name servers. A real lookup is never cut short by it; a
+# hung custom resolver is.
+DEFAULT_LOOKUP_TIMEOUT: Final = 30.0
+# trionet's choice: bounds memory on a server that resolves many names; far
+# above a client's working set.
+DEFAULT_MAX_CACHE_ENTRIES: Final = 1024
+
+_FAMILY_NAMES: Final = {0: "any family", socket.AF_INET: "IPv4", socket.AF_INET6: "IPv6"}
+
+_Key = tuple[str, int, int, int]  # (lower-case host, family, type, flags)
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class ResolverStatistics:
+    """A snapshot of a :class:`Resolver`'s counters (see :meth:`Resolver.statistics`).
+
+    Attributes:
+      hits: Calls answered from the cache, positively or negatively.
+      negative_hits: Of ``hits``, those answered with a cached failure.
+      misses: Calls that found nothing in the cache and started or joined a
+          system lookup.
+      coalesced: Of ``misses``, those that joined a lookup already under way
+          instead of starting one (single-flight).
+      lookups: System lookups (getaddrinfo calls) made.
+      failures: Of ``lookups``, those that failed or timed out.
+      static_hits: Calls answered by the hosts table.
+      in_flight: System lookups running now.
+      cache_entries: Unexpired entries in the cache now.
+    """
+
+    hits: int
+    negative_hits: int
+    misses: int
+    coalesced: int
+    lookups: int
+    failures: int
+    static_hits: int
+    in_flight: int
+    cache_entries: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    """A lookup's outcome, shared by every caller that waited for it."""
+
+    addresses: tuple[Address, ...] = ()  # port 0; callers substitute theirs
+    reason: str | None = None  # set on failure
+    cause: BaseException | None = None
+    cacheable: bool = True
+
+    def result(self, host: str, port: int) -> list[Address]:
+        if self.reason is not None:
+            # A new exception per caller: one instance raised in several tasks
+            # would accumulate their tracebacks.
+            raise ResolutionError(host, port, self.reason) from self.cause
+        return [address.with_port(port) for address in self.addresses]
+
+
+@dataclass(slots=True)
+class _CacheEntry:
+    answer: _Answer
+    expires_at: float
+
+
+@dataclass(slots=True, eq=False)
+class _Flight:
+    """A system lookup that one caller drives and others wait for."""
+
+    answer: _Answer | None = None
+    changed: trio.Event = field(default_factory=trio.Event)  # answer set, or driver left
+    driving: bool = False
+    followers: int = 0
+    shield: trio.CancelScope | None = None  # the driver's, while the system call runs
+
+    def update_shield(self) -> None:
+        if self.shield is not None:
+            self.shield.shield = self.followers > 0
+
+    def abandoned(self) -> bool:
+        """Nobody drives or waits for this lookup any more, and it has no answer."""
+        return self.answer is None and not self.driving and not self.followers
+
+
+def _check_request(host: object, port: object, family: int) -> tuple[str, int]:
+    if not isinstance(host, str) or not host:
+        raise AddressError(f"host must be a non-empty str, not {host!r}")
+    if family not in _FAMILY_NAMES:
+        raise ValueError(f"family must be 0, AF_INET or AF_INET6, not {family!r}")
+    return host, validate_port(port)
+
+
+def _literal(host: str) -> Address | None:
+    """``host`` as an address if it is an IP literal, else ``None``."""
+    try:
+        ipaddress.ip_address(host.partition("%")[0])
+    except ValueError:
+        return None
+    return Address(host, 0)
+
+
+def _usable(address: Address, host: str, port: int) -> Address:
+    """``address`` with ``port``, and an interface name in its zone made an index."""
+    if isinstance(address.scope_id, str):
+        try:
+            index = socket.if_nametoindex(address.scope_id)
+        except OSError as exc:
+            raise ResolutionError(host, port, f"no network interface named {address.scope_id!r}") from exc
+        return Address(address.host, port, address.flowinfo, index)
+    return address.with_port(port)
+
+
+def _filter_family(
+    addresses: Iterable[Address], family: int, host: str, port: int, missing: str
+) -> list[Address]:
+    found = [a for a in addresses if family in (0, a.family)]
+    if not found:
+        raise ResolutionError(host, port, missing.format(_FAMILY_NAMES[family]))
+    return interleave_families(_usable(a, host, port) for a in found)
+
+
+def _hosts_key(name: str) -> str:
+    name = name.lower()
+    return name[:-1] if name.endswith(".") and len(name) > 1 else name
+
+
+# Single-flight without background tasks
+# ======================================
+#
+# Concurrent identical lookups share one system call: the first caller (the
+# driver) makes it in its own task, and later callers (followers) wait for its
+# answer. trionet runs no hidden tasks, so the call lives in the driver's task,
+# and a cancelled driver must not take the lookup away from the followers (the
+# issue's contract, and Go's net.Resolver keeps shared lookups alive the same
+# way). Two mechanisms keep that promise while leaving trio's cancellation
+# semantics intact:
+#
+# 1. While the system call runs, the driver holds it in a cancel scope whose
+#    `shield` is on exactly when at least one follower waits. A cancelled driver
+#    then finishes the call, publishes the answer to the followers, and raises
+#    Cancelled straight after. The last follower to leave turns the shield off
+#    again, so a driver that nobody depends on is cancelled at once. The delay
+#    a shielded driver can see is bounded by `lookup_timeout`, which applies
+#    inside the shield.
+# 2. A driver cancelled before the call starts (queued on the capacity
+#    limiter), or one that lost the race between a follower joining and its own
+#    cancellation, hands the lookup over: a follower wakes up and drives it.
+#    Nothing has been lost in that case except a place in the limiter's queue.
+#
+# Every waiter sits in an ordinary checkpoint in its own task; when the last of
+# them is gone, nothing remains. (A system getaddrinfo() thread that trio
+# abandoned on cancellation runs to its end, as with trio.socket.getaddrinfo.)
+
+
+@final
+class Resolver:
+    """A resolver with a cache, single-flight lookups, a bound and a hosts table.
+
+    Answers are cached for ``ttl`` seconds and failures for ``negative_ttl``
+    seconds, counted on trio's clock from when the answer arrived.
+    :func:`socket.getaddrinfo` does not report the records' real DNS TTLs, so
+    these are fixed durations, not what the DNS server said; pass ``ttl=0`` to
+    switch the cache off (lookups are still coalesced).
+
+    Concurrent identical lookups share one system call (single-flight): a
+    caller that is cancelled does not cancel the lookup for those still
+    waiting. At most ``max_concurrent_lookups`` system lookups run at once; more
+    wait their turn.
+
+    A Resolver belongs to one :func:`trio.run`, whose clock it reads.
+
+    Args:
+      ttl: How long an answer is reused, in seconds.
+      negative_ttl: How long a failure is reused, in seconds.
+      max_concurrent_lookups: How many system lookups may run at once.
+      lookup_timeout: How long a system lookup may take, in seconds, before it
+          counts as failed; ``None`` for no limit.
+      max_cache_entries: How many answers the cache holds; the oldest go first.
+      hosts: Static overrides, like ``/etc/hosts``: a name (case-insensitive)
+          maps to IP addresses (str), returned without any lookup.
+
+    Raises:
+      ValueError: A duration is negative, or a count is less than 1.
+      AddressError: A hosts table entry is not an IP address.
+
+    Example::
+
+        resolver = trionet.Resolver(hosts={"db.test": ["::1", "127.0.0.1"]})
+        addresses = await resolver.resolve("db.test", 5432)
+        # [Address(host='::1', port=5432, ...), Address(host='127.0.0.1', ...)]
+    """
+
+    def __init__(
+        self,
+        *,
+        ttl: float = DEFAULT_TTL,
+        negative_ttl: float = DEFAULT_NEGATIVE_TTL,
+        max_concurrent_lookups: int = DEFAULT_MAX_CONCURRENT_LOOKUPS,
+        lookup_timeout: float | None = DEFAULT_LOOKUP_TIMEOUT,
+        max_cache_entries: int = DEFAULT_MAX_CACHE_ENTRIES,
+        hosts: Mapping[str, str | Iterable[str]] | None = None,
+    ) -> None:
+        for name, value in (("ttl", ttl), ("negative_ttl", negative_ttl)):
+            if not value >= 0:
+                raise ValueError(f"{name} must be >= 0, not {value!r}")
+        if lookup_timeout is not None and not lookup_timeout > 0:
+            raise ValueError(f"lookup_timeout must be > 0 or None, not {lookup_timeout!r}")
+        if max_cache_entries < 1:
+            raise ValueError(f"max_cache_entries must be >= 1, not {max_cache_entries!r}")
+        self._ttl = float(ttl)
+        self._negative_ttl = float(negative_ttl)
+        self._lookup_timeout = math.inf if lookup_timeout is None else float(lookup_timeout)
+        self._max_cache_entries = max_cache_entries
+        self._limiter = trio.CapacityLimiter(max_concurrent_lookups)
+        self._hosts: dict[str, tuple[Address, ...]] = {}
+        self._cache: dict[_Key, _CacheEntry] = {}
+        self._flights: dict[_Key, _Flight] = {}
+        self._hits = self._negative_hits = self._misses = self._coalesced = 0
+        self._lookups = self._failures = self._static_hits = self._in_flight = 0
+        for name, addresses in (hosts or {}).items():
+            self.set_host(name, addresses)
+
+    # -- hosts table and cache management ----------------------------------
+
+    def set_host(self, name: str, addresses: str | Iterable[str]) -> None:
+        """Make ``name`` resolve to ``addresses``, without any lookup.
+
+        Args:
+          name: The host name; case and one trailing dot do not matter.
+          addresses: IP addresses, in order of preference (a single str is
+              one address).
+
+        Raises:
+          AddressError: An address is not an IP address, or there is none.
+        """
+        texts = [addresses] if isinstance(addresses, str) else list(addresses)
+        if not texts:
+            raise AddressError(f"no addresses given for host {name!r}")
+        self._hosts[_hosts_key(name)] = tuple(Address(text, 0) for text in texts)
+
+    def remove_host(self, name: str) -> None:
+        """Remove ``name`` from the hosts table, if it is there."""
+        self._hosts.pop(_hosts_key(name), None)
+
+    @property
+    def hosts(self) -> Mapping[str, tuple[str, ...]]:
+        """A copy of the hosts table, with each address as text."""
+        return {name: tuple(str(a.ip) for a in addresses) for name, addresses in self._hosts.items()}
+
+    def clear_cache(self, host: str | None = None) -> None:
+        """Forget cached answers (and failures) for ``host``, or for every name."""
+        if host is None:
+            self._cache.clear()
+            return
+        lowered = host.lower()
+        for key in [key for key in self._cache if key[0] == lowered]:
+            del self._cache[key]
+
+    def statistics(self) -> ResolverStatistics:
+        """Return the resolver's counters, as a frozen snapshot."""
+        try:
+            now = trio.current_time()
+        except RuntimeError:  # outside trio.run: nothing can have expired "now"
+            now = -math.inf
+        return ResolverStatistics(
+            hits=self._hits,
+            negative_hits=self._negative_hits,
+            misses=self._misses,
+            coalesced=self._coalesced,
+            lookups=self._lookups,
+            failures=self._failures,
+            static_hits=self._static_hits,
+            in_flight=self._in_flight,
+            cache_entries=sum(1 for e in self._cache.values() if e.expires_at > now),
+        )
+
+    # -- resolving ----------------------------------------------------------
+
+    async def resolve(
+        self,
+        host: str,
+        port: int,
+        *,
+        family: int = 0,
+        type: int = socket.SOCK_STREAM,
+        flags: int = 0,
+    ) -> list[Address]:
+        """Resolve ``host`` to addresses, ordered for connection attempts.
+
+        An IP literal (``"::1"``, ``"fe80::1%eth0"``) is returned at once, with no
+        lookup. A name in the hosts table is answered from it. Otherwise the
+        cache answers, or one :func:`trio.socket.getaddrinfo` call, shared with
+        concurrent identical calls. The addresses come in RFC 8305 section 4
+        order: the system's preferred address first, then the families
+        interleaved (see :func:`interleave_families`). IPv4-mapped IPv6
+        addresses come back as IPv4, duplicates once.
+
+        Args:
+          host: A host name or an IP address.
+          port: The port to put in each address, 0-65535.
+          family: 0 for both families, or :data:`socket.AF_INET` /
+              :data:`socket.AF_INET6` for one.
+          type: The socket type passed to getaddrinfo.
+          flags: ``AI_*`` flags passed to getaddrinfo.
+
+        Returns:
+          At least one address.
+
+        Raises:
+          ResolutionError: The name could not be resolved (the system's error is
+              in ``__cause__``), has no address of ``family``, or the lookup
+              took longer than ``lookup_timeout``.
+          AddressError: ``host`` is empty or ``port`` is out of range.
+
+        Cancellation:
+          A cancelled call raises :exc:`trio.Cancelled` and caches nothing.
+          If other calls are waiting for the lookup this call started, the
+          lookup is not abandoned: it finishes for them (this call waits for it,
+          at most ``lookup_timeout``) and this call then raises
+          :exc:`trio.Cancelled`; or, if the lookup had not started yet, one of
+          them takes it over.
+        """
+        host, port = _check_request(host, port, family)
+        literal = _literal(host)
+        if literal is not None:
+            await trio.lowlevel.checkpoint()
+            return _filter_family([literal], family, host, port, "it is not an {} address")
+        static = self._hosts.get(_hosts_key(host))
+        if static is not None:
+            await trio.lowlevel.checkpoint()
+            self._static_hits += 1
+            return _filter_family(static, family, host, port, "the hosts table has no {} address")
+        key: _Key = (host.lower(), family, type, flags)
+        entry = self._cache.get(key)
+        if entry is not None:
+            if trio.current_time() < entry.expires_at:
+                await trio.lowlevel.checkpoint()
+                self._hits += 1
+                if entry.answer.reason is not None:
+                    self._negative_hits += 1
+                return entry.answer.result(host, port)
+            del self._cache[key]
+        self._misses += 1
+        answer = await self._wait_for_lookup(key, host, port)
+        return answer.result(host, port)
+
+    async def _wait_for_lookup(self, key: _Key, host: str, port: int) -> _Answer:
+        flight = self._flights.get(key)
+        if flight is None:
+            flight = self._flights[key] = _Flight()
+        else:
+            self._coalesced += 1
+        while flight.answer is None:
+            if not flight.driving:
+                return await self._drive(flight, key, host, port)
+            flight.followers += 1
+            flight.update_shield()
+            try:
+                await flight.changed.wait()
+            except BaseException:
+                flight.followers -= 1
+                flight.update_shield()
+                if flight.abandoned():
+                    self._drop_flight(key, flight)
+                raise
+            flight.followers -= 1
+            flight.update_shield()
+        return flight.answer
+
+    async def _drive(self, flight: _Flight, key: _Key, host: str, port: int) -> _Answer:
+        flight.driving = True
+        try:
+            async with self._limiter:
+                answer = await self._system_lookup(flight, key, host, port)
+        except Exception as exc:  # a broken custom resolver: report it, do not retry
+            flight.driving = False
+            flight.shield = None
+            failure = _Answer(reason=f"the lookup raised {exc!r}", cause=exc, cacheable=False)
+            self._publish(key, flight, failure)
+            raise
+        except BaseException:  # Cancelled (or KeyboardInterrupt) before an answer
+            flight.driving = False
+            flight.shield = None
+            if flight.followers:
+                woken, flight.changed = flight.changed, trio.Event()
+                woken.set()  # hand over: a follower drives next
+            else:
+                self._drop_flight(key, flight)
+            raise
+        self._publish(key, flight, answer)
+        await trio.lowlevel.checkpoint_if_cancelled()  # a shielded driver's own cancel
+        return answer
+
+    async def _system_lookup(self, flight: _Flight, key: _Key, host: str, port: int) -> _Answer:
+        _, family, type_, flags = key
+        self._lookups += 1
+        self._in_flight += 1
+        try:
+            raw = None
+            error: OSError | None = None
+            with trio.CancelScope(shield=flight.followers > 0) as shield:
+                flight.shield = shield
+                with trio.move_on_after(self._lookup_timeout):
+                    try:
+                        raw = await trio.socket.getaddrinfo(host, port, family, type_, 0, flags)
+                    except OSError as exc:
+                        error = exc
+            flight.shield = None
+        finally:
+            self._in_flight -= 1
+        if error is not None:
+            return _Answer(reason=error.strerror or str(error) or repr(error), cause=error)
+        if raw is None:
+            return _Answer(reason=f"the lookup took longer than {self._lookup_timeout:g} s")
+        found: list[Address] = []
+        for entry in raw:
+            try:
+                address = Address.from_sockaddr(entry[4]).with_port(0)
+            except AddressError:
+                continue  # neither IPv4 nor IPv6
+            if address not in found and family in (0, address.family):
+                found.append(address)
+        if not found:
+            return _Answer(reason=f"no {_FAMILY_NAMES[family]} address found")
+        return _Answer(addresses=tuple(interleave_families(found)))
+
+    def _publish(self, key: _Key, flight: _Flight, answer: _Answer) -> None:
+        if answer.reason is not None:
+            self._failures += 1
+        ttl = self._ttl if answer.reason is None else self._negative_ttl
+        if answer.cacheable and ttl > 0:
+            self._cache.pop(key, None)
+            self._cache[key] = _CacheEntry(answer, trio.current_time() + ttl)
+            while len(self._cache) > self._max_cache_entries:
+                del self._cache[next(iter(self._cache))]
+        flight.answer = answer
+        self._drop_flight(key, flight)
+        flight.changed.set()
+
+    def _drop_flight(self, key: _Key, flight: _Flight) -> None:
+        if self._flights.get(key) is flight:
+            del self._flights[key]
+
+
+_default: trio.lowlevel.RunVar[Resolver] = trio.lowlevel.RunVar("trionet.default_resolver")
+
+
+def default_resolver() -> Resolver:
+    """The resolver that trionet uses where no ``resolver=`` is passed.
+
+    There is one per :func:`trio.run`, created with the default settings on
+    first use (its cache lives on that run's clock).
+
+    Raises:
+      RuntimeError: Called outside :func:`trio.run`.
+    """
+    try:
+        return _default.get()
+    except LookupError:
+        resolver = Resolver()
+        _default.set(resolver)
+        return resolver
+
+
+async def resolve(
+    host: str,
+    port: int,
+    *,
+    family: int = 0,
+    type: int = socket.SOCK_STREAM,
+    flags: int = 0,
+    resolver: Resolver | None = None,
+) -> list[Address]:
+    """Resolve ``host`` to addresses, ordered for connection attempts.
+
+    The same as :meth:`Resolver.resolve` on ``resolver``, by default the
+    run's :func:`default_resolver` (cached for :data:`DEFAULT_TTL` seconds).
+
+    Args:
+      host: A host name or an IP address.
+      port: The port to put in each address, 0-65535.
+      family: 0 for both families, or :data:`socket.AF_INET` /
+          :data:`socket.AF_INET6` for one.
+      type: The socket type passed to getaddrinfo.
+      flags: ``AI_*`` flags passed to getaddrinfo.
+      resolver: The resolver to use instead of the default one.
+
+    Returns:
+      At least one address: the system's preferred address first, then the
+      families interleaved (RFC 8305 section 4).
+
+    Raises:
+      ResolutionError: The name could not be resolved; the message names the
+          host and port, and ``__cause__`` holds the system's error.
+      AddressError: ``host`` is empty or ``port`` is out of range.
+
+    Cancellation:
+      As for :meth:`Resolver.resolve`: a cancelled call raises
+      :exc:`trio.Cancelled`; a lookup it shares with other callers finishes for
+      them.
+
+    Example::
+
+        addresses = await trionet.resolve("example.com", 443)
+        # IP literals are returned at once, IPv4-mapped ones as IPv4:
+        assert await trionet.resolve("::ffff:127.0.0.1", 80) == [
+            trionet.Address("127.0.0.1", 80)
+        ]
+    """
+    resolver = default_resolver() if resolver is None else resolver
+    return await resolver.resolve(host, port, family=family, type=type, flags=flags)

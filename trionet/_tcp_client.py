@@ -1,0 +1,339 @@
+"""connect_tcp: a TCP client connection, raced over every address as RFC 8305 says."""
+
+from __future__ import annotations
+
+import math
+import socket
+import ssl
+from dataclasses import dataclass
+from typing import Final, final
+
+import trio
+
+from ._channel import MessageChannel
+from ._connection import TCPConnection
+from ._happy_eyeballs_input import RESOLUTION_DELAY, FamilyAnswer, resolve_happy_eyeballs
+from ._observe import Observer, emit
+from ._resolver import Resolver
+from ._sansio.addresses import Address, validate_port
+from ._sansio.codecs import Codec
+from ._sansio.ordering import interleave_families
+from .errors import AddressError, ConnectError, ResolutionError
+
+__all__ = ["ConnectAttempt", "connect_tcp"]
+
+# RFC 8305 section 8: "the recommended value for the Connection Attempt Delay is
+# 250 ms" -- the same default as trio's open_tcp_stream.
+HAPPY_EYEBALLS_DELAY: Final = 0.25
+# RFC 8305 section 5: the delay "MUST NOT be less than 10 milliseconds" and
+# "SHOULD NOT be greater than 2 seconds".
+MIN_ATTEMPT_DELAY: Final = 0.01
+MAX_ATTEMPT_DELAY: Final = 2.0
+# Seconds a TLS handshake may take before the connection is given up; trio's
+# open_ssl_over_tcp_stream has no limit, which lets a silent server hold a client.
+TLS_HANDSHAKE_TIMEOUT: Final = 10.0
+
+# RFC 8305 in brief, and what this module does about each part:
+#
+# Section 3, asynchronous resolution: the AAAA and A queries go out together, and
+# an A answer that comes first waits up to 50 ms (the Resolution Delay) for the
+# AAAA one. resolve_happy_eyeballs() does this and sends each family's answer as
+# it arrives; we start connecting on the first answer instead of waiting for both.
+#
+# Section 4, sorting: the first address keeps the system's preference, then the
+# families alternate (with a configurable "First Address Family Count"). Answers
+# that arrive after attempts have begun are merged into the addresses not yet
+# tried in the same order: we keep every address in order of arrival and re-sort
+# with interleave_families() each time we pick the next one (a handful of
+# addresses, so this costs nothing worth saving).
+#
+# Section 5, connection attempts: one attempt starts, and the next starts after
+# the Connection Attempt Delay or as soon as an attempt fails, whichever comes
+# first; the first to connect wins, and every other attempt is cancelled and its
+# socket closed. trio's open_tcp_stream promises that happy_eyeballs_delay=None
+# means one attempt at a time but still starts the next after 250 ms; here None
+# really waits for each attempt to fail before starting the next.
+#
+# Section 6, DNS64/NAT64 synthesis, and section 7's hostname-literal handling
+# are left to the system resolver.
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class ConnectAttempt:
+    """One connection attempt of :func:`connect_tcp`, as :exc:`~trionet.ConnectError` reports it.
+
+    Attributes:
+      address: Where it tried to connect.
+      started_at: :func:`trio.current_time` when the attempt began.
+      ended_at: When it failed (or was cancelled), or ``None`` if it was still
+          running when the connect gave up.
+      error: Why it failed, or ``None`` if it was still running.
+    """
+
+    address: Address
+    started_at: float
+    ended_at: float | None
+    error: BaseException | None
+
+    def __str__(self) -> str:
+        if self.error is None:
+            return f"{self.address}: still connecting when the connect gave up"
+        reason = str(self.error) or type(self.error).__name__
+        return f"{self.address}: {reason} (tried at t={self.started_at:.3f}s)"
+
+
+@dataclass(slots=True)
+class _Race:
+    """The state of one connect_tcp call's attempts."""
+
+    arrived: list[Address]
+    tried: set[Address]
+    attempts: list[ConnectAttempt]
+    running: int = 0
+    winner: tuple[trio.socket.SocketType, Address] | None = None
+
+
+def _attempt_delay(happy_eyeballs_delay: float | None) -> float:
+    if happy_eyeballs_delay is None:
+        return math.inf
+    if not happy_eyeballs_delay >= 0:
+        raise ValueError(f"happy_eyeballs_delay must be >= 0 or None, not {happy_eyeballs_delay!r}")
+    return min(max(happy_eyeballs_delay, MIN_ATTEMPT_DELAY), MAX_ATTEMPT_DELAY)
+
+
+async def connect_tcp(
+    host: str,
+    port: int,
+    *,
+    codec: Codec | None = None,
+    ssl_context: ssl.SSLContext | None = None,
+    server_hostname: str | None = None,
+    happy_eyeballs_delay: float | None = HAPPY_EYEBALLS_DELAY,
+    resolution_delay: float = RESOLUTION_DELAY,
+    first_address_family_count: int = 1,
+    connect_timeout: float | None = None,
+    tls_handshake_timeout: float = TLS_HANDSHAKE_TIMEOUT,
+    local_address: str | None = None,
+    resolver: Resolver | None = None,
+    observer: Observer | None = None,
+) -> TCPConnection:
+    """Open a TCP connection to ``host``, racing its addresses (Happy Eyeballs, RFC 8305).
+
+    The IPv6 and IPv4 lookups run in parallel, and attempts start as soon as the
+    first answer is in (an IPv4 answer waits up to ``resolution_delay`` for the
+    IPv6 one). Addresses are tried with the families interleaved, keeping the
+    first family's preference; a new attempt starts every ``happy_eyeballs_delay``
+    seconds, or at once when an attempt fails. The first connection wins; the
+    other attempts are cancelled and their sockets closed.
+
+    Example::
+
+        async with await trionet.connect_tcp("example.net", 7000, codec=trionet.Lines()) as conn:
+            await conn.channel.send(b"hello")
+
+    Args:
+      host: A host name or an IP address literal.
+      port: The port, 0-65535.
+      codec: If given, the connection's :attr:`~TCPConnection.channel` is a
+          :class:`~trionet.MessageChannel` with this codec.
+      ssl_context: If given, TLS runs over the connection (a :class:`trio.SSLStream`)
+          and the handshake completes before this returns.
+      server_hostname: The name to check the server's certificate against;
+          ``host`` by default.
+      happy_eyeballs_delay: Seconds between the starts of attempts. RFC 8305's
+          bounds apply: it is raised to 10 ms and capped at 2 s. ``None`` makes
+          attempts strictly one after another, each after the previous failed.
+      resolution_delay: How long a first IPv4 answer waits for the IPv6 one.
+      first_address_family_count: How many addresses of the first family to try
+          before the other family (RFC 8305 section 4).
+      connect_timeout: Seconds for the whole connect (lookups, attempts and TLS
+          handshake), or ``None`` for no limit. It is the same as wrapping the
+          call in :func:`trio.fail_after`, but the error names each attempt.
+      tls_handshake_timeout: Seconds the TLS handshake may take.
+      local_address: An IP address to connect from; only addresses of its
+          family are tried.
+      resolver: The :class:`~trionet.Resolver` to use (the default one if ``None``).
+      observer: Receives events: ``connect.answer`` (a family's lookup answered),
+          ``connect.attempt`` (started), ``connect.failed``, ``connect.won`` and
+          ``connect.cancelled`` (a losing attempt closed).
+
+    Returns:
+      A :class:`TCPConnection` whose ``server`` is ``None``.
+
+    Raises:
+      ResolutionError: Neither family resolved (the message has both reasons).
+      ConnectError: Every attempt failed, or ``connect_timeout`` passed; its
+          ``attempts`` lists each :class:`ConnectAttempt` with its address,
+          time and cause. It is an :exc:`OSError`.
+      trio.BrokenResourceError: The TLS handshake failed (for example the
+          certificate does not match); the cause is the :exc:`ssl.SSLError`.
+      trio.TooSlowError: The TLS handshake took longer than ``tls_handshake_timeout``.
+      AddressError: ``host`` or ``port`` is malformed.
+
+    Cancellation:
+      Cancelling it cancels the lookups and every attempt, and closes every
+      socket it opened; nothing is left running.
+    """
+    delay = _attempt_delay(happy_eyeballs_delay)
+    validate_port(port)
+    if not isinstance(host, str) or not host:
+        raise AddressError(f"host must be a non-empty string, not {host!r}")
+    if not resolution_delay >= 0:
+        raise ValueError(f"resolution_delay must be >= 0, not {resolution_delay!r}")
+    local = Address.parse(local_address, default_port=0) if local_address is not None else None
+    race = _Race(arrived=[], tried=set(), attempts=[])
+    lookup_errors: list[tuple[int, ResolutionError]] = []
+    deadline = math.inf if connect_timeout is None else trio.current_time() + connect_timeout
+
+    with trio.move_on_at(deadline) as timeout_scope:
+        await _race(
+            host, port, race, lookup_errors, delay, resolution_delay, first_address_family_count,
+            local, resolver, observer,
+        )
+    if race.winner is None:
+        timed_out = connect_timeout if timeout_scope.cancelled_caught else None
+        if not race.arrived and lookup_errors and timed_out is None:
+            raise _resolution_error(host, port, lookup_errors)
+        raise _connect_error(host, port, race, timed_out)
+    sock, address = race.winner
+    stream: trio.abc.Stream = trio.SocketStream(sock)
+    try:
+        if ssl_context is not None:
+            tls = trio.SSLStream(stream, ssl_context, server_hostname=server_hostname or host)
+            with trio.move_on_at(deadline) as timeout_scope, trio.fail_after(tls_handshake_timeout):
+                await tls.do_handshake()
+            if timeout_scope.cancelled_caught:
+                raise _connect_error(host, port, race, connect_timeout)
+            stream = tls
+    except BaseException:
+        await trio.aclose_forcefully(stream)
+        raise
+    channel = MessageChannel(stream, codec) if codec is not None else None
+    return TCPConnection(stream, socket=sock, peer=address, channel=channel)
+
+
+async def _race(
+    host: str,
+    port: int,
+    race: _Race,
+    lookup_errors: list[tuple[int, ResolutionError]],
+    delay: float,
+    resolution_delay: float,
+    first_address_family_count: int,
+    local: Address | None,
+    resolver: Resolver | None,
+    observer: Observer | None,
+) -> None:
+    # Everything that may let a new attempt start arrives on one channel: each
+    # family's answer, each failed attempt, and None when the lookups are over.
+    wake_send, wake = trio.open_memory_channel[FamilyAnswer | ConnectAttempt | None](math.inf)
+
+    async def look_up() -> None:
+        await resolve_happy_eyeballs(
+            host, port, wake_send.clone(), resolution_delay=resolution_delay, resolver=resolver
+        )
+        wake_send.send_nowait(None)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(look_up)
+        lookups_done = False
+        next_start = -math.inf
+        while race.winner is None:
+            order = interleave_families(race.arrived, first_address_family_count=first_address_family_count)
+            untried = [address for address in order if address not in race.tried]
+            now = trio.current_time()
+            if untried and (race.running == 0 or now >= next_start):
+                race.tried.add(untried[0])
+                race.running += 1
+                nursery.start_soon(_attempt, untried[0], local, race, wake_send, nursery, observer)
+                next_start = now + delay
+                continue
+            if not untried and lookups_done and race.running == 0:
+                return  # every address was tried and every attempt failed
+            with trio.move_on_at(next_start if untried else math.inf):
+                event = await wake.receive()
+                if event is None:
+                    lookups_done = True
+                elif isinstance(event, FamilyAnswer):
+                    emit(
+                        observer, "connect.answer", family=_family_name(event.family),
+                        addresses=", ".join(map(str, event.addresses)) or "-", error=event.error,
+                    )
+                    if event.error is not None:
+                        lookup_errors.append((event.family, event.error))
+                    race.arrived.extend(
+                        address for address in event.addresses
+                        if local is None or address.family == local.family
+                    )
+                else:
+                    next_start = -math.inf  # RFC 8305 section 5: a failure starts the next now
+
+
+async def _attempt(
+    address: Address,
+    local: Address | None,
+    race: _Race,
+    wake: trio.MemorySendChannel[FamilyAnswer | ConnectAttempt | None],
+    nursery: trio.Nursery,
+    observer: Observer | None,
+) -> None:
+    started = trio.current_time()
+    emit(observer, "connect.attempt", address=address)
+    sock = trio.socket.socket(address.family, socket.SOCK_STREAM)
+    try:
+        if local is not None:
+            await sock.bind(local.to_sockaddr())
+        await sock.connect(address.to_sockaddr())
+    except OSError as exc:
+        sock.close()
+        race.running -= 1
+        attempt = ConnectAttempt(address, started, trio.current_time(), exc)
+        race.attempts.append(attempt)
+        emit(observer, "connect.failed", address=address, error=exc)
+        wake.send_nowait(attempt)
+        return
+    except BaseException:
+        # Cancelled: another attempt won, or the whole connect was cancelled.
+        sock.close()
+        race.running -= 1
+        race.attempts.append(ConnectAttempt(address, started, None, None))
+        emit(observer, "connect.cancelled", address=address)
+        raise
+    race.running -= 1
+    if race.winner is not None:  # another attempt connected in the same instant
+        sock.close()
+        emit(observer, "connect.cancelled", address=address)
+        return
+    race.winner = (sock, address)
+    emit(observer, "connect.won", address=address, after=f"{trio.current_time() - started:.3f}s")
+    nursery.cancel_scope.cancel()
+
+
+def _resolution_error(host: str, port: int, errors: list[tuple[int, ResolutionError]]) -> ResolutionError:
+    if len(errors) == 1:
+        return errors[0][1]
+    reasons = "; ".join(f"{_family_name(family)}: {error.__cause__ or error}" for family, error in errors)
+    error = ResolutionError(host, port, reasons)
+    error.__cause__ = errors[0][1]
+    return error
+
+
+def _family_name(family: int) -> str:
+    return "IPv6" if family == socket.AF_INET6 else "IPv4"
+
+
+def _connect_error(host: str, port: int, race: _Race, timeout: float | None) -> ConnectError:
+    attempts = tuple(sorted(race.attempts, key=lambda attempt: attempt.started_at))
+    if timeout is not None:
+        head = f"no connection to {host!r} port {port} within connect_timeout={timeout}s"
+    elif not attempts:
+        head = f"no address of {host!r} port {port} to connect to"
+    else:
+        head = f"all {len(attempts)} connection attempts to {host!r} port {port} failed"
+    lines = [head + (":" if attempts else "")] + [f"  {attempt}" for attempt in attempts]
+    error = ConnectError("\n".join(lines), attempts)
+    causes = [attempt.error for attempt in attempts if isinstance(attempt.error, Exception)]
+    if causes:
+        error.__cause__ = causes[-1]
+    return error

@@ -1,0 +1,275 @@
+"""TCP servers whose lifetime is a nursery: serve_tcp, open_tcp_server, TCPServer."""
+
+from __future__ import annotations
+
+import functools
+import ssl
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any, final
+
+import trio
+
+from ._channel import MessageChannel
+from ._connection import TCPConnection
+from ._listen import open_listening_sockets
+from ._observe import Observer
+from ._sansio.addresses import Address
+from ._sansio.codecs import Codec
+from ._server_base import DEFAULT_SHUTDOWN_GRACE, BaseServer, open_server
+from ._server_core import DEFAULT_TLS_HANDSHAKE_TIMEOUT, ServerCore
+
+__all__ = ["TCPServer", "open_tcp_server", "serve_tcp"]
+
+TCPHandler = Callable[[TCPConnection], Awaitable[object]]
+
+
+@final
+class TCPServer(BaseServer):
+    """A running TCP server, as returned by ``nursery.start(serve_tcp, ...)``.
+
+    Attributes:
+      addresses: The addresses bound, one per listening socket, in the order
+          opened: ``[::]:port`` and ``0.0.0.0:port`` for ``host=None``.
+      port: The port, the same on every address (also when ``port=0`` was asked).
+      connection_count: Connections open now.
+    """
+
+    __slots__ = ("_addresses",)
+
+    def __init__(self, core: ServerCore[TCPConnection], addresses: tuple[Address, ...]) -> None:
+        super().__init__(core)
+        self._addresses = addresses
+
+    @property
+    def addresses(self) -> tuple[Address, ...]:
+        """The bound addresses; see the class documentation."""
+        return self._addresses
+
+    @property
+    def port(self) -> int:
+        """The port every listening socket is bound to."""
+        return self._addresses[0].port
+
+    def __repr__(self) -> str:
+        where = ", ".join(str(address) for address in self._addresses)
+        return f"<TCPServer {where} connections={self.connection_count}>"
+
+
+def _describe_peer(sockaddr: Any) -> Address:
+    return Address.from_sockaddr(sockaddr)
+
+
+async def serve_tcp(
+    handler: TCPHandler,
+    port: int,
+    *,
+    host: str | None = None,
+    codec: Codec | None = None,
+    max_connections: int | None = None,
+    idle_timeout: float | None = None,
+    ssl_context: ssl.SSLContext | None = None,
+    tls_handshake_timeout: float = DEFAULT_TLS_HANDSHAKE_TIMEOUT,
+    strict: bool = False,
+    reuse_port: bool = False,
+    backlog: int | None = None,
+    observer: Observer | None = None,
+    task_status: trio.TaskStatus[TCPServer] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Listen for TCP connections and run ``handler(connection)`` for each one.
+
+    Use it with ``nursery.start``, which returns the :class:`TCPServer` once the
+    server listens::
+
+        async def echo(conn: trionet.TCPConnection) -> None:
+            async for message in conn.channel:
+                await conn.channel.send(message)
+
+        async with trio.open_nursery() as nursery:
+            server = await nursery.start(
+                functools.partial(trionet.serve_tcp, echo, 0, codec=trionet.Lines()))
+            print("listening on port", server.port)
+
+    or :func:`open_tcp_server` for an ``async with`` block.
+
+    Args:
+      handler: An async function called with a :class:`~trionet.TCPConnection`
+          in a task of its own for each connection. The connection is closed
+          when it returns.
+      port: The port; 0 lets the system pick one (the same one for every
+          address), which :attr:`TCPServer.port` reports.
+      host: ``None`` (the default) listens on every interface of both IPv4 and
+          IPv6 (``0.0.0.0`` and ``::`` with IPV6_V6ONLY, on one port). An IP
+          address or a host name listens on it (every address it resolves to).
+      codec: Frame messages with this codec: the connection's
+          :attr:`~trionet.TCPConnection.channel` is then a
+          :class:`~trionet.MessageChannel`. Without one, use its ``stream``.
+      max_connections: At most this many connections are open at once. At the
+          limit the server stops calling ``accept()``: further clients wait in
+          the kernel's backlog (nothing is refused) and are accepted, in order,
+          as handlers finish. ``None``: no limit.
+      idle_timeout: Close a connection when no byte has moved in either
+          direction for this many seconds (its handler is cancelled). ``None``:
+          never.
+      ssl_context: Serve TLS over TCP with this server-side context (a
+          :class:`trio.SSLStream` is the connection's stream).
+      tls_handshake_timeout: Seconds a client may take to complete the TLS
+          handshake before it is disconnected. The handler does not run for a
+          connection whose handshake failed or timed out.
+      strict: What a handler's exception does. ``False`` (the default): the
+          connection is closed, the exception is logged through the
+          ``"trionet"`` logger with the peer's address, and the server keeps
+          serving. ``True``: it propagates as in any nursery: every other
+          connection is cancelled and the exception comes out of the nursery
+          that runs the server. See "Error handling".
+      reuse_port: Set SO_REUSEPORT, so that several processes (one trio loop
+          each) can listen on the same port; the kernel spreads connections
+          among them.
+      backlog: The listen backlog; ``None`` for the system's maximum.
+      observer: Receives an :class:`~trionet.Event` for each step; see "Events".
+      task_status: For ``nursery.start``, which returns the :class:`TCPServer`.
+
+    Returns:
+      After :meth:`TCPServer.shutdown` has completed (it never returns otherwise).
+
+    Raises:
+      OSError: A listening socket could not be opened (for example
+          ``EADDRINUSE``); or ``accept()`` failed in a way that is not about
+          capacity (capacity errors are survived, see "Error handling").
+      ValueError: An option is out of range.
+      ResolutionError: ``host`` could not be resolved.
+
+    Error handling:
+      A handler exception is a bug in the handler or a misbehaving peer; by
+      default it ends one connection, not the server. Exceptions caused by the
+      peer (:exc:`trio.BrokenResourceError`, :exc:`trio.EndOfChannel`,
+      :exc:`~trionet.FramingError`) are logged at INFO without a traceback,
+      others at ERROR with one. This is the one place trionet departs from
+      structured concurrency's rule that errors propagate: a server that dies
+      because one client sent garbage is not what anyone wants. ``strict=True``
+      restores the rule, which is right in tests and where a handler error means
+      the process's state can no longer be trusted.
+
+      ``accept()`` failing with EMFILE, ENFILE, ENOBUFS or ENOMEM (out of file
+      descriptors or kernel memory) does not stop the server: it logs a warning,
+      waits 5 ms, doubling up to 1 s while the errors continue (as Go's
+      net/http), and resets the delay after the next successful accept. Errors
+      about a single connection (reset before it was accepted) are skipped.
+
+    Events:
+      Reported to ``observer`` as ``tcp.<name>``: ``listening`` (addresses),
+      ``accept`` (peer, active), ``paused`` (active, limit: accepting paused at
+      ``max_connections``), ``resumed`` (active), ``shed`` (peer, reason:
+      ``"idle_timeout"`` or ``"tls_handshake_timeout"``), ``handshake_failed``
+      (peer, error), ``handler_error`` (peer, error), ``closed`` (peer),
+      ``accept_error`` (errno, delay), ``shutdown.begin`` (grace, active),
+      ``shutdown.grace_expired`` (cancelled: how many handlers),
+      ``shutdown.done``.
+
+    Cancellation:
+      Cancelling the surrounding scope stops the server at once: accepting
+      stops, every handler is cancelled, every connection and listening socket
+      is closed, with no grace period. Use :meth:`TCPServer.shutdown` for a
+      graceful stop.
+    """
+    core: ServerCore[TCPConnection] = ServerCore(
+        handler,
+        kind="tcp",
+        describe_peer=_describe_peer,
+        codec=codec,
+        max_connections=max_connections,
+        idle_timeout=idle_timeout,
+        ssl_context=ssl_context,
+        tls_handshake_timeout=tls_handshake_timeout,
+        strict=strict,
+        observer=observer,
+    )
+    sockets = await open_listening_sockets(
+        port, host=host, backlog=backlog, reuse_port=reuse_port
+    )
+    try:
+        addresses = tuple(Address.from_sockaddr(sock.getsockname()) for sock in sockets)
+        server = TCPServer(core, addresses)
+    except BaseException:
+        for sock in sockets:
+            sock.close()
+        raise
+
+    def make_connection(
+        stream: trio.abc.Stream,
+        sock: trio.socket.SocketType,
+        peer: Any,
+        channel: MessageChannel | None,
+    ) -> TCPConnection:
+        return TCPConnection(stream, socket=sock, peer=peer, channel=channel, server=server)
+
+    await core.run(
+        sockets,
+        make_connection,
+        server,
+        task_status,
+        listening=tuple(str(address) for address in addresses),
+    )
+
+
+@asynccontextmanager
+async def open_tcp_server(
+    handler: TCPHandler,
+    port: int,
+    *,
+    host: str | None = None,
+    codec: Codec | None = None,
+    max_connections: int | None = None,
+    idle_timeout: float | None = None,
+    ssl_context: ssl.SSLContext | None = None,
+    tls_handshake_timeout: float = DEFAULT_TLS_HANDSHAKE_TIMEOUT,
+    strict: bool = False,
+    reuse_port: bool = False,
+    backlog: int | None = None,
+    observer: Observer | None = None,
+    shutdown_grace: float = DEFAULT_SHUTDOWN_GRACE,
+) -> AsyncIterator[TCPServer]:
+    """Run a TCP server for the duration of an ``async with`` block.
+
+    ::
+
+        async with trionet.open_tcp_server(echo, 0, codec=trionet.Lines()) as server:
+            ...  # the server runs here, in a nursery of its own
+
+    Takes the arguments of :func:`serve_tcp`, and:
+
+    Args:
+      shutdown_grace: When the block ends normally, the server shuts down as by
+          ``await server.shutdown(grace=shutdown_grace)``.
+
+    Yields:
+      The :class:`TCPServer`, listening.
+
+    Raises:
+      The block's own exception, unchanged (not in an exception group); the
+      server is then cancelled at once, without grace. A handler's exception
+      with ``strict=True`` comes out in an exception group, as from a nursery.
+
+    Cancellation:
+      Cancelling the surrounding scope stops the server at once, as for
+      :func:`serve_tcp`. Leaving the block normally waits for the graceful
+      shutdown; a cancellation during that wait cancels the remaining handlers.
+    """
+    serve = functools.partial(
+        serve_tcp,
+        handler,
+        port,
+        host=host,
+        codec=codec,
+        max_connections=max_connections,
+        idle_timeout=idle_timeout,
+        ssl_context=ssl_context,
+        tls_handshake_timeout=tls_handshake_timeout,
+        strict=strict,
+        reuse_port=reuse_port,
+        backlog=backlog,
+        observer=observer,
+    )
+    async with open_server(serve, shutdown_grace) as server:
+        assert isinstance(server, TCPServer)
+        yield server

@@ -1,0 +1,269 @@
+"""How virtual socket calls wait, and the calls that move data (``recv*``, ``send*``).
+
+Cancellation follows trio's real sockets exactly. Every async method is a
+checkpoint. An operation either completes, or raises :class:`trio.Cancelled`
+having done nothing: a cancelled ``send`` accepted no bytes, a cancelled ``recv``
+or ``accept`` consumed nothing, a cancelled ``connect`` closed the socket (as
+trio's does). A call that cannot complete at once parks the task (at most one
+task may wait to read and one to write, else :class:`trio.BusyResourceError`);
+closing the socket wakes it with :class:`trio.ClosedResourceError`; a call on a
+closed socket raises ``EBADF``.
+
+Every call is built on :meth:`SocketCalls._io`: the protocol supplies an
+*attempt* that either completes the operation with the network as it is now, or
+returns ``BLOCKED`` having changed nothing. TCP and UDP implement the data hooks
+``_recv_now`` and ``_send_now`` that way.
+
+Supported flags: ``MSG_PEEK`` and ``MSG_DONTWAIT`` for receiving (``MSG_TRUNC``
+is reported in ``recvmsg``'s flags when a datagram was cut), ``MSG_DONTWAIT``
+and ``MSG_NOSIGNAL`` for sending. Other flags and ancillary data raise
+:class:`NotImplementedError`.
+"""
+
+from __future__ import annotations
+
+import enum
+import errno
+import operator
+import socket
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar, overload
+
+import trio
+
+from ._vsocket import VirtualSocket, fail
+
+if TYPE_CHECKING:
+    from typing_extensions import Buffer
+
+__all__ = ["BLOCKED", "SocketCalls"]
+
+T = TypeVar("T")
+
+
+class _Blocked(enum.Enum):
+    BLOCKED = 0
+
+
+#: Returned by an attempt that must wait for the network.
+BLOCKED: Final = _Blocked.BLOCKED
+
+_RECV_FLAGS: Final = socket.MSG_PEEK | socket.MSG_DONTWAIT
+_SEND_FLAGS: Final = socket.MSG_DONTWAIT | getattr(socket, "MSG_NOSIGNAL", 0)
+
+
+class SocketCalls(VirtualSocket):
+    """The waiting machinery and data calls of a virtual socket."""
+
+    async def _io(
+        self,
+        direction: Literal["read", "write", ""],
+        attempt: Callable[[float], T | _Blocked],
+        *,
+        dontwait: bool = False,
+    ) -> T:
+        """Run ``attempt(now)`` until it stops returning BLOCKED, parking between tries.
+
+        This is trio's ``_nonblocking_helper`` for the virtual network: a checkpoint
+        whether or not it blocks, and ``attempt`` changes state only when it
+        succeeds, so a cancel (which can only happen while parked) leaves nothing done.
+        """
+        await trio.lowlevel.checkpoint_if_cancelled()
+        waited = False
+        try:
+            while True:
+                now = self._net._events.advance()
+                if self._closed:
+                    if waited:
+                        raise trio.ClosedResourceError("another task closed this socket")
+                    raise fail(errno.EBADF)
+                if not self._frozen:
+                    result = attempt(now)
+                    if result is not BLOCKED:
+                        break
+                    if dontwait:
+                        raise fail(errno.EAGAIN)
+                await self._park(direction)
+                waited = True
+        except Exception:
+            if not waited:
+                await trio.lowlevel.cancel_shielded_checkpoint()
+            raise
+        if not waited:
+            await trio.lowlevel.cancel_shielded_checkpoint()
+        return result
+
+    async def _park(self, direction: Literal["read", "write", ""]) -> None:
+        if self._frozen:
+            # A crashed host runs no code: wait for the application to close it.
+            await self._closed_event.wait()
+            return
+        if direction:
+            if self._waiting[direction]:
+                raise trio.BusyResourceError(f"another task is already waiting to {direction} on this socket")
+            self._waiting[direction] = True
+        try:
+            await self._net._events.wait()
+        finally:
+            if direction:
+                self._waiting[direction] = False
+
+    # ---- receiving --------------------------------------------------------
+
+    def _recv_now(
+        self, now: float, nbytes: int, peek: bool
+    ) -> tuple[bytes, tuple[Any, ...] | None, int] | _Blocked:
+        raise NotImplementedError
+
+    async def _recv(self, call: str, nbytes: int, flags: int) -> tuple[bytes, Any, int]:
+        nbytes = operator.index(nbytes)  # TypeError for 1.5, as the stdlib raises
+        if nbytes < 0:
+            raise ValueError(f"negative buffersize in {call}")
+        if flags & ~_RECV_FLAGS:
+            raise NotImplementedError(
+                f"{call}() flags {flags:#x}: only MSG_PEEK and MSG_DONTWAIT are supported"
+            )
+        peek = bool(flags & socket.MSG_PEEK)
+        return await self._io(
+            "read",
+            lambda now: self._recv_now(now, nbytes, peek),
+            dontwait=bool(flags & socket.MSG_DONTWAIT),
+        )
+
+    async def recv(self, bufsize: int, flags: int = 0, /) -> bytes:
+        """Like :meth:`socket.socket.recv`: up to ``bufsize`` bytes, ``b""`` at end of stream.
+
+        Cancellation:
+          Raises :class:`trio.Cancelled` having consumed nothing.
+        """
+        data, _address, _flags = await self._recv("recv", bufsize, flags)
+        return data
+
+    async def recv_into(self, buffer: Buffer, nbytes: int = 0, flags: int = 0) -> int:
+        """Like :meth:`socket.socket.recv_into`.
+
+        Cancellation:
+          Raises :class:`trio.Cancelled` having consumed nothing.
+        """
+        with memoryview(buffer) as view:
+            data, _address, _flags = await self._recv("recv_into", nbytes or view.nbytes, flags)
+            view[: len(data)] = data
+        return len(data)
+
+    async def recvfrom(self, bufsize: int, flags: int = 0, /) -> tuple[bytes, Any]:
+        """Like :meth:`socket.socket.recvfrom` (the address is ``None`` for TCP).
+
+        Cancellation:
+          Raises :class:`trio.Cancelled` having consumed nothing.
+        """
+        data, address, _flags = await self._recv("recvfrom", bufsize, flags)
+        return data, address
+
+    async def recvfrom_into(self, buffer: Buffer, nbytes: int = 0, flags: int = 0) -> tuple[int, Any]:
+        """Like :meth:`socket.socket.recvfrom_into`.
+
+        Cancellation:
+          Raises :class:`trio.Cancelled` having consumed nothing.
+        """
+        with memoryview(buffer) as view:
+            data, address, _flags = await self._recv("recvfrom_into", nbytes or view.nbytes, flags)
+            view[: len(data)] = data
+        return len(data), address
+
+    async def recvmsg(
+        self, bufsize: int, ancbufsize: int = 0, flags: int = 0, /
+    ) -> tuple[bytes, list[tuple[int, int, bytes]], int, Any]:
+        """Like :meth:`socket.socket.recvmsg`, without ancillary data; flags may hold ``MSG_TRUNC``.
+
+        Cancellation:
+          Raises :class:`trio.Cancelled` having consumed nothing.
+        """
+        if ancbufsize:
+            raise NotImplementedError("recvmsg() with ancillary data is not supported")
+        data, address, msg_flags = await self._recv("recvmsg", bufsize, flags)
+        return data, [], msg_flags, address
+
+    async def recvmsg_into(
+        self, buffers: Iterable[Buffer], ancbufsize: int = 0, flags: int = 0, /
+    ) -> tuple[int, list[tuple[int, int, bytes]], int, Any]:
+        """Like :meth:`socket.socket.recvmsg_into`, without ancillary data.
+
+        Cancellation:
+          Raises :class:`trio.Cancelled` having consumed nothing.
+        """
+        if ancbufsize:
+            raise NotImplementedError("recvmsg_into() with ancillary data is not supported")
+        views = [memoryview(b).cast("B") for b in buffers]
+        data, address, msg_flags = await self._recv("recvmsg_into", sum(v.nbytes for v in views), flags)
+        offset = 0
+        for view in views:
+            piece = data[offset : offset + view.nbytes]
+            view[: len(piece)] = piece
+            offset += len(piece)
+        return len(data), [], msg_flags, address
+
+    # ---- sending ----------------------------------------------------------
+
+    def _send_now(self, now: float, data: memoryview, address: object) -> int | _Blocked:
+        raise NotImplementedError
+
+    async def _send(self, call: str, data: memoryview, flags: int, address: object) -> int:
+        if flags & ~_SEND_FLAGS:
+            raise NotImplementedError(
+                f"{call}() flags {flags:#x}: only MSG_DONTWAIT and MSG_NOSIGNAL are supported"
+            )
+        return await self._io(
+            "write",
+            lambda now: self._send_now(now, data, address),
+            dontwait=bool(flags & socket.MSG_DONTWAIT),
+        )
+
+    async def send(self, data: Buffer, flags: int = 0, /) -> int:
+        """Like :meth:`socket.socket.send`: how many bytes were accepted (TCP: maybe fewer).
+
+        Cancellation:
+          Raises :class:`trio.Cancelled` having accepted no byte.
+        """
+        with memoryview(data) as view:
+            return await self._send("send", view.cast("B"), flags, None)
+
+    @overload
+    async def sendto(self, data: Buffer, address: tuple[object, ...] | str | Buffer, /) -> int: ...
+
+    @overload
+    async def sendto(
+        self, data: Buffer, flags: int, address: tuple[object, ...] | str | Buffer, /
+    ) -> int: ...
+
+    async def sendto(self, *args: Any) -> int:
+        """Like :meth:`socket.socket.sendto`: ``sendto(data[, flags], address)``.
+
+        Cancellation:
+          Raises :class:`trio.Cancelled` having sent nothing.
+        """
+        if len(args) == 2:
+            (data, address), flags = args, 0
+        elif len(args) == 3:
+            data, flags, address = args
+        else:
+            raise TypeError(f"sendto() takes 2 or 3 arguments ({len(args)} given)")
+        with memoryview(data) as view:
+            return await self._send("sendto", view.cast("B"), flags, address)
+
+    async def sendmsg(
+        self,
+        buffers: Iterable[Buffer],
+        ancdata: Iterable[tuple[int, int, Buffer]] = (),
+        flags: int = 0,
+        address: Any = None,
+        /,
+    ) -> int:
+        """Like :meth:`socket.socket.sendmsg`, without ancillary data (one datagram for UDP).
+
+        Cancellation:
+          Raises :class:`trio.Cancelled` having accepted no byte.
+        """
+        if list(ancdata):
+            raise NotImplementedError("sendmsg() with ancillary data is not supported")
+        data = memoryview(b"".join(buffers))
+        return await self._send("sendmsg", data, flags, address)

@@ -1,0 +1,441 @@
+"""Virtual TCP: listeners, handshakes, byte streams with finite buffers, resets.
+
+The model, per connection endpoint:
+
+- A **send buffer** (``SO_SNDBUF``, default ``tcp_buffer_size``) holds bytes the
+  application handed to ``send()`` until the peer acknowledges them. ``send()``
+  accepts only what fits, so it returns short counts near the limit and blocks
+  when the buffer is full: that is backpressure.
+- A **receive buffer** (``SO_RCVBUF``) holds bytes that arrived and were not yet
+  read. The sender never has more bytes in flight or unread at the peer than the
+  peer's receive buffer holds (a window, credited back as the reader reads).
+- Segments of up to 64 KiB cross a :class:`~._vlink.Flow`, which keeps them in
+  order and holds them while the path is cut.
+
+Connections are made in :mod:`._vhandshake`.
+
+Endings: ``shutdown(SHUT_WR)`` sends FIN after the pending data (the peer reads
+``b""``). ``close()`` does the same, in the background, unless unread data is
+left, in which case it resets the connection (RFC 2525 section 2.17, as Linux
+does). Data arriving at a closed endpoint is answered with RST. A reset endpoint
+reports ``ECONNRESET`` once, after the data it had already received; later sends
+fail with ``EPIPE`` and receives return ``b""``.
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import socket
+from collections import deque
+from typing import TYPE_CHECKING, Any, Final, Literal, final
+
+import trio
+
+from ._vcalls import BLOCKED, SocketCalls, _Blocked
+from ._vhandshake import drop_queues, establish, send_rst, syn_arrived
+from ._vlink import Flow
+from ._vsocket import VirtualSocket, fail
+from ._vtrace import format_address
+
+if TYPE_CHECKING:
+    from ._vhost import VirtualHost
+    from ._vnet import VirtualNetwork
+
+__all__ = ["TCPSocket"]
+
+# Largest segment handed to the network at once (a TSO/GSO-sized burst);
+# smaller ones only make more events.
+_SEGMENT: Final = 65536
+# Linux caps listen() backlogs at net.core.somaxconn (4096 since 5.4).
+_SOMAXCONN: Final = 4096
+
+Address = tuple[str, int]
+
+
+@final
+class TCPSocket(SocketCalls):
+    """A virtual ``SOCK_STREAM`` socket."""
+
+    def __init__(
+        self,
+        net: VirtualNetwork,
+        host: VirtualHost,
+        family: socket.AddressFamily,
+        kind: socket.SocketKind,
+        proto: int,
+    ) -> None:
+        super().__init__(net, host, family, kind, proto)
+        self._state: Literal["new", "listening", "connecting", "connected", "failed"] = "new"
+        self._sndbuf = net.tcp_buffer_size
+        self._rcvbuf = net.tcp_buffer_size
+        self._backlog = 0
+        self._accept_queue: deque[TCPSocket] = deque()
+        self._syn_queue: deque[tuple[TCPSocket, Address, Address]] = deque()
+        self._peer: TCPSocket | None = None
+        self._local_ip: str | None = None
+        self._remote: Address | None = None
+        self._flow: Flow | None = None
+        self._unsent = bytearray()
+        self._unacked = 0
+        self._credit = 0
+        self._rbuf = bytearray()
+        self._eof = False  # FIN received
+        self._shut_rd = False
+        self._shut_wr = False
+        self._fin_sent = False
+        self._error: OSError | None = None  # reported once, by whichever call comes first
+        self._gone = False  # reset, timed out or crashed: sends and receives nothing more
+
+    # ---- state queries ----------------------------------------------------
+
+    @property
+    def did_shutdown_SHUT_WR(self) -> bool:
+        return self._shut_wr
+
+    def _listening(self) -> bool:
+        return self._state == "listening"
+
+    def _take_error(self) -> int:
+        error, self._error = self._error, None
+        return error.errno if error is not None and error.errno is not None else 0
+
+    def _buffer_size(self, which: Literal["send", "receive"]) -> int:
+        return self._sndbuf if which == "send" else self._rcvbuf
+
+    def _set_buffer_size(self, which: Literal["send", "receive"], size: int) -> None:
+        if which == "send":
+            self._sndbuf = size
+        else:
+            self._rcvbuf = size
+
+    def _space(self) -> int:
+        return self._sndbuf - len(self._unsent) - self._unacked
+
+    def _src(self) -> Address:
+        assert self._local is not None
+        assert self._local_ip is not None
+        return (self._local_ip, self._local[1])
+
+    def getsockname(self) -> tuple[Any, ...]:
+        self._check_open()
+        if self._local_ip is not None and self._local is not None:
+            return self._sockaddr(self._local_ip, self._local[1])
+        return super().getsockname()
+
+    def getpeername(self) -> tuple[Any, ...]:
+        self._check_open()
+        if self._state != "connected" or self._gone or self._remote is None:
+            raise fail(errno.ENOTCONN)
+        return self._sockaddr(*self._remote)
+
+    def is_readable(self) -> bool:
+        self._net._events.advance()
+        if self._state == "listening":
+            return bool(self._accept_queue)
+        return bool(self._rbuf or self._eof or self._shut_rd or self._gone or self._state == "failed")
+
+    # ---- listening --------------------------------------------------------
+
+    async def bind(self, address: object) -> None:
+        """Bind to ``(host, port)``; host ``""`` is the wildcard, port 0 picks a free port.
+
+        Cancellation:
+          Raises :class:`trio.Cancelled` before binding; the socket is not bound.
+        """
+        await self._io("", lambda now: self._bind_now(*self._parse(address, call="bind")))
+
+    def listen(self, backlog: int = min(socket.SOMAXCONN, 128)) -> None:
+        self._check_open()
+        self._net._events.advance()
+        if self._state not in ("new", "listening"):
+            raise fail(errno.EINVAL, "socket is connected")
+        if self._local is None:
+            self._bind_now(None, 0)
+        self._state = "listening"
+        self._backlog = min(max(backlog, 0), _SOMAXCONN) + 1  # Linux admits backlog + 1
+
+    async def accept(self) -> tuple[VirtualSocket, Any]:
+        """Take the next connection from the accept queue.
+
+        Cancellation:
+          Raises :class:`trio.Cancelled` having taken no connection from the queue.
+        """
+
+        def attempt(now: float) -> tuple[VirtualSocket, Any] | _Blocked:
+            if self._state != "listening":
+                raise fail(errno.EINVAL, "socket is not listening")
+            if not self._accept_queue:
+                return BLOCKED
+            conn = self._accept_queue.popleft()
+            while self._syn_queue and len(self._accept_queue) < self._backlog:
+                establish(self, *self._syn_queue.popleft(), now)
+            assert conn._remote is not None
+            return conn, conn._sockaddr(*conn._remote)
+
+        return await self._io("read", attempt)
+
+    # ---- connecting -------------------------------------------------------
+
+    async def connect(self, address: object) -> None:
+        """Open a connection; returns once the SYN-ACK is back (one round trip).
+
+        Cancellation:
+          The socket is closed, as trio closes a real one (a half-made connection
+          cannot be resumed); a SYN-ACK that arrives later is answered with RST,
+          so a connection the server already queued is reset.
+        """
+        started = False
+
+        def attempt(now: float) -> _Blocked | None:
+            nonlocal started
+            if not started:
+                if self._state == "connecting":
+                    raise fail(errno.EALREADY)
+                if self._state in ("connected", "listening"):
+                    raise fail(errno.EISCONN if self._state == "connected" else errno.EINVAL)
+                if self._state == "failed":
+                    raise fail(errno.EBADFD, "a failed connect cannot be retried")
+                self._start_connect(now, address)
+                started = True
+                return BLOCKED
+            if self._state == "connecting":
+                return BLOCKED
+            if self._state == "failed":
+                error, self._error = self._error, None
+                raise error or fail(errno.ECONNABORTED)
+            return None
+
+        try:
+            await self._io("write", attempt)
+        except trio.Cancelled:
+            self.close()
+            raise
+
+    def _start_connect(self, now: float, address: object) -> None:
+        ip, port = self._parse(address, call="connect")
+        if ip is None:
+            ip = "::1" if self._family == socket.AF_INET6 else "127.0.0.1"
+        self._local_ip = self._source_for(ip)
+        self._remote = (ip, port)
+        src = self._src()
+        self._flow = Flow(self._net, self._host, src, self._remote, on_timeout=self._timed_out)
+        self._state = "connecting"
+        self._net._record(now, self._host, "tcp.connect", src, self._remote)
+        arrive = functools.partial(syn_arrived, self, src, self._remote)
+        self._flow.send(now, "syn", 0, arrive)
+        deadline = now + self._net.tcp_connect_timeout
+        self._net._events.schedule(deadline, self._flow.key, self._connect_timed_out)
+
+    def _connect_timed_out(self, now: float) -> None:
+        if self._state != "connecting" or self._closed:
+            return
+        assert self._flow is not None
+        assert self._remote is not None
+        self._flow.discard()
+        seconds = self._net.tcp_connect_timeout
+        self._fail(now, errno.ETIMEDOUT, f"no answer within {seconds} s")
+
+    def _fail(self, now: float, code: int, why: str) -> None:
+        assert self._remote is not None
+        self._state = "failed"
+        self._error = fail(code, f"connecting to {format_address(*self._remote)}: {why}")
+        event = "tcp.refused" if code == errno.ECONNREFUSED else "tcp.timeout"
+        self._net._record(now, self._host, event, self._src(), self._remote, 0, why)
+
+    def _on_refused(self, reason: str, now: float) -> None:
+        if self._state == "connecting" and not self._closed:
+            self._fail(now, errno.ECONNREFUSED, reason)
+
+    def _on_synack(self, server: TCPSocket, now: float) -> None:
+        if self._state != "connecting" or self._closed or self._frozen:
+            reset = functools.partial(server._on_rst, "the client gave up connecting")
+            send_rst(self._net, self._host, self._src(), server._src(), reset, now)
+            return
+        self._state = "connected"
+        self._peer = server
+        self._credit = server._rcvbuf
+        assert self._remote is not None
+        self._net._record(now, self._host, "tcp.established", self._src(), self._remote)
+        self._net._counts["connections"] += 1
+
+    # ---- data -------------------------------------------------------------
+
+    def _send_now(self, now: float, data: memoryview, address: object) -> int | _Blocked:
+        if address is not None:
+            raise fail(errno.EISCONN if self._state == "connected" else errno.EOPNOTSUPP)
+        if self._state == "connecting":
+            return BLOCKED
+        if self._state not in ("connected", "failed"):
+            raise fail(errno.ENOTCONN)
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+        if self._gone or self._shut_wr or self._state == "failed":
+            raise fail(errno.EPIPE)
+        if not data:
+            return 0
+        space = self._space()
+        if space <= 0:
+            return BLOCKED
+        taken = min(space, len(data))
+        self._unsent += data[:taken]
+        self._pump(now)
+        return taken
+
+    def _recv_now(self, now: float, nbytes: int, peek: bool) -> tuple[bytes, None, int] | _Blocked:
+        if self._state == "connecting":
+            return BLOCKED
+        if self._state not in ("connected", "failed"):
+            raise fail(errno.ENOTCONN)
+        if self._rbuf and nbytes:
+            data = bytes(self._rbuf[:nbytes])
+            if not peek:
+                del self._rbuf[: len(data)]
+                if self._peer is not None and self._flow is not None and not self._gone:
+                    credit = functools.partial(self._peer._on_window, len(data))
+                    self._flow.send(now, "window", 0, credit)
+            return data, None, 0
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+        if self._eof or self._shut_rd or self._gone or self._state == "failed" or not nbytes:
+            return b"", None, 0
+        return BLOCKED
+
+    async def wait_writable(self) -> None:
+        """Wait until ``send()`` would accept a byte (or fail at once).
+
+        Cancellation:
+          Raises :class:`trio.Cancelled`; nothing else happens.
+        """
+
+        def attempt(now: float) -> _Blocked | None:
+            if self._state == "connecting":
+                return BLOCKED
+            writable = self._state != "connected" or self._gone or self._shut_wr
+            return None if writable or self._space() > 0 else BLOCKED
+
+        await self._io("write", attempt)
+
+    def _pump(self, now: float) -> None:
+        """Hand as much unsent data (then the FIN) to the network as the window allows."""
+        peer, flow = self._peer, self._flow
+        if peer is None or flow is None or self._gone:
+            return
+        src = self._src()
+        while self._unsent and self._credit > 0:
+            size = min(len(self._unsent), self._credit, _SEGMENT)
+            chunk = bytes(self._unsent[:size])
+            del self._unsent[:size]
+            self._credit -= size
+            self._unacked += size
+            self._net._record(now, self._host, "tcp.send", src, flow.dst, size)
+            flow.send(now, "data", size, functools.partial(peer._on_data, chunk), counted=True)
+        if self._shut_wr and not self._unsent and not self._fin_sent:
+            self._fin_sent = True
+            flow.send(now, "fin", 0, peer._on_fin, counted=True)
+
+    def _on_data(self, chunk: bytes, now: float) -> None:
+        peer, flow = self._peer, self._flow
+        assert peer is not None
+        assert flow is not None
+        if self._closed or self._gone:
+            self._abort(now, "data arrived after the peer closed")
+            return
+        self._rbuf += chunk
+        self._net._record(now, self._host, "tcp.deliver", flow.dst, self._src(), len(chunk))
+        self._net._counts["stream_bytes"] += len(chunk)
+        flow.send(now, "ack", 0, functools.partial(peer._on_ack, len(chunk)))
+
+    def _on_ack(self, size: int, now: float) -> None:
+        self._unacked = max(0, self._unacked - size)
+
+    def _on_window(self, size: int, now: float) -> None:
+        self._credit += size
+        self._pump(now)
+
+    def _on_fin(self, now: float) -> None:
+        if self._gone or self._eof:
+            return
+        self._eof = True
+        assert self._flow is not None
+        self._net._record(now, self._host, "tcp.fin", self._flow.dst, self._src())
+
+    def _on_rst(self, reason: str, now: float) -> None:
+        if self._gone:
+            return
+        self._gone = True
+        self._unsent.clear()
+        self._unacked = 0
+        if self._flow is not None:
+            self._flow.discard()
+        if not self._closed:
+            self._error = fail(errno.ECONNRESET, reason)
+        src, dst = (self._src(), self._flow.dst) if self._flow is not None else (None, None)
+        self._net._record(now, self._host, "tcp.reset", dst, src, 0, reason)
+        self._net._counts["resets"] += 1
+
+    def _abort(self, now: float, reason: str) -> None:
+        """Reset the connection: drop what is unsent, tell the peer with RST."""
+        if self._gone:
+            return
+        self._gone = True
+        self._unsent.clear()
+        peer, flow = self._peer, self._flow
+        if peer is not None and flow is not None:
+            flow.discard(dead=False)
+            flow.send(now, "rst", 0, functools.partial(peer._on_rst, reason))
+
+    def _timed_out(self, now: float) -> None:
+        if self._gone or self._state != "connected":
+            return
+        seconds = self._net.tcp_user_timeout
+        if not self._closed:
+            self._error = fail(errno.ETIMEDOUT, f"no acknowledgement for {seconds} s")
+        assert self._flow is not None
+        note = f"unacknowledged for {seconds} s"
+        self._net._record(now, self._host, "tcp.timeout", self._src(), self._flow.dst, 0, note)
+        self._abort(now, "the peer timed out")
+
+    # ---- ending -----------------------------------------------------------
+
+    def shutdown(self, flag: int) -> None:
+        self._check_open()
+        now = self._net._events.advance()
+        if self._state != "connected":
+            raise fail(errno.ENOTCONN)
+        if flag in (socket.SHUT_RD, socket.SHUT_RDWR):
+            self._shut_rd = True
+        if flag in (socket.SHUT_WR, socket.SHUT_RDWR):
+            self._shut_wr = True
+            self._pump(now)
+        if flag not in (socket.SHUT_RD, socket.SHUT_WR, socket.SHUT_RDWR):
+            raise fail(errno.EINVAL)
+        self._net._events.notify()
+
+    def _on_close(self, now: float) -> None:
+        if self._state == "listening":
+            drop_queues(self, now, "the listener closed")
+        elif self._state == "connecting":
+            assert self._flow is not None
+            self._flow.discard()
+            self._state = "failed"
+        elif self._state == "connected":
+            if self._abort_on_close:
+                self._abort(now, "the peer closed with SO_LINGER 0")
+            elif self._rbuf:
+                self._abort(now, "the peer closed with unread data")
+            else:
+                self._shut_wr = True
+                self._pump(now)
+
+    def _on_crash(self, now: float) -> None:
+        reason = f"host {self._host.name!r} crashed"
+        if self._state == "listening":
+            drop_queues(self, now, reason)
+        elif self._state == "connecting":
+            assert self._flow is not None
+            self._flow.discard()
+        elif self._state == "connected":
+            self._abort(now, reason)
