@@ -7,6 +7,7 @@ import trio
 import trio.testing
 
 from trionet import (
+    FrameTimeout,
     FrameTooLarge,
     IncompleteFrame,
     LengthPrefixed,
@@ -455,3 +456,66 @@ def test_constructor_rejects_bad_arguments() -> None:
     with pytest.raises(ValueError, match="abort_timeout"):
         MessageChannel(left, abort_timeout=0)
     assert DEFAULT_ABORT_TIMEOUT > 0
+
+
+# ------------------------------------------------------------------------ frame_timeout
+
+
+async def test_frame_timeout_sheds_a_peer_that_trickles_a_frame(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    left, right = trio.testing.memory_stream_pair()
+    channel = MessageChannel(right, frame_timeout=5)
+    whole = frame(b"x" * 100)
+
+    async def trickle() -> None:
+        for i in range(len(whole)):  # one byte a second: never idle, never done
+            await left.send_all(whole[i : i + 1])
+            await trio.sleep(1)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(trickle)
+        with pytest.raises(FrameTimeout) as info:
+            await channel.receive()
+        assert trio.current_time() == pytest.approx(5)
+        assert info.value.buffered == 5
+        assert isinstance(info.value, trio.BrokenResourceError)
+        with pytest.raises(FrameTimeout):
+            await channel.receive()
+        nursery.cancel_scope.cancel()
+
+
+async def test_frame_timeout_does_not_limit_the_wait_between_frames(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    left, right = trio.testing.memory_stream_pair()
+    channel = MessageChannel(right, frame_timeout=5)
+
+    async def send_slowly_between_frames() -> None:
+        await left.send_all(frame(b"first") + frame(b"second")[:3])
+        await trio.sleep(4)
+        await left.send_all(frame(b"second")[3:])
+        await trio.sleep(100)  # idle between frames: allowed
+        await left.send_all(frame(b"third")[:2])
+        await trio.sleep(4.5)
+        await left.send_all(frame(b"third")[2:])
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(send_slowly_between_frames)
+        assert await channel.receive() == b"first"
+        assert await channel.receive() == b"second"
+        assert await channel.receive() == b"third"
+    assert trio.current_time() == pytest.approx(108.5)
+
+
+async def test_frame_timeout_delivers_complete_frames_before_failing(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    left, right = trio.testing.memory_stream_pair()
+    channel = MessageChannel(right, frame_timeout=1)
+    await left.send_all(frame(b"complete") + frame(b"never finished")[:6])
+    assert await channel.receive() == b"complete"
+    with pytest.raises(FrameTimeout):
+        await channel.receive()
+    with pytest.raises(ValueError, match="frame_timeout"):
+        MessageChannel(right, frame_timeout=0)

@@ -45,6 +45,7 @@ from ._unix import serve_unix as serve_unix
 from .errors import AddressError as AddressError
 from .errors import ConnectError as ConnectError
 from .errors import DatagramTooLarge as DatagramTooLarge
+from .errors import FrameTimeout as FrameTimeout
 from .errors import FrameTooLarge as FrameTooLarge
 from .errors import FramingError as FramingError
 from .errors import IncompleteFrame as IncompleteFrame
@@ -105,6 +106,7 @@ __all__ = [
     "ProtocolError",
     "InvalidMessage",
     "IncompleteFrame",
+    "FrameTimeout",
     "AddressError",
     "ResolutionError",
     "ConnectError",

@@ -12,7 +12,7 @@ from typing import Final, final
 import trio
 
 from ._sansio.codecs import Buffer, Codec, Decoder, LengthPrefixed
-from .errors import FramingError, IncompleteFrame
+from .errors import FrameTimeout, FramingError, IncompleteFrame
 
 __all__ = ["MessageChannel", "MessageChannelStatistics"]
 
@@ -76,6 +76,11 @@ class MessageChannel(trio.abc.Channel[bytes]):
           parsed from one read.
       abort_timeout: Seconds a started frame may take to finish after its sender is
           cancelled (see "Cancellation" below). ``math.inf`` waits for ever.
+      frame_timeout: If given, a frame must be complete this many seconds after
+          its first bytes arrived, or :meth:`receive` raises
+          :exc:`~trionet.FrameTimeout`. Waiting between frames is not limited
+          (use an idle timeout, or a cancel scope, for that). It sheds peers that
+          trickle bytes to hold a connection open.
 
     Cancellation:
       Both directions are safe to cancel, which ``send_all`` on a trio stream is
@@ -119,6 +124,7 @@ class MessageChannel(trio.abc.Channel[bytes]):
         *,
         read_size: int = DEFAULT_READ_SIZE,
         abort_timeout: float = DEFAULT_ABORT_TIMEOUT,
+        frame_timeout: float | None = None,
     ) -> None:
         if not isinstance(stream, trio.abc.Stream):
             raise TypeError(f"MessageChannel needs a trio.abc.Stream, not {type(stream).__name__}")
@@ -126,11 +132,20 @@ class MessageChannel(trio.abc.Channel[bytes]):
             raise ValueError(f"read_size must be at least 1, not {read_size}")
         if not abort_timeout > 0:
             raise ValueError(f"abort_timeout must be positive, not {abort_timeout}")
+        if frame_timeout is not None and not frame_timeout > 0:
+            raise ValueError(f"frame_timeout must be positive or None, not {frame_timeout}")
         self._stream = stream
         self._codec: Codec = codec if codec is not None else LengthPrefixed()
         self._decoder: Decoder = self._codec.decoder()
         self._read_size = read_size
         self._abort_timeout = float(abort_timeout)
+        self._frame_timeout = frame_timeout
+        # For frame_timeout: when the read that brought the current partial frame's
+        # first bytes happened, and where in the stream that frame starts.
+        self._last_read_at = 0.0
+        self._partial_offset = -1
+        self._partial_since = 0.0
+        self._receive_failure: FrameTimeout | None = None
         # Writing through the socket tells us exactly how many bytes left; see
         # _write_socket. trio.SocketStream is final, so the check is exact.
         self._socket = stream.socket if isinstance(stream, trio.SocketStream) else None
@@ -265,11 +280,16 @@ class MessageChannel(trio.abc.Channel[bytes]):
         while True:
             self._check_receive_state()
             try:
-                data = await self._stream.receive_some(self._read_size)
+                if self._frame_timeout is None or not decoder.buffered:
+                    data = await self._stream.receive_some(self._read_size)
+                else:
+                    data = await self._read_within_frame_timeout()
             except trio.ClosedResourceError as exc:
                 if self._aborted is not None:
                     raise trio.BrokenResourceError("the channel was aborted") from exc
                 raise
+            if self._frame_timeout is not None:
+                self._last_read_at = trio.current_time()
             if not data:
                 self._eof_received = True
                 self._check_receive_state()
@@ -278,7 +298,21 @@ class MessageChannel(trio.abc.Channel[bytes]):
             if frame is not None:
                 return frame
 
+    async def _read_within_frame_timeout(self) -> bytes | bytearray:
+        assert self._frame_timeout is not None
+        decoder = self._decoder
+        if decoder.offset != self._partial_offset:
+            # A new frame has begun: it started arriving with the last read.
+            self._partial_offset = decoder.offset
+            self._partial_since = self._last_read_at
+        with trio.move_on_at(self._partial_since + self._frame_timeout):
+            return await self._stream.receive_some(self._read_size)
+        self._receive_failure = FrameTimeout(self._frame_timeout, decoder.buffered)
+        raise self._receive_failure
+
     def _check_receive_state(self) -> None:
+        if self._receive_failure is not None:
+            raise self._receive_failure
         if self._closed:
             raise trio.ClosedResourceError("the channel was closed")
         if self._aborted is not None:

@@ -100,6 +100,7 @@ class ServerCore(Generic[ConnT]):
         codec: Codec | None,
         max_connections: int | None,
         idle_timeout: float | None,
+        frame_timeout: float | None,
         ssl_context: ssl.SSLContext | None,
         tls_handshake_timeout: float,
         strict: bool,
@@ -119,6 +120,7 @@ class ServerCore(Generic[ConnT]):
         self._codec = codec
         self._limit = max_connections
         self._idle_timeout = _check_timeout("idle_timeout", idle_timeout)
+        self._frame_timeout = _check_timeout("frame_timeout", frame_timeout)
         self._ssl_context = ssl_context
         self._handshake_timeout = _check_timeout("tls_handshake_timeout", tls_handshake_timeout)
         self._strict = strict
@@ -355,7 +357,11 @@ class ServerCore(Generic[ConnT]):
                 stream = trio.SSLStream(stream, self._ssl_context, server_side=True)
                 if not await self._handshake(stream, address):
                     return
-            channel = MessageChannel(stream, self._codec) if self._codec is not None else None
+            channel = (
+                MessageChannel(stream, self._codec, frame_timeout=self._frame_timeout)
+                if self._codec is not None
+                else None
+            )
             assert self._make_connection is not None
             conn = self._make_connection(stream, sock, address, channel)
             if idle is None:

@@ -68,6 +68,7 @@ async def serve_tcp(
     codec: Codec | None = None,
     max_connections: int | None = None,
     idle_timeout: float | None = None,
+    frame_timeout: float | None = None,
     ssl_context: ssl.SSLContext | None = None,
     tls_handshake_timeout: float = DEFAULT_TLS_HANDSHAKE_TIMEOUT,
     strict: bool = False,
@@ -111,6 +112,11 @@ async def serve_tcp(
       idle_timeout: Close a connection when no byte has moved in either
           direction for this many seconds (its handler is cancelled). ``None``:
           never.
+      frame_timeout: With a codec: a message must be complete this many seconds
+          after its first bytes arrived, or the channel's ``receive()`` raises
+          :exc:`~trionet.FrameTimeout` (see :class:`~trionet.MessageChannel`).
+          Together with ``idle_timeout`` it sheds slow-loris peers, which keep a
+          connection busy by trickling bytes. ``None``: no limit.
       ssl_context: Serve TLS over TCP with this server-side context (a
           :class:`trio.SSLStream` is the connection's stream).
       tls_handshake_timeout: Seconds a client may take to complete the TLS
@@ -179,6 +185,7 @@ async def serve_tcp(
         codec=codec,
         max_connections=max_connections,
         idle_timeout=idle_timeout,
+        frame_timeout=frame_timeout,
         ssl_context=ssl_context,
         tls_handshake_timeout=tls_handshake_timeout,
         strict=strict,
@@ -221,6 +228,7 @@ async def open_tcp_server(
     codec: Codec | None = None,
     max_connections: int | None = None,
     idle_timeout: float | None = None,
+    frame_timeout: float | None = None,
     ssl_context: ssl.SSLContext | None = None,
     tls_handshake_timeout: float = DEFAULT_TLS_HANDSHAKE_TIMEOUT,
     strict: bool = False,
@@ -263,6 +271,7 @@ async def open_tcp_server(
         codec=codec,
         max_connections=max_connections,
         idle_timeout=idle_timeout,
+        frame_timeout=frame_timeout,
         ssl_context=ssl_context,
         tls_handshake_timeout=tls_handshake_timeout,
         strict=strict,

@@ -11,7 +11,8 @@ handles trio's exceptions handles ours:
     │   ├── FrameTooLarge
     │   ├── ProtocolError
     │   ├── InvalidMessage          (also ValueError)
-    │   └── IncompleteFrame         (also trio.BrokenResourceError)
+    │   ├── IncompleteFrame         (also trio.BrokenResourceError)
+    │   └── FrameTimeout            (also trio.BrokenResourceError)
     ├── AddressError                (also ValueError)
     ├── ResolutionError             (also OSError)
     ├── ConnectError                (also OSError)
@@ -43,6 +44,7 @@ __all__ = [
     "ProtocolError",
     "InvalidMessage",
     "IncompleteFrame",
+    "FrameTimeout",
     "AddressError",
     "ResolutionError",
     "ConnectError",
@@ -65,6 +67,29 @@ class IncompleteFrame(FramingError, trio.BrokenResourceError):
     def __init__(self, buffered: int) -> None:
         self.buffered = buffered
         super().__init__(f"stream ended in the middle of a frame ({buffered} bytes of it arrived)")
+
+
+@final
+class FrameTimeout(FramingError, trio.BrokenResourceError):
+    """A frame began to arrive but was not complete within the channel's ``frame_timeout``.
+
+    This is how a server sheds a peer that trickles bytes to hold a connection
+    open (a "slowloris"): an idle timeout does not catch it, because bytes keep
+    moving. The channel gives up on receiving; frames completed before are
+    delivered first.
+
+    Attributes:
+      timeout: The ``frame_timeout`` in seconds.
+      buffered: How many bytes of the unfinished frame had arrived.
+    """
+
+    def __init__(self, timeout: float, buffered: int) -> None:
+        self.timeout = timeout
+        self.buffered = buffered
+        super().__init__(
+            f"a frame was not complete {timeout}s after its first byte arrived "
+            f"({buffered} bytes of it arrived)"
+        )
 
 
 class ResolutionError(TrionetError, OSError):
