@@ -11,6 +11,7 @@ from typing import Final, final
 
 import trio
 
+from ._idle import IdleTrackingStream
 from ._sansio.codecs import Buffer, Codec, Decoder, LengthPrefixed
 from .errors import FrameTimeout, FramingError, IncompleteFrame
 
@@ -147,8 +148,11 @@ class MessageChannel(trio.abc.Channel[bytes]):
         self._partial_since = 0.0
         self._receive_failure: FrameTimeout | None = None
         # Writing through the socket tells us exactly how many bytes left; see
-        # _write_socket. trio.SocketStream is final, so the check is exact.
-        self._socket = stream.socket if isinstance(stream, trio.SocketStream) else None
+        # _write_socket. trio.SocketStream is final, so the check is exact. A
+        # server's idle-timeout wrapper is seen through, and told of each write.
+        self._activity = stream if isinstance(stream, IdleTrackingStream) else None
+        inner = self._activity.inner if self._activity is not None else stream
+        self._socket = inner.socket if isinstance(inner, trio.SocketStream) else None
         self._send_lock = trio.StrictFIFOLock()
         self._receiving = False
         self._closed = False
@@ -400,6 +404,8 @@ class MessageChannel(trio.abc.Channel[bytes]):
         # raises Cancelled sent nothing, and one that returns reports how much it
         # sent. So the first call is the only point at which a cancellation may
         # take effect, and after it we know precisely how much of the frame is out.
+        if self._activity is not None:
+            self._activity.last_activity = trio.current_time()
         with memoryview(data) as view:
             total = len(view)
             sent = await self._socket_send(sock, view)
@@ -421,7 +427,10 @@ class MessageChannel(trio.abc.Channel[bytes]):
 
     async def _socket_send(self, sock: trio.socket.SocketType, view: memoryview) -> int:
         try:
-            return await sock.send(view)
+            sent = await sock.send(view)
+            if self._activity is not None:
+                self._activity.last_activity = trio.current_time()
+            return sent
         except OSError as exc:
             if sock.fileno() == -1:
                 raise trio.ClosedResourceError("the stream was closed") from exc

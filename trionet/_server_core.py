@@ -100,7 +100,7 @@ class ServerCore(Generic[ConnT]):
         codec: Codec | None,
         max_connections: int | None,
         idle_timeout: float | None,
-        frame_timeout: float | None,
+        frame_timeout: float | None = None,
         ssl_context: ssl.SSLContext | None,
         tls_handshake_timeout: float,
         strict: bool,
