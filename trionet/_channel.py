@@ -106,7 +106,8 @@ class MessageChannel(trio.abc.Channel[bytes]):
       cannot report partial writes, so there a frame counts as started once the
       stream reports that it can take data (``wait_send_all_might_not_block``) and
       the channel hands the frame to it; a cancellation after that point is handled
-      as above.
+      as above. (A shielded write cannot see its caller's cancellation, so on these
+      streams each send runs a short-lived watcher task inside the call.)
 
     Error handling:
       A frame the peer announces larger than the codec's ``max_size`` raises
