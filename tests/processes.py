@@ -6,6 +6,7 @@ Nothing here sleeps: tests wait for the lines a program prints (``listening on
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -70,9 +71,14 @@ class Running:
 
 @asynccontextmanager
 async def running(command: Sequence[str]) -> AsyncIterator[Running]:
-    """Start ``command`` with its stdout piped; kill it if the block leaves it running."""
+    """Start ``command`` with its stdout piped; kill it if the block leaves it running.
+
+    Output is unbuffered (``PYTHONUNBUFFERED``), so lines that a program prints
+    without flushing arrive at once, as on a terminal.
+    """
     process = await trio.lowlevel.open_process(
-        list(command), stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL
+        list(command), stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     assert process.stdout is not None
     try:

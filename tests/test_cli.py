@@ -1,37 +1,359 @@
-"""``python -m trionet``: the command line."""
+"""``python -m trionet``: each command run as a user runs it, as a subprocess.
+
+Servers print ``listening on ADDRESS`` first; tests read that line for the port
+instead of sleeping. Every test is bounded by ``trio.fail_after``.
+"""
 
 from __future__ import annotations
 
-import subprocess
-import sys
+import contextlib
+import ipaddress
+import signal
+import socket
+import time
 
 import pytest
+import trio
 
+from tests.processes import CLI, run, running
+from trionet import LengthPrefixed, Netstring, Varint
 from trionet._cli import main
 
+TIMEOUT = 30
+CODEC_FRAMES = {
+    "lines": b"hello\n",
+    "length": LengthPrefixed().encode(b"hello"),
+    "varint": Varint().encode(b"hello"),
+    "netstring": Netstring().encode(b"hello"),
+}
 
-def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "trionet", *args], capture_output=True, text=True, timeout=60, check=False
+
+def port_in(line: str) -> int:
+    """The port of the first address in ``listening on 127.0.0.1:8000 (...)``."""
+    first = line.removeprefix("listening on ").split()[0].rstrip(",")
+    return int(first.rsplit(":", 1)[1])
+
+
+# ------------------------------------------------------------------------ demo
+
+
+async def test_demo_tours_servers_and_clients_and_exits_0_within_10_seconds() -> None:
+    began = time.monotonic()
+    with trio.fail_after(TIMEOUT):
+        result = await run([*CLI, "demo"])
+    took = time.monotonic() - began
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == b""
+    assert took < 10
+    out = result.stdout.decode()
+    assert "listening on 127.0.0.1:" in out
+    assert "alice    -> b'hello'   <- b'HELLO'" in out
+    assert "bob      -> b'every task has a parent'   <- b'EVERY TASK HAS A PARENT'" in out
+    # The slow client's half line survived the server's timed-out receive.
+    assert "(9 bytes kept); waiting on" in out
+    assert "<- b'HALF A LINE, THEN THE REST'" in out
+    # One client over the limit ends its own connection, not the server.
+    assert "a handler failed (FrameTooLarge(" in out
+    assert "mallory  the server hung up" in out
+    # Graceful shutdown waits for the client still talking.
+    shutdown = out.index("shutdown begin grace=2 active=1")
+    assert shutdown < out.index("carol    done talking") < out.index("shutdown done")
+    assert "no task is left running and every socket is closed" in out
+    # Happy Eyeballs: IPv6 black-holed, IPv4 started 250 ms later wins.
+    assert "connect.attempt      address=[fd00::1]:80" in out
+    assert "connect.won          address=10.0.0.1:80" in out
+    assert "connect.cancelled    address=[fd00::1]:80" in out
+    assert out.rstrip().endswith("none is running now.")
+
+
+# ---------------------------------------------------------- arguments and help
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        ([], "the following arguments are required: COMMAND"),
+        (["frobnicate"], "invalid choice: 'frobnicate'"),
+        (["serve", "--port", "http"], "argument --port: invalid port 'http' (0-65535)"),
+        (["serve", "--port", "70000"], "argument --port: invalid port '70000' (0-65535)"),
+        (["serve", "--codec", "json"], "argument --codec: invalid choice: 'json'"),
+        (["serve", "--exit-after", "0"], "argument --exit-after: expected a whole number >= 1"),
+        (["connect", "127.0.0.1"], "the following arguments are required: port"),
+        (["connect", "127.0.0.1", "7", "--timeout", "-1"], "argument --timeout: expected seconds >= 0"),
+        (["resolve"], "the following arguments are required: host"),
+        (["resolve", "localhost", "--family", "5"], "argument --family: invalid choice: '5'"),
+    ],
+)
+def test_bad_arguments_are_one_line_on_stderr_and_exit_code_2(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    lines = captured.err.splitlines()
+    assert len(lines) == 1, captured.err
+    assert lines[0].startswith("python -m trionet: error: ")
+    assert message in lines[0]
+    assert lines[0].endswith("--help')")
+
+
+async def test_a_max_size_the_codec_cannot_express_is_a_usage_error() -> None:
+    with trio.fail_after(TIMEOUT):
+        result = await run([*CLI, "serve", "--codec", "length", "--max-size", str(2**40)])
+    assert result.returncode == 2
+    assert result.stderr.decode().count("\n") == 1
+    assert result.stderr.startswith(b"python -m trionet: error: argument --max-size: ")
+
+
+@pytest.mark.parametrize("command", ["demo", "serve", "connect", "resolve", "bench"])
+def test_every_command_explains_itself_in_help(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main([command, "--help"])
+    assert info.value.code == 0
+    text = capsys.readouterr().out
+    assert text.startswith(f"usage: python -m trionet {command}")
+    assert len(text.splitlines()) > 3
+
+
+def test_top_level_help_lists_the_commands_and_the_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = capsys.readouterr().out
+    for command in ("demo", "serve", "connect", "resolve", "bench"):
+        assert f"    {command}" in text
+    assert "Exit codes: 0 success, 1 failure" in " ".join(text.split())
+
+
+# ----------------------------------------------------------- serve and connect
+
+
+@pytest.mark.parametrize("codec", ["lines", "length", "varint", "netstring"])
+async def test_connect_and_serve_echo_messages_with_each_codec(codec: str) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with running([*CLI, "serve", "--host", "127.0.0.1", "--port", "0",
+                            "--codec", codec]) as server:
+            port = port_in(await server.stdout.until("listening on 127.0.0.1:"))
+            result = await run([*CLI, "connect", "127.0.0.1", str(port), "--codec", codec],
+                               stdin=b"hello\nstructured concurrency\n")
+            assert result.returncode == 0, result.stderr
+            assert result.stdout == b"hello\nstructured concurrency\n"
+            assert result.stderr == b""
+            code, lines = await server.stop()
+    assert code == 0
+    assert lines[0] == f"listening on 127.0.0.1:{port} (tcp, codec {codec}, echo)"
+    assert lines[1].endswith(" connected")
+    assert lines[2].endswith(" disconnected")
+    assert lines[-1] == "stopped after 1 connection(s)"
+
+
+@pytest.mark.parametrize("codec", ["lines", "length", "varint", "netstring"])
+async def test_serve_speaks_each_codec_to_a_plain_socket_client(codec: str) -> None:
+    frame = CODEC_FRAMES[codec]
+    with trio.fail_after(TIMEOUT):
+        async with running([*CLI, "serve", "--port", "0", "--codec", codec,
+                            "--exit-after", "1"]) as server:
+            port = port_in(await server.stdout.until("listening on"))
+            stream = await trio.open_tcp_stream("::1", port)  # plain trio, no trionet
+            async with stream:
+                await stream.send_all(frame[:3])  # any chunking is one message
+                await stream.send_all(frame[3:] + frame)
+                received = b""
+                while len(received) < 2 * len(frame):
+                    received += await stream.receive_some()
+            assert received == frame + frame
+            lines = await server.stdout.rest()
+            assert await server.process.wait() == 0
+    assert lines[-1] == "stopped after 1 connection(s)"
+
+
+async def test_serve_listens_on_both_families_by_default_and_print_mode_prints() -> None:
+    with trio.fail_after(TIMEOUT):
+        async with running([*CLI, "serve", "print", "--port", "0", "--exit-after", "2"]) as server:
+            listening = await server.stdout.until("listening on")
+            port = port_in(listening)
+            assert f"[::]:{port}" in listening
+            assert f"0.0.0.0:{port}" in listening
+            for host in ("127.0.0.1", "::1"):
+                result = await run([*CLI, "connect", host, str(port)], stdin=f"from {host}\n".encode())
+                assert result.returncode == 0, result.stderr
+                assert result.stdout == b""  # print mode sends nothing back
+            lines = await server.stdout.rest()
+            assert await server.process.wait() == 0
+    assert any(line.endswith(": from 127.0.0.1") and line.startswith("127.0.0.1:") for line in lines)
+    assert any(line.endswith(": from ::1") and line.startswith("[::1]:") for line in lines)
+
+
+async def test_connect_talks_to_a_plain_socket_server() -> None:
+    async def shout(stream: trio.SocketStream) -> None:
+        data = b""
+        while chunk := await stream.receive_some():
+            data += chunk
+        await stream.send_all(data.upper())  # after the client's end of input
+
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            listeners = await nursery.start(trio.serve_tcp, shout, 0)
+            port = listeners[0].socket.getsockname()[1]
+            result = await run([*CLI, "connect", "127.0.0.1", str(port)], stdin=b"one\ntwo\n")
+            nursery.cancel_scope.cancel()
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == b"ONE\nTWO\n"
+
+
+async def test_connect_exits_after_n_messages() -> None:
+    async def greet_forever(stream: trio.SocketStream) -> None:
+        with contextlib.suppress(trio.BrokenResourceError):  # the client leaves early
+            for number in range(1000):
+                await stream.send_all(b"greeting %d\n" % number)
+
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            listeners = await nursery.start(trio.serve_tcp, greet_forever, 0)
+            port = listeners[0].socket.getsockname()[1]
+            result = await run([*CLI, "connect", "127.0.0.1", str(port), "--exit-after", "3"])
+            nursery.cancel_scope.cancel()
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == b"greeting 0\ngreeting 1\ngreeting 2\n"
+
+
+async def test_connect_to_a_closed_port_fails_with_one_line_and_exit_code_1() -> None:
+    with socket.socket() as probe:  # a port that was free a moment ago
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with trio.fail_after(TIMEOUT):
+        result = await run([*CLI, "connect", "127.0.0.1", str(port)])
+    assert result.returncode == 1
+    assert result.stderr.decode() == (
+        f"python -m trionet: error: cannot connect to 127.0.0.1 port {port}: "
+        f"127.0.0.1:{port}: Connection refused\n"
     )
 
 
-def test_demo_runs_a_server_and_clients_and_exits_cleanly() -> None:
-    result = run_cli("demo")
+async def test_serve_on_a_port_in_use_fails_with_one_line_and_exit_code_1() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with trio.fail_after(TIMEOUT):
+            result = await run([*CLI, "serve", "--host", "127.0.0.1", "--port", str(port)])
+    assert result.returncode == 1
+    err = result.stderr.decode()
+    assert err.count("\n") == 1
+    assert err.startswith(f"python -m trionet: error: cannot listen on 127.0.0.1 port {port}: ")
+    assert "in use" in err
+
+
+async def test_sigterm_shuts_the_server_down_gracefully_and_a_second_signal_stops_it() -> None:
+    with trio.fail_after(TIMEOUT):
+        async with running([*CLI, "serve", "--host", "127.0.0.1", "--port", "0",
+                            "--grace", "60"]) as server:
+            port = port_in(await server.stdout.until("listening on"))
+            client = await trio.open_tcp_stream("127.0.0.1", port)
+            async with client:
+                await server.stdout.until("127.0.0.1:")  # "... connected"
+                server.process.send_signal(signal.SIGTERM)
+                assert (await server.stdout.next()).startswith("got SIGTERM: shutting down")
+                # The open connection may finish for 60 s; a second signal ends it now.
+                code, lines = await server.stop(signal.SIGINT)
+    assert code == 0
+    assert "stopping at once" in lines
+    assert lines[-1] == "stopped after 1 connection(s)"
+
+
+# ------------------------------------------------------------------------- UDP
+
+
+async def test_udp_connect_and_serve_exchange_datagrams_over_ipv4_and_ipv6() -> None:
+    with trio.fail_after(TIMEOUT):
+        async with running([*CLI, "serve", "--udp", "--port", "0", "--exit-after", "3"]) as server:
+            port = port_in(await server.stdout.until("listening on"))
+            first = await run([*CLI, "connect", "--udp", "127.0.0.1", str(port), "--exit-after", "2"],
+                              stdin=b"ping\npong\n")
+            assert first.returncode == 0, first.stderr
+            assert first.stdout == b"ping\npong\n"
+            second = await run([*CLI, "connect", "--udp", "::1", str(port), "--exit-after", "1",
+                                "--codec", "lines"], stdin=b"over IPv6\n")
+            assert second.returncode == 0, second.stderr
+            assert second.stdout == b"over IPv6\n"
+            lines = await server.stdout.rest()
+            assert await server.process.wait() == 0
+    assert lines[-1] == "stopped after 3 datagram(s)"
+
+
+async def test_udp_serve_answers_a_plain_socket_and_takes_a_last_line_without_newline() -> None:
+    with trio.fail_after(TIMEOUT):
+        async with running([*CLI, "serve", "--udp", "--host", "127.0.0.1", "--port", "0",
+                            "--exit-after", "2"]) as server:
+            port = port_in(await server.stdout.until("listening on 127.0.0.1:"))
+            sock = trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            with sock:
+                await sock.connect(("127.0.0.1", port))
+                await sock.send(b"one\ntwo\n")
+                assert await sock.recv(100) == b"one\ntwo\n"
+                await sock.send(b"no newline")  # as `echo -n ... | nc -u` sends it
+                assert await sock.recv(100) == b"no newline\n"
+            assert await server.process.wait() == 0
+
+
+async def test_udp_connect_to_a_closed_port_reports_it_unreachable() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with trio.fail_after(TIMEOUT):
+        result = await run([*CLI, "connect", "--udp", "127.0.0.1", str(port), "--wait", "10"],
+                           stdin=b"anyone?\n")
+    assert result.returncode == 1
+    assert result.stderr.decode() == (
+        f"python -m trionet: error: 127.0.0.1:{port} is unreachable (port unreachable): "
+        "nothing listens there\n"
+    )
+
+
+# --------------------------------------------------------------------- resolve
+
+
+async def test_resolve_localhost_prints_its_addresses() -> None:
+    with trio.fail_after(TIMEOUT):
+        result = await run([*CLI, "resolve", "localhost"])
     assert result.returncode == 0, result.stderr
-    out = result.stdout
-    assert "listening on 127.0.0.1:" in out
-    assert "alice     -> b'hello'   <- b'HELLO'" in out
-    assert "bob       -> b'every task has a parent'   <- b'EVERY TASK HAS A PARENT'" in out
-    # The slow client's half line survived the server's timed-out receive.
-    assert "(9 bytes kept)" in out
-    assert "<- b'HALF A LINE, THEN THE REST'" in out
-    assert out.rstrip().endswith("no task is left running and every socket is closed")
-    assert result.stderr == ""
+    addresses = [ipaddress.ip_address(line) for line in result.stdout.decode().splitlines()]
+    assert addresses
+    assert all(address.is_loopback for address in addresses)
 
 
-def test_unknown_command_is_a_usage_error_with_exit_code_2(capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(SystemExit) as info:
-        main(["frobnicate"])
-    assert info.value.code == 2
-    assert "invalid choice: 'frobnicate'" in capsys.readouterr().err
+async def test_resolve_shows_ports_and_the_timeline_of_each_familys_answer() -> None:
+    with trio.fail_after(TIMEOUT):
+        result = await run([*CLI, "resolve", "::1", "443", "--timeline"])
+    assert result.returncode == 0, result.stderr
+    answer, order, address = result.stdout.decode().splitlines()
+    assert answer.startswith("IPv6 answered after ")  # a literal is not looked up: one answer
+    assert answer.endswith(" ms: [::1]:443")
+    assert order == "in the order a client tries them (RFC 8305 section 4):"
+    assert address == "[::1]:443"
+
+
+async def test_resolve_of_a_name_that_does_not_exist_is_one_line_and_exit_code_1() -> None:
+    with trio.fail_after(TIMEOUT):
+        result = await run([*CLI, "resolve", "no-such-host.invalid"])
+    assert result.returncode == 1
+    err = result.stderr.decode()
+    assert err.count("\n") == 1
+    assert err.startswith("python -m trionet: error: cannot resolve 'no-such-host.invalid'")
+
+
+# ----------------------------------------------------------------------- bench
+
+
+async def test_bench_prints_a_table_of_rates() -> None:
+    with trio.fail_after(TIMEOUT):
+        result = await run([*CLI, "bench", "--seconds", "0.02", "--codec", "length"])
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.decode().splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("scenario"))
+    assert lines[header].split() == ["scenario", "codec", "payload", "messages", "msgs/s", "MB/s"]
+    rows = [line.split() for line in lines[header + 2 :]]
+    assert [row[0] for row in rows] == ["round", "round", "stream", "stream"]
+    assert all("length" in row for row in rows)
+    assert all(int(row[-3].replace(",", "")) > 0 for row in rows)  # messages

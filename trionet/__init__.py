@@ -32,12 +32,22 @@ from ._sansio.codecs import Lines as Lines
 from ._sansio.codecs import Netstring as Netstring
 from ._sansio.codecs import Varint as Varint
 from ._sansio.ordering import interleave_families as interleave_families
+from ._sansio.retry import RetryPolicy as RetryPolicy
+from ._sansio.retry import RttEstimator as RttEstimator
 from ._server_base import ServerStatistics as ServerStatistics
 from ._tcp_client import ConnectAttempt as ConnectAttempt
 from ._tcp_client import connect_tcp as connect_tcp
 from ._tcp_server import TCPServer as TCPServer
 from ._tcp_server import open_tcp_server as open_tcp_server
 from ._tcp_server import serve_tcp as serve_tcp
+from ._udp import Datagram as Datagram
+from ._udp import UDPEndpoint as UDPEndpoint
+from ._udp import UDPEndpointStatistics as UDPEndpointStatistics
+from ._udp import open_udp_endpoint as open_udp_endpoint
+from ._udp_server import UDPServer as UDPServer
+from ._udp_server import UDPServerStatistics as UDPServerStatistics
+from ._udp_server import open_udp_server as open_udp_server
+from ._udp_server import serve_udp as serve_udp
 from ._unix import UnixServer as UnixServer
 from ._unix import connect_unix as connect_unix
 from ._unix import open_unix_server as open_unix_server
@@ -50,6 +60,7 @@ from .errors import FrameTooLarge as FrameTooLarge
 from .errors import FramingError as FramingError
 from .errors import IncompleteFrame as IncompleteFrame
 from .errors import InvalidMessage as InvalidMessage
+from .errors import PeerUnreachable as PeerUnreachable
 from .errors import ProtocolError as ProtocolError
 from .errors import RequestTimeout as RequestTimeout
 from .errors import ResolutionError as ResolutionError
@@ -95,6 +106,18 @@ __all__ = [
     "UnixServer",
     "UnixConnection",
     "connect_unix",
+    # UDP
+    "open_udp_endpoint",
+    "UDPEndpoint",
+    "UDPEndpointStatistics",
+    "Datagram",
+    "PeerUnreachable",
+    "RetryPolicy",
+    "RttEstimator",
+    "serve_udp",
+    "open_udp_server",
+    "UDPServer",
+    "UDPServerStatistics",
     # Observability
     "Event",
     "EventLog",

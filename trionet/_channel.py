@@ -77,11 +77,12 @@ class MessageChannel(trio.abc.Channel[bytes]):
           parsed from one read.
       abort_timeout: Seconds a started frame may take to finish after its sender is
           cancelled (see "Cancellation" below). ``math.inf`` waits for ever.
-      frame_timeout: If given, a frame must be complete this many seconds after
-          its first bytes arrived, or :meth:`receive` raises
-          :exc:`~trionet.FrameTimeout`. Waiting between frames is not limited
-          (use an idle timeout, or a cancel scope, for that). It sheds peers that
-          trickle bytes to hold a connection open.
+      frame_timeout: If given, :meth:`receive` waits at most this many seconds in
+          all for the rest of a frame whose first bytes have arrived, then raises
+          :exc:`~trionet.FrameTimeout`. Only time spent waiting counts (not time
+          the caller spends between receives), and waiting between frames is not
+          limited (use an idle timeout, or a cancel scope, for that). It sheds
+          peers that trickle bytes to hold a connection open.
 
     Cancellation:
       Both directions are safe to cancel, which ``send_all`` on a trio stream is
@@ -142,11 +143,10 @@ class MessageChannel(trio.abc.Channel[bytes]):
         self._read_size = read_size
         self._abort_timeout = float(abort_timeout)
         self._frame_timeout = frame_timeout
-        # For frame_timeout: when the read that brought the current partial frame's
-        # first bytes happened, and where in the stream that frame starts.
-        self._last_read_at = 0.0
+        # For frame_timeout: where in the stream the unfinished frame starts, and
+        # how long receive() has waited for the rest of it so far.
         self._partial_offset = -1
-        self._partial_since = 0.0
+        self._partial_waited = 0.0
         self._receive_failure: FrameTimeout | None = None
         # Writing through the socket tells us exactly how many bytes left; see
         # _write_socket. trio.SocketStream is final, so the check is exact. A
@@ -293,8 +293,6 @@ class MessageChannel(trio.abc.Channel[bytes]):
                 if self._aborted is not None:
                     raise trio.BrokenResourceError("the channel was aborted") from exc
                 raise
-            if self._frame_timeout is not None:
-                self._last_read_at = trio.current_time()
             if not data:
                 self._eof_received = True
                 self._check_receive_state()
@@ -304,14 +302,20 @@ class MessageChannel(trio.abc.Channel[bytes]):
                 return frame
 
     async def _read_within_frame_timeout(self) -> bytes | bytearray:
+        # The budget is time spent waiting here for the rest of one frame, not
+        # time since its first byte: a handler busy elsewhere while the bytes sit
+        # in the kernel's buffer must not make the peer look slow.
         assert self._frame_timeout is not None
         decoder = self._decoder
         if decoder.offset != self._partial_offset:
-            # A new frame has begun: it started arriving with the last read.
             self._partial_offset = decoder.offset
-            self._partial_since = self._last_read_at
-        with trio.move_on_at(self._partial_since + self._frame_timeout):
-            return await self._stream.receive_some(self._read_size)
+            self._partial_waited = 0.0
+        started = trio.current_time()
+        with trio.move_on_at(started + self._frame_timeout - self._partial_waited):
+            try:
+                return await self._stream.receive_some(self._read_size)
+            finally:
+                self._partial_waited += trio.current_time() - started
         self._receive_failure = FrameTimeout(self._frame_timeout, decoder.buffered)
         raise self._receive_failure
 
@@ -405,8 +409,17 @@ class MessageChannel(trio.abc.Channel[bytes]):
         # raises Cancelled sent nothing, and one that returns reports how much it
         # sent. So the first call is the only point at which a cancellation may
         # take effect, and after it we know precisely how much of the frame is out.
-        if self._activity is not None:
-            self._activity.last_activity = trio.current_time()
+        activity = self._activity
+        if activity is not None:
+            activity.last_activity = trio.current_time()
+            activity.sending += 1
+        try:
+            await self._write_socket_frame(sock, data)
+        finally:
+            if activity is not None:
+                activity.sending -= 1
+
+    async def _write_socket_frame(self, sock: trio.socket.SocketType, data: bytes | bytearray) -> None:
         with memoryview(data) as view:
             total = len(view)
             sent = await self._socket_send(sock, view)

@@ -36,17 +36,24 @@ class IdleTrackingStream(trio.abc.HalfCloseableStream):
     Attributes:
       inner: The wrapped stream.
       last_activity: When bytes last moved, on trio's clock.
+      sending: Sends in progress (a :class:`~trionet.MessageChannel` writing
+          through the socket underneath counts its writes here too).
     """
 
-    __slots__ = ("inner", "last_activity")
+    __slots__ = ("inner", "last_activity", "sending")
 
     def __init__(self, inner: trio.abc.Stream) -> None:
         self.inner = inner
         self.last_activity = trio.current_time()
+        self.sending = 0
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         self.last_activity = trio.current_time()
-        await self.inner.send_all(data)
+        self.sending += 1
+        try:
+            await self.inner.send_all(data)
+        finally:
+            self.sending -= 1
         self.last_activity = trio.current_time()
 
     async def wait_send_all_might_not_block(self) -> None:

@@ -12,11 +12,14 @@ closed.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import math
 import os
+import socket
 import ssl
+import struct
 from collections.abc import Awaitable, Callable
 from typing import Any, Final, Generic, TypeVar, final
 
@@ -46,6 +49,8 @@ ACCEPT_BACKOFF_INITIAL: Final = 0.005
 ACCEPT_BACKOFF_MAX: Final = 1.0
 # asyncio's ssl_handshake_timeout default (asyncio.constants.SSL_HANDSHAKE_TIMEOUT).
 DEFAULT_TLS_HANDSHAKE_TIMEOUT: Final = 60.0
+# SO_LINGER on with a zero timeout: close() sends a TCP reset.
+_LINGER_ABORT: Final = struct.pack("ii", 1, 0)
 # After a handler returns, a TLS connection sends close_notify (so the peer can
 # tell an orderly end from a truncation); a peer that does not read gets this long.
 _TLS_CLOSE_TIMEOUT: Final = 5.0
@@ -408,21 +413,35 @@ class ServerCore(Generic[ConnT]):
         error: Exception | None = None
         with trio.CancelScope() as handler_scope:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._shed_when_idle, idle, handler_scope, address)
+                nursery.start_soon(self._shed_when_idle, idle, handler_scope, conn.socket, address)
                 try:
                     await self._handler(conn)
                 except Exception as exc:  # caught here so that no group wraps it
                     error = exc
                 nursery.cancel_scope.cancel()
-        return error
+        # Once shed, whatever the handler raised comes from the closing.
+        return None if handler_scope.cancel_called else error
 
     async def _shed_when_idle(
-        self, idle: IdleTrackingStream, handler_scope: trio.CancelScope, address: Any
+        self,
+        idle: IdleTrackingStream,
+        handler_scope: trio.CancelScope,
+        sock: trio.socket.SocketType,
+        address: Any,
     ) -> None:
         assert self._idle_timeout is not None
         await wait_idle(idle, self._idle_timeout)
         self._shed_connection(address, "idle_timeout")
         handler_scope.cancel()
+        if idle.sending:
+            # A send has been stuck for idle_timeout: the peer stopped reading.
+            # Cancelled mid-frame, the channel would give it abort_timeout more
+            # to finish the frame. Reset the connection now instead (as nginx's
+            # reset_timedout_connection): the stuck send fails at once. A quiet
+            # connection keeps its orderly close (and TLS its close_notify).
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_ABORT)
+                sock.shutdown(socket.SHUT_RDWR)
 
     def _shed_connection(self, address: Any, reason: str) -> None:
         self._shed += 1

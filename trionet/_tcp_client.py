@@ -79,8 +79,7 @@ class ConnectAttempt:
     def __str__(self) -> str:
         if self.error is None:
             return f"{self.address}: still connecting when the connect gave up"
-        reason = str(self.error) or type(self.error).__name__
-        return f"{self.address}: {reason} (tried at t={self.started_at:.3f}s)"
+        return f"{self.address}: {str(self.error) or type(self.error).__name__}"
 
 
 @dataclass(slots=True)
@@ -184,7 +183,8 @@ async def connect_tcp(
     local = Address.parse(local_address, default_port=0) if local_address is not None else None
     race = _Race(arrived=[], tried=set(), attempts=[])
     lookup_errors: list[tuple[int, ResolutionError]] = []
-    deadline = math.inf if connect_timeout is None else trio.current_time() + connect_timeout
+    began = trio.current_time()
+    deadline = math.inf if connect_timeout is None else began + connect_timeout
 
     with trio.move_on_at(deadline) as timeout_scope:
         await _race(
@@ -195,7 +195,7 @@ async def connect_tcp(
         timed_out = connect_timeout if timeout_scope.cancelled_caught else None
         if not race.arrived and lookup_errors and timed_out is None:
             raise _resolution_error(host, port, lookup_errors)
-        raise _connect_error(host, port, race, timed_out)
+        raise _connect_error(host, port, race, began, timed_out)
     sock, address = race.winner
     stream: trio.abc.Stream = trio.SocketStream(sock)
     try:
@@ -204,7 +204,7 @@ async def connect_tcp(
             with trio.move_on_at(deadline) as timeout_scope, trio.fail_after(tls_handshake_timeout):
                 await tls.do_handshake()
             if timeout_scope.cancelled_caught:
-                raise _connect_error(host, port, race, connect_timeout)
+                raise _connect_error(host, port, race, began, connect_timeout)
             stream = tls
     except BaseException:
         await trio.aclose_forcefully(stream)
@@ -323,15 +323,19 @@ def _family_name(family: int) -> str:
     return "IPv6" if family == socket.AF_INET6 else "IPv4"
 
 
-def _connect_error(host: str, port: int, race: _Race, timeout: float | None) -> ConnectError:
+def _connect_error(host: str, port: int, race: _Race, began: float, timeout: float | None) -> ConnectError:
     attempts = tuple(sorted(race.attempts, key=lambda attempt: attempt.started_at))
     if timeout is not None:
         head = f"no connection to {host!r} port {port} within connect_timeout={timeout}s"
     elif not attempts:
         head = f"no address of {host!r} port {port} to connect to"
+    elif len(attempts) == 1:
+        head = f"the connection attempt to {host!r} port {port} failed"
     else:
         head = f"all {len(attempts)} connection attempts to {host!r} port {port} failed"
-    lines = [head + (":" if attempts else "")] + [f"  {attempt}" for attempt in attempts]
+    lines = [head + (":" if attempts else "")] + [
+        f"  {attempt} (started {(attempt.started_at - began) * 1000:.0f} ms in)" for attempt in attempts
+    ]
     error = ConnectError("\n".join(lines), attempts)
     causes = [attempt.error for attempt in attempts if isinstance(attempt.error, Exception)]
     if causes:

@@ -17,6 +17,7 @@ handles trio's exceptions handles ours:
     ├── ResolutionError             (also OSError)
     ├── ConnectError                (also OSError)
     ├── DatagramTooLarge            (also ValueError)
+    ├── PeerUnreachable             (also ConnectionRefusedError)
     └── RequestTimeout              (also trio.TooSlowError)
 
 trionet also raises trio's own :class:`trio.ClosedResourceError`,
@@ -26,10 +27,12 @@ trionet also raises trio's own :class:`trio.ClosedResourceError`,
 
 from __future__ import annotations
 
+import errno
 from typing import final
 
 import trio
 
+from ._sansio.addresses import Address
 from ._sansio.errors import AddressError as AddressError
 from ._sansio.errors import FrameTooLarge as FrameTooLarge
 from ._sansio.errors import FramingError as FramingError
@@ -49,6 +52,7 @@ __all__ = [
     "ResolutionError",
     "ConnectError",
     "DatagramTooLarge",
+    "PeerUnreachable",
     "RequestTimeout",
 ]
 
@@ -137,6 +141,25 @@ class DatagramTooLarge(TrionetError, ValueError):
         self.size = size
         self.limit = limit
         super().__init__(f"datagram of {size} bytes exceeds the limit of {limit} bytes")
+
+
+class PeerUnreachable(TrionetError, ConnectionRefusedError):
+    """The peer of a connected endpoint is unreachable: nothing listens on its port.
+
+    The system learnt it from an ICMP "port unreachable" (or "host
+    unreachable") message, which only a connected socket is told about. It is
+    a :class:`ConnectionRefusedError`, so existing handlers of that keep working.
+
+    Attributes:
+      peer: The endpoint's remote address.
+    """
+
+    def __init__(self, peer: Address, reason: str = "port unreachable") -> None:
+        super().__init__(errno.ECONNREFUSED, f"{peer} is unreachable ({reason})")
+        self.peer = peer
+
+    def __str__(self) -> str:
+        return str(self.strerror)
 
 
 @final

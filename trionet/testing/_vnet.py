@@ -5,7 +5,7 @@ Installing sets trio's socket factory and hostname resolver for the current
 :mod:`trio.socket` runs on the simulation. The host a task acts as is a context
 variable set by :meth:`VirtualNetwork.host`; trio copies context variables into
 the tasks a task starts, so a server's handler tasks act as the server too. A
-walk-through is in ``docs/howto-virtual-network.md``.
+walk-through is in ``docs/howto/virtual-network.rst``.
 
 Determinism: all randomness derives from ``seed``. Each flow (a source and
 destination address pair) draws from its own generator, seeded with the seed and

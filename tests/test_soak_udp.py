@@ -1,0 +1,113 @@
+"""UDP under loss and peers that vanish during a UDP exchange.
+
+The loss scenario is ``benchmarks/_soak_udp.py`` (CI form: the full 10,000
+requests; long form ``python -m benchmarks.soak --long``). The vanishing peers
+run over real loopback, where the kernel's ICMP "port unreachable" is real.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import trio
+import trio.testing
+
+from benchmarks._soak_common import count_tasks
+from benchmarks._soak_udp import run_udp_under_loss
+from trionet._sansio.retry import RetryPolicy
+from trionet._udp import Datagram, PeerUnreachable, open_udp_endpoint
+from trionet._udp_server import open_udp_server
+from trionet.errors import RequestTimeout
+
+REQUESTS = 10_000
+ROUNDS = 20
+QUICK = RetryPolicy(initial_timeout=0.5, max_attempts=4, random_factor=1.0)
+
+
+async def test_ten_thousand_requests_at_20_percent_loss_and_5_percent_duplication_run_once_each(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    report = await run_udp_under_loss(requests=REQUESTS, loss=0.2, duplicate=0.05, seed=8)
+    assert report.problems == []
+    assert report.replies == REQUESTS
+    assert report.handler_runs == REQUESTS
+    assert report.handled_twice == 0
+    # Loss and duplication really happened, and the reply cache answered them.
+    assert report.datagrams_dropped > REQUESTS // 5
+    assert report.datagrams_delivered > report.datagrams_sent - report.datagrams_dropped
+    assert report.retransmissions > REQUESTS // 5
+    assert report.duplicates_replayed > REQUESTS // 10
+
+
+async def test_without_duplicate_suppression_the_same_loss_runs_handlers_twice(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # The control for the test above: its check can fail.
+    report = await run_udp_under_loss(requests=1000, loss=0.2, duplicate=0.05, seed=8, deduplicate=False)
+    assert report.handled_twice > 50
+    assert any("more than once" in problem for problem in report.problems)
+
+
+async def test_a_client_that_vanishes_mid_exchange_leaves_the_server_serving(
+    autojump_clock: trio.testing.MockClock, no_fd_leak: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    release = trio.Event()
+    handled: list[bytes] = []
+
+    async def slow_echo(datagram: Datagram) -> bytes:
+        handled.append(datagram.data)
+        if datagram.data != b"good":
+            await release.wait()
+        return datagram.data
+
+    tasks_before = count_tasks()
+    with trio.fail_after(60):
+        async with open_udp_server(slow_echo, 0, host="127.0.0.1") as server:
+            for round_ in range(ROUNDS):
+                release = trio.Event()
+                async with open_udp_endpoint("127.0.0.1:0") as vanishing:
+                    with trio.move_on_after(0.1):
+                        await vanishing.request(b"%d" % round_, ("127.0.0.1", server.port))
+                # Gone: the reply goes to a closed port (ICMP port unreachable).
+                release.set()
+                async with open_udp_endpoint("127.0.0.1:0") as good:
+                    reply = await good.request(b"good", ("127.0.0.1", server.port), policy=QUICK)
+                    assert reply.data == b"good"
+            statistics = server.statistics()
+    assert statistics.handler_errors == 0
+    assert len(handled) == 2 * ROUNDS
+    assert count_tasks() == tasks_before
+    assert [r.getMessage() for r in caplog.records if r.levelno > logging.WARNING] == []
+
+
+@pytest.mark.parametrize("connected", [True, False], ids=["connected", "unconnected"])
+async def test_a_server_that_vanishes_mid_exchange_ends_the_request_with_a_typed_error(
+    connected: bool, autojump_clock: trio.testing.MockClock, no_fd_leak: None
+) -> None:
+    tasks_before = count_tasks()
+    with trio.fail_after(600):
+        for _ in range(ROUNDS):
+            server = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM)
+            await server.bind(("127.0.0.1", 0))
+            address = server.getsockname()
+
+            async def receive_then_vanish(server: trio.socket.SocketType = server) -> None:
+                with server:
+                    await server.recvfrom(2048)
+                # Closed without a reply: later transmissions meet a closed port.
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(receive_then_vanish)
+                remote = address if connected else None
+                async with open_udp_endpoint("127.0.0.1:0", remote) as client:
+                    target = None if connected else address
+                    if connected:
+                        # The kernel reports the ICMP error to a connected socket.
+                        with pytest.raises(PeerUnreachable):
+                            await client.request(b"hello?", target, policy=QUICK)
+                    else:
+                        with pytest.raises(RequestTimeout) as raised:
+                            await client.request(b"hello?", target, policy=QUICK)
+                        assert raised.value.attempts == QUICK.max_attempts
+    assert count_tasks() == tasks_before

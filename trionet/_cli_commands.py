@@ -1,0 +1,346 @@
+"""``python -m trionet serve``, ``connect`` and ``resolve``.
+
+Each command is an async function of the parsed arguments that returns an exit
+code, run by :func:`trionet._cli.main` under ``trio.run``. Expected failures are
+raised as :class:`~trionet._cli.CommandError` (one line on stderr, exit 1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import signal
+import socket
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Final
+
+import trio
+
+from ._cli import EXIT_OK, CommandError, make_codec
+from ._connection import TCPConnection
+from ._happy_eyeballs_input import FamilyAnswer, resolve_happy_eyeballs
+from ._resolver import resolve as resolve_addresses
+from ._sansio.addresses import Address
+from ._sansio.codecs import Codec, Delimited, Lines
+from ._tcp_client import ConnectAttempt, connect_tcp
+from ._tcp_server import open_tcp_server
+from ._udp import PeerUnreachable, UDPEndpoint, open_udp_endpoint
+from .errors import ConnectError, FramingError, TrionetError
+
+__all__ = ["connect", "resolve", "serve"]
+
+_FAMILIES: Final = {"any": 0, "4": socket.AF_INET, "6": socket.AF_INET6}
+
+
+def say(line: str) -> None:
+    """Print one line of the transcript at once (output may be a pipe)."""
+    print(line, flush=True)
+
+
+def show(message: bytes) -> str:
+    """A message as text for the transcript; bytes that are not UTF-8 as escapes."""
+    return message.decode("utf-8", "backslashreplace")
+
+
+def describe(exc: BaseException) -> str:
+    """An exception as one short line: its message, or its type when it has none."""
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _reason(error: BaseException | None) -> str:
+    if error is None:
+        return "still connecting when time ran out"
+    if isinstance(error, OSError) and error.errno is not None:
+        return os.strerror(error.errno)
+    return describe(error)
+
+
+def decode_datagram(codec: Codec, data: bytes) -> tuple[list[bytes], int]:
+    """The messages in one datagram, and how many bytes after them were not a whole frame.
+
+    Datagram boundaries are message boundaries, so with a line codec the last
+    line of a datagram needs no newline (``echo -n hi | nc -u`` sends one).
+    """
+    decoder = codec.decoder()
+    decoder.feed(data)
+    frames: list[bytes] = []
+    while (frame := decoder.next_frame()) is not None:
+        frames.append(frame)
+    rest = decoder.buffered
+    if rest and isinstance(codec, (Lines, Delimited)):
+        frames.append(data[len(data) - rest :])
+        rest = 0
+    return frames, rest
+
+
+async def _watch_signals(
+    stop: trio.Event, cancel_scope: trio.CancelScope, *, task_status: trio.TaskStatus[None]
+) -> None:
+    """The first SIGINT/SIGTERM sets ``stop`` (a graceful stop); the second cancels."""
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        task_status.started()
+        async for signum in signals:
+            if not stop.is_set():
+                say(f"got {signal.Signals(signum).name}: shutting down (again to stop at once)")
+                stop.set()
+            else:
+                say("stopping at once")
+                cancel_scope.cancel()
+
+
+# ---------------------------------------------------------------------- serve
+
+
+async def serve(args: argparse.Namespace) -> int:
+    """``serve``: an echo or print server, until Ctrl-C or ``--exit-after``."""
+    codec = make_codec(args.codec, args.max_size)
+    serving = _serve_udp if args.udp else _serve_tcp
+    summary = ["stopped before listening"]  # each server keeps its last line up to date
+    async with trio.open_nursery() as nursery:
+        stop = trio.Event()
+        await nursery.start(_watch_signals, stop, nursery.cancel_scope)
+        await serving(args, codec, stop, summary)
+        nursery.cancel_scope.cancel()
+    say(summary[0])
+    return EXIT_OK
+
+
+async def _serve_tcp(
+    args: argparse.Namespace, codec: Codec, stop: trio.Event, summary: list[str]
+) -> None:
+    ended = 0
+
+    async def handle(conn: TCPConnection) -> None:
+        nonlocal ended
+        peer = conn.peer
+        say(f"{peer} connected")
+        if conn.server is not None:
+            accepted = conn.server.statistics().connections_accepted
+            summary[0] = f"stopped after {accepted} connection(s)"
+        try:
+            async for message in conn.channel:
+                if args.mode == "print":
+                    say(f"{peer}: {show(message)}")
+                else:
+                    await conn.channel.send(message)
+            say(f"{peer} disconnected")
+        except (FramingError, trio.BrokenResourceError) as exc:
+            # A bad or vanished peer ends its own connection, not the server.
+            say(f"{peer} dropped: {describe(exc)}")
+        finally:
+            ended += 1
+            if args.exit_after is not None and ended >= args.exit_after:
+                stop.set()
+
+    try:
+        async with open_tcp_server(
+            handle, args.port, host=args.host, codec=codec,
+            max_connections=args.max_connections, idle_timeout=args.idle_timeout,
+            shutdown_grace=args.grace,
+        ) as server:
+            where = ", ".join(str(address) for address in server.addresses)
+            say(f"listening on {where} (tcp, codec {args.codec}, {args.mode})")
+            summary[0] = "stopped after 0 connection(s)"
+            await stop.wait()
+    except OSError as exc:
+        where = f"{args.host or 'every address'} port {args.port}"
+        raise CommandError(f"cannot listen on {where}: {describe(exc)}") from exc
+
+
+async def _serve_udp(
+    args: argparse.Namespace, codec: Codec, stop: trio.Event, summary: list[str]
+) -> None:
+    count = 0
+    local = args.port if args.host is None else (args.host, args.port)
+    try:
+        async with open_udp_endpoint(local) as endpoint:
+            say(f"listening on {endpoint.local_address} (udp, codec {args.codec}, {args.mode})")
+            summary[0] = "stopped after 0 datagram(s)"
+            async with trio.open_nursery() as nursery:
+
+                async def receive_all() -> None:
+                    nonlocal count
+                    async for datagram in endpoint:
+                        await _answer(args, codec, endpoint.send, datagram.data, datagram.address)
+                        count += 1
+                        summary[0] = f"stopped after {count} datagram(s)"
+                        if args.exit_after is not None and count >= args.exit_after:
+                            stop.set()
+                            return
+
+                nursery.start_soon(receive_all)
+                await stop.wait()
+                nursery.cancel_scope.cancel()
+    except OSError as exc:
+        where = f"{args.host or 'every address'} port {args.port}"
+        raise CommandError(f"cannot listen on {where}: {describe(exc)}") from exc
+
+
+async def _answer(
+    args: argparse.Namespace,
+    codec: Codec,
+    send: Callable[[bytes, Address], Awaitable[None]],
+    data: bytes,
+    peer: Address,
+) -> None:
+    try:
+        messages, rest = decode_datagram(codec, data)
+    except FramingError as exc:
+        say(f"{peer}: ignored a datagram: {describe(exc)}")
+        return
+    if rest:
+        say(f"{peer}: ignored {rest} byte(s) that are not a whole frame")
+    if args.mode == "print":
+        for message in messages:
+            say(f"{peer}: {show(message)}")
+    elif messages:
+        try:
+            await send(codec.encode_many(messages), peer)
+        except OSError as exc:
+            say(f"{peer}: reply not sent: {describe(exc)}")
+
+
+# -------------------------------------------------------------------- connect
+
+
+async def _read_stdin_line() -> bytes:
+    # A thread reads: stdin may be a terminal or a pipe, which trio cannot wait
+    # on portably without making it non-blocking for the whole shell session.
+    return await trio.to_thread.run_sync(sys.stdin.buffer.readline, abandon_on_cancel=True)
+
+
+def _write_message(message: bytes) -> None:
+    sys.stdout.buffer.write(message + b"\n")
+    sys.stdout.buffer.flush()
+
+
+def _strip_newline(line: bytes) -> bytes:
+    if line.endswith(b"\r\n"):
+        return line[:-2]
+    return line[:-1] if line.endswith(b"\n") else line
+
+
+async def connect(args: argparse.Namespace) -> int:
+    """``connect``: standard input to the server, the server to standard output."""
+    codec = make_codec(args.codec, args.max_size)
+    if args.udp:
+        return await _connect_udp(args, codec)
+    try:
+        conn = await connect_tcp(args.host, args.port, codec=codec,
+                                 connect_timeout=args.timeout or None)
+    except ConnectError as exc:
+        reasons = "; ".join(
+            f"{attempt.address}: {_reason(attempt.error)}"
+            for attempt in exc.attempts if isinstance(attempt, ConnectAttempt)
+        ) or describe(exc)
+        raise CommandError(f"cannot connect to {args.host} port {args.port}: {reasons}") from exc
+    except (OSError, TrionetError) as exc:
+        raise CommandError(describe(exc)) from exc
+    received = 0
+    async with conn, trio.open_nursery() as nursery:
+        channel = conn.channel
+
+        async def send_lines() -> None:
+            while line := await _read_stdin_line():
+                try:
+                    await channel.send(_strip_newline(line))
+                except TrionetError as exc:  # FrameTooLarge, InvalidMessage
+                    raise CommandError(f"cannot send that line: {describe(exc)}") from exc
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    return  # the server went away; the receiving side reports it
+            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                await channel.send_eof()  # the server's receive ends after our messages
+
+        nursery.start_soon(send_lines)
+        try:
+            async for message in channel:
+                _write_message(message)
+                received += 1
+                if args.exit_after is not None and received >= args.exit_after:
+                    break
+        except (FramingError, trio.BrokenResourceError) as exc:
+            raise CommandError(f"connection to {conn.peer} lost: {describe(exc)}") from exc
+        nursery.cancel_scope.cancel()
+    return EXIT_OK
+
+
+async def _connect_udp(args: argparse.Namespace, codec: Codec) -> int:
+    try:
+        async with open_udp_endpoint(remote=(args.host, args.port)) as endpoint:
+            await _udp_session(endpoint, args, codec)
+    except (OSError, TrionetError) as exc:  # opening failed (errors inside come in groups)
+        raise CommandError(describe(exc)) from exc
+    return EXIT_OK
+
+
+async def _udp_session(endpoint: UDPEndpoint, args: argparse.Namespace, codec: Codec) -> None:
+    received = 0
+    async with trio.open_nursery() as nursery:
+
+        async def send_lines() -> None:
+            while line := await _read_stdin_line():
+                try:
+                    await endpoint.send(codec.encode(_strip_newline(line)))
+                except (OSError, TrionetError) as exc:
+                    raise CommandError(f"cannot send that line: {describe(exc)}") from exc
+            await trio.sleep(args.wait)  # for the last replies
+            nursery.cancel_scope.cancel()
+
+        nursery.start_soon(send_lines)
+        try:
+            async for datagram in endpoint:
+                messages, _ = decode_datagram(codec, datagram.data)
+                for message in messages:
+                    _write_message(message)
+                    received += 1
+                    if args.exit_after is not None and received >= args.exit_after:
+                        nursery.cancel_scope.cancel()
+                        return
+        except PeerUnreachable as exc:
+            raise CommandError(f"{describe(exc)}: nothing listens there") from exc
+
+
+# -------------------------------------------------------------------- resolve
+
+
+def _host_text(address: Address, with_port: bool) -> str:
+    if with_port:
+        return str(address)
+    return f"{address.host}%{address.scope_id}" if address.scope_id else address.host
+
+
+async def resolve(args: argparse.Namespace) -> int:
+    """``resolve``: the addresses in the order a client tries them."""
+    family = _FAMILIES[args.family]
+    port = args.port or 0
+    try:
+        if args.timeline:
+            await _print_timeline(args.host, port, family, args.port is not None)
+        addresses = await resolve_addresses(args.host, port, family=family)
+    except (OSError, TrionetError) as exc:
+        raise CommandError(describe(exc)) from exc
+    if args.timeline:
+        say("in the order a client tries them (RFC 8305 section 4):")
+    for address in addresses:
+        say(_host_text(address, args.port is not None))
+    return EXIT_OK
+
+
+async def _print_timeline(host: str, port: int, family: int, with_port: bool) -> None:
+    send, receive = trio.open_memory_channel[FamilyAnswer](2)
+    start = trio.current_time()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(resolve_happy_eyeballs, host, port, send)
+        async for answer in receive:
+            name = "IPv6" if answer.family == socket.AF_INET6 else "IPv4"
+            if family and answer.family != family:
+                continue
+            answered = (answer.answered_at - start) * 1000
+            delivered = (trio.current_time() - start) * 1000
+            held = f", held until {delivered:.1f} ms" if delivered - answered > 1 else ""
+            found = ", ".join(_host_text(a, with_port) for a in answer.addresses)
+            reason = describe(answer.error) if answer.error is not None else "none found"
+            outcome = found or f"no address ({reason})"
+            say(f"{name} answered after {answered:.1f} ms{held}: {outcome}")

@@ -1,0 +1,678 @@
+"""UDP endpoints: send, receive, and requests that are retransmitted until answered."""
+
+from __future__ import annotations
+
+import math
+import socket
+from collections.abc import AsyncIterator, Callable, Hashable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any, Final, final
+
+import trio
+
+from ._observe import Observer, emit
+from ._resolver import Resolver
+from ._sansio.addresses import Address
+from ._sansio.errors import AddressError
+from ._sansio.retry import RetryPolicy, RttEstimator
+from ._udp_receive import Datagram, DatagramReceiver, PeerState, PeerUnreachable, Waiter
+from ._udp_socket import (
+    MAX_DATAGRAM_SIZE,
+    AddressLike,
+    OpenedSocket,
+    cacheable,
+    host_port,
+    multicast_request,
+    open_socket,
+    resolve_one,
+)
+from .errors import DatagramTooLarge, RequestTimeout
+
+__all__ = [
+    "DEFAULT_MAX_OUTSTANDING_PER_PEER",
+    "DEFAULT_MAX_RECEIVE_SIZE",
+    "DEFAULT_RECEIVE_QUEUE_SIZE",
+    "DEFAULT_RETRY_POLICY",
+    "MAX_DATAGRAM_SIZE",
+    "AddressLike",
+    "Datagram",
+    "PeerUnreachable",
+    "UDPEndpoint",
+    "UDPEndpointStatistics",
+    "open_udp_endpoint",
+]
+
+# The largest UDP payload on any family (the 16-bit UDP length field), so that by
+# default no datagram is ever truncated.
+DEFAULT_MAX_RECEIVE_SIZE: Final = 65535
+# trionet's choice: 4096 datagrams is about 15 times what Linux's default
+# receive buffer holds of small datagrams (net.core.rmem_default = 212992 bytes,
+# charged about 1 KiB each, the kernel's per-packet overhead included). Memory
+# is at most receive_queue_size * max_receive_size bytes.
+DEFAULT_RECEIVE_QUEUE_SIZE: Final = 4096
+# One outstanding request per peer: CoAP's NSTART = 1 (RFC 7252 section 4.7),
+# the limit RFC 8085 section 3.1.3 recommends to applications that, like most
+# request/response protocols over UDP, run without congestion control.
+DEFAULT_MAX_OUTSTANDING_PER_PEER: Final = 1
+DEFAULT_RETRY_POLICY: Final = RetryPolicy()
+# Bound of the cache from destination arguments to resolved socket addresses.
+_TARGET_CACHE_SIZE: Final = 4096
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class UDPEndpointStatistics:
+    """A snapshot of a :class:`UDPEndpoint`'s counters (see :meth:`UDPEndpoint.statistics`).
+
+    Attributes:
+      datagrams_sent: Datagrams handed to the system, retransmissions included.
+      datagrams_received: Datagrams taken from the system.
+      datagrams_queued: Datagrams waiting in the receive queue now.
+      datagrams_dropped: Datagrams dropped because the receive queue was full.
+      datagrams_truncated: Datagrams larger than ``max_receive_size``.
+      requests_active: Requests in progress now, those waiting for a turn included.
+      requests_completed: Requests that got their reply.
+      requests_timed_out: Requests that raised :exc:`~trionet.RequestTimeout`.
+      retransmissions: Transmissions beyond each request's first.
+    """
+
+    datagrams_sent: int
+    datagrams_received: int
+    datagrams_queued: int
+    datagrams_dropped: int
+    datagrams_truncated: int
+    requests_active: int
+    requests_completed: int
+    requests_timed_out: int
+    retransmissions: int
+
+
+_Target = tuple[Address, Any, int]  # (peer, sockaddr or None when connected, size limit)
+
+
+@final
+class UDPEndpoint(DatagramReceiver, trio.abc.AsyncResource):
+    """A bound UDP socket, with sends, receives and retransmitted requests.
+
+    Made by :func:`open_udp_endpoint`; see there for the options. Any number of
+    tasks may use one endpoint at once: they share its receive queue, and each
+    :meth:`request` gets its own reply.
+    """
+
+    def __init__(
+        self,
+        opened: OpenedSocket,
+        *,
+        remote: Address | None,
+        max_receive_size: int,
+        receive_queue_size: int,
+        max_outstanding_per_peer: int | None,
+        resolver: Resolver | None,
+        observer: Observer | None,
+    ) -> None:
+        super().__init__(
+            opened.sock,
+            opened.std,
+            remote=remote,
+            max_receive_size=max_receive_size,
+            receive_queue_size=receive_queue_size,
+            observer=observer,
+        )
+        self._family = opened.sock.family
+        self._local = opened.local
+        self._dual_stack = opened.dual_stack
+        self._remote_target: _Target | None = (
+            None if remote is None else (remote, None, MAX_DATAGRAM_SIZE[remote.family])
+        )
+        self._cap = max_outstanding_per_peer
+        self._resolver = resolver
+        self._targets: dict[Hashable, _Target] = {}
+        self._sent = 0
+        self._active = self._completed = self._timed_out = self._retransmissions = 0
+
+    # ---------------------------------------------------------------- state
+
+    @property
+    def local_address(self) -> Address:
+        """The address the socket is bound to (``[::]:port`` for a dual-stack endpoint)."""
+        return self._local
+
+    @property
+    def remote_address(self) -> Address | None:
+        """The peer of a connected endpoint, else ``None``."""
+        return self._remote
+
+    @property
+    def dual_stack(self) -> bool:
+        """Whether this IPv6 endpoint also sends to and receives from IPv4 peers."""
+        return self._dual_stack
+
+    @property
+    def socket(self) -> trio.socket.SocketType:
+        """The trio socket, for options trionet does not wrap (``setsockopt``)."""
+        return self._sock
+
+    def statistics(self) -> UDPEndpointStatistics:
+        """Return the endpoint's counters, as a frozen snapshot."""
+        return UDPEndpointStatistics(
+            datagrams_sent=self._sent,
+            datagrams_received=self._received,
+            datagrams_queued=len(self._queue),
+            datagrams_dropped=self._dropped,
+            datagrams_truncated=self._truncated,
+            requests_active=self._active,
+            requests_completed=self._completed,
+            requests_timed_out=self._timed_out,
+            retransmissions=self._retransmissions,
+        )
+
+    def __repr__(self) -> str:
+        peer = "" if self._remote is None else f" -> {self._remote}"
+        state = " closed" if self._closed else ""
+        return f"<UDPEndpoint {self._local}{peer}{state}>"
+
+    # -------------------------------------------------------------- closing
+
+    def close(self) -> None:
+        """Close the socket. Waiting tasks get :exc:`trio.ClosedResourceError`; queued datagrams are lost."""
+        if self._closed:
+            return
+        self._sock.close()  # wakes a driver waiting for readability
+        self._close_receiving()
+        for state in self._peers.values():
+            if state.turns is not None:
+                state.turns.unpark_all()
+
+    async def aclose(self) -> None:
+        """Close the endpoint, as :meth:`close`.
+
+        Cancellation:
+          The endpoint is closed even if this call is cancelled (it closes
+          before its checkpoint).
+        """
+        self.close()
+        await trio.lowlevel.checkpoint()
+
+    # ---------------------------------------------------------- multicast
+
+    def join_multicast(self, group: str, *, interface: str | int | None = None) -> None:
+        """Receive the datagrams sent to the multicast ``group``.
+
+        Args:
+          group: An IPv4 or IPv6 multicast address. A dual-stack endpoint can
+              join groups of both families.
+          interface: Which interface joins: for an IPv4 group, the interface's
+              IPv4 address; for an IPv6 group, its index or name. ``None``: the
+              system chooses (by its routing table).
+
+        Raises:
+          AddressError: ``group`` is not a multicast address of a family this
+              endpoint can receive, or ``interface`` does not fit it.
+          OSError: The system refused (for example no route for the group).
+        """
+        self._check_open()
+        level, join, _, value = multicast_request(group, interface, self._family)
+        self._sock.setsockopt(level, join, value)
+
+    def leave_multicast(self, group: str, *, interface: str | int | None = None) -> None:
+        """Stop receiving ``group``, joined with the same arguments by :meth:`join_multicast`."""
+        self._check_open()
+        level, _, leave, value = multicast_request(group, interface, self._family)
+        self._sock.setsockopt(level, leave, value)
+
+    # -------------------------------------------------------------- sending
+
+    async def _target(self, address: AddressLike | None) -> _Target:
+        if address is None:
+            if self._remote_target is None:
+                raise AddressError("this endpoint is not connected: a destination address is needed")
+            return self._remote_target
+        try:
+            target = self._targets.get(address)
+        except TypeError:
+            raise AddressError(f"not an address: {address!r}") from None
+        if target is None:
+            target = await self._resolve_target(address)
+        return target
+
+    async def _resolve_target(self, address: AddressLike) -> _Target:
+        host, port = host_port(address, what="destination")
+        if host is None or port == 0:
+            raise AddressError(f"a destination needs a host and a non-zero port, not {address!r}")
+        family = 0 if self._dual_stack else self._family
+        peer = await resolve_one(host, port, family=family, passive=False, resolver=self._resolver)
+        if self._remote_target is not None:
+            if peer != self._remote:
+                raise AddressError(
+                    f"this endpoint is connected to {self._remote}; it cannot send to {peer}"
+                )
+            return self._remote_target
+        target = (peer, peer.to_sockaddr(family=self._family), MAX_DATAGRAM_SIZE[peer.family])
+        if cacheable(address):
+            if len(self._targets) >= _TARGET_CACHE_SIZE:
+                self._targets.clear()
+            self._targets[address] = target
+        return target
+
+    async def send(
+        self, data: bytes | bytearray | memoryview, address: AddressLike | None = None
+    ) -> None:
+        """Send one datagram.
+
+        Args:
+          data: The payload.
+          address: The destination: an :class:`~trionet.Address`, ``"host:port"``
+              text or a ``(host, port)`` tuple; a host name is resolved through
+              trionet's resolver (cached). ``None`` on a connected endpoint
+              sends to its remote address.
+
+        Raises:
+          DatagramTooLarge: ``data`` is larger than the destination family can
+              carry (65,507 bytes over IPv4, 65,527 over IPv6); nothing was sent.
+          PeerUnreachable: A connected endpoint's peer was found unreachable.
+          trio.ClosedResourceError: The endpoint is closed.
+          AddressError: ``address`` is malformed, missing on an unconnected
+              endpoint, or not the remote address of a connected one.
+          ResolutionError: The host name could not be resolved.
+          OSError: The system refused the datagram (no route, ...).
+
+        Cancellation:
+          If it raises :exc:`trio.Cancelled`, the datagram was not sent; if it
+          returns, it was handed to the system (which may still lose it).
+        """
+        peer, sockaddr, limit = await self._target(address)
+        size = data.nbytes if isinstance(data, memoryview) else len(data)
+        if size > limit:
+            raise DatagramTooLarge(size, limit)
+        await self._transmit(data, sockaddr, peer)
+
+    async def _transmit(self, data: bytes | bytearray | memoryview, sockaddr: Any, peer: Address) -> None:
+        # trio's own sequence for a non-blocking call (trio._socket._try_sync):
+        # a cancellation point before the system call, a cancel-shielded yield
+        # after it; so a cancelled send sent nothing.
+        await trio.lowlevel.checkpoint_if_cancelled()
+        std = self._std
+        try:
+            self._check_open()
+            if std is None:
+                if sockaddr is None:
+                    await self._sock.send(data)
+                else:
+                    await self._sock.sendto(data, sockaddr)
+                self._sent += 1
+                return
+            try:
+                if sockaddr is None:
+                    std.send(data)
+                else:
+                    std.sendto(data, sockaddr)
+            except BlockingIOError:  # the send buffer is full: rare for UDP
+                while True:
+                    await trio.lowlevel.wait_writable(std)
+                    try:
+                        if sockaddr is None:
+                            std.send(data)
+                        else:
+                            std.sendto(data, sockaddr)
+                    except BlockingIOError:
+                        continue
+                    self._sent += 1
+                    return
+        except ConnectionRefusedError as exc:
+            if std is not None:
+                await trio.lowlevel.cancel_shielded_checkpoint()
+            raise self._unreachable(peer) from exc
+        except BaseException:
+            if std is not None:
+                await trio.lowlevel.cancel_shielded_checkpoint()
+            raise
+        self._sent += 1
+        await trio.lowlevel.cancel_shielded_checkpoint()
+
+    # ------------------------------------------------------------- requests
+
+    async def _wait_turn(self, peer: Address, state: PeerState) -> None:
+        turns = state.turns
+        if turns is None:
+            turns = state.turns = trio.lowlevel.ParkingLot()
+        if self._observer is not None:
+            emit(self._observer, "udp.peer_limit", peer=peer, outstanding=state.outstanding)
+        await turns.park()  # woken with the turn of a finished request
+        self._check_open()
+
+    @staticmethod
+    def _end_turn(state: PeerState) -> None:
+        turns = state.turns
+        if turns is not None and turns.unpark(count=1):
+            return  # handed straight over, so that a newcomer cannot overtake
+        state.outstanding -= 1
+
+    async def request(
+        self,
+        data: bytes | bytearray | memoryview,
+        address: AddressLike | None = None,
+        *,
+        policy: RetryPolicy = DEFAULT_RETRY_POLICY,
+        match: Callable[[Datagram], bool] | None = None,
+        rtt: RttEstimator | None = None,
+    ) -> Datagram:
+        """Send a request and retransmit it until a reply arrives.
+
+        The datagram is sent, then sent again each time a timeout of ``policy``
+        expires without a reply, until ``policy``'s attempts or deadline are
+        spent. A reply is a datagram from ``address`` that is not truncated and
+        that ``match`` accepts; it may answer any of the transmissions. At most
+        ``max_outstanding_per_peer`` requests (see :func:`open_udp_endpoint`)
+        are in progress per peer; more wait their turn, in order, before their
+        first transmission.
+
+        Args:
+          data: The request's payload, the same for every transmission.
+          address: The peer, as for :meth:`send`; ``None`` on a connected
+              endpoint.
+          policy: When to retransmit and when to give up.
+          match: Whether a datagram from the peer answers this request (by
+              comparing an id in it, say). ``None`` accepts the first one, which
+              is right only with one outstanding request per peer and a protocol
+              whose late duplicate replies cannot be mistaken for new ones. An
+              exception it raises is raised by this call.
+          rtt: The peer's round-trip estimator: its ``rto`` is the first
+              timeout (instead of ``policy.initial_timeout``); it takes a sample
+              when a reply answers the only transmission (Karn's rule), and
+              backs off when a timeout expires.
+
+        Returns:
+          The reply.
+
+        Raises:
+          RequestTimeout: No reply within the policy's budget; ``attempts`` says
+              how many transmissions were made. It is a :exc:`trio.TooSlowError`.
+          DatagramTooLarge: ``data`` is too large; nothing was sent.
+          PeerUnreachable: The connected endpoint's peer is unreachable.
+          trio.ClosedResourceError: The endpoint was closed.
+          AddressError, ResolutionError, OSError: As for :meth:`send`.
+
+        Events:
+          ``udp.transmit`` (peer, attempt, timeout, size) for the first
+          transmission, ``udp.retransmit`` (the same) for each later one, where
+          ``timeout`` is how long this attempt waits; ``udp.reply`` (peer,
+          attempts, rtt: seconds since the latest transmission);
+          ``udp.give_up`` (peer, attempts, elapsed); ``udp.peer_limit`` (peer,
+          outstanding) when the request waits for a slot.
+
+        Cancellation:
+          A cancelled request stops at once: no transmission follows, and a
+          reply that arrives later is treated as unmatched (it goes to the
+          receive queue). If it raises :exc:`trio.Cancelled` before its first
+          transmission, nothing was sent.
+        """
+        if address is None:
+            target = self._remote_target
+        else:
+            try:
+                target = self._targets.get(address)
+            except TypeError:
+                target = None
+        if target is None:
+            target = await self._target(address)
+        peer, sockaddr, limit = target
+        size = data.nbytes if isinstance(data, memoryview) else len(data)
+        if size > limit:
+            raise DatagramTooLarge(size, limit)
+        timeout = policy.first_timeout(None if rtt is None else rtt.rto)
+        observer = self._observer
+        state = self._peer_state(peer)
+        cap = self._cap
+        self._active += 1
+        try:
+            if cap is not None and state.outstanding >= cap:
+                await self._wait_turn(peer, state)
+            else:
+                state.outstanding += 1
+        except BaseException:
+            self._active -= 1
+            raise
+        waiter = Waiter(True, match)
+        state.waiters.append(waiter)
+        self._requests_waiting += 1
+        attempts = 0
+        try:
+            # Transmission n happens at the sum of the first n - 1 timeouts,
+            # exactly: deadlines are counted from the start, not from each send.
+            start = sent_at = deadline = trio.current_time()
+            remaining = math.inf if policy.deadline is None else policy.deadline
+            while attempts < policy.max_attempts and remaining > 0:
+                if attempts:
+                    timeout = policy.next_timeout(timeout)
+                    sent_at = deadline
+                    self._retransmissions += 1
+                if timeout > remaining:
+                    timeout = remaining
+                remaining -= timeout
+                attempts += 1
+                if observer is not None:
+                    emit(observer, "udp.transmit" if attempts == 1 else "udp.retransmit",
+                         peer=peer, attempt=attempts, timeout=timeout, size=size)
+                await self._transmit(data, sockaddr, peer)
+                deadline += timeout
+                if waiter.reply is None and waiter.error is None:
+                    await self._wait_reply(waiter, deadline)
+                if waiter.error is not None:
+                    raise waiter.error
+                if waiter.reply is not None:
+                    elapsed = trio.current_time() - sent_at
+                    if rtt is not None:
+                        rtt.sample(elapsed, retransmitted=attempts > 1)
+                    self._completed += 1
+                    if observer is not None:
+                        emit(observer, "udp.reply", peer=peer, attempts=attempts, rtt=elapsed)
+                    return waiter.reply
+                if rtt is not None:
+                    rtt.backoff(timeout)
+            self._timed_out += 1
+            elapsed = trio.current_time() - start
+            if observer is not None:
+                emit(observer, "udp.give_up", peer=peer, attempts=attempts, elapsed=elapsed)
+            raise RequestTimeout(
+                f"no reply from {peer} after {attempts} transmission"
+                f"{'' if attempts == 1 else 's'} over {elapsed:.3g} s",
+                attempts,
+            )
+        finally:
+            state.waiters.remove(waiter)
+            self._requests_waiting -= 1
+            self._active -= 1
+            if not self._closed:
+                self._end_turn(state)
+
+
+def _check_int(name: str, value: object, minimum: int, maximum: int | None = None) -> None:
+    if (
+        not isinstance(value, int)
+        or isinstance(value, bool)
+        or value < minimum
+        or (maximum is not None and value > maximum)
+    ):
+        bound = f"{minimum}-{maximum}" if maximum is not None else f">= {minimum}"
+        raise ValueError(f"{name} must be an int {bound}, not {value!r}")
+
+
+@asynccontextmanager
+async def open_udp_endpoint(
+    local: AddressLike | int | None = None,
+    remote: AddressLike | None = None,
+    *,
+    family: int = 0,
+    reuse_port: bool = False,
+    broadcast: bool = False,
+    max_receive_size: int = DEFAULT_MAX_RECEIVE_SIZE,
+    receive_queue_size: int = DEFAULT_RECEIVE_QUEUE_SIZE,
+    receive_buffer_size: int | None = None,
+    max_outstanding_per_peer: int | None = DEFAULT_MAX_OUTSTANDING_PER_PEER,
+    resolver: Resolver | None = None,
+    observer: Observer | None = None,
+) -> AsyncIterator[UDPEndpoint]:
+    """Open a UDP endpoint for the duration of an ``async with`` block.
+
+    ::
+
+        async with trionet.open_udp_endpoint() as endpoint:
+            reply = await endpoint.request(b"ping", "example.net:7")
+            print(reply.data, "from", reply.address)
+
+    Without ``local`` and ``remote`` the endpoint is dual-stack: one IPv6
+    socket bound to ``[::]`` on a port the system picks, with IPV6_V6ONLY off,
+    which sends to and receives from IPv4 peers as well (their addresses come
+    back as plain IPv4, never ``::ffff:a.b.c.d``). Where IPv6 is unavailable,
+    and on trionet's virtual network (which does not model dual-stack
+    sockets), it is IPv4 only.
+
+    The endpoint runs no task of its own: the tasks that call
+    :meth:`~UDPEndpoint.receive` and :meth:`~UDPEndpoint.request` take turns at
+    receiving for each other, so nothing runs outside the block, and nothing
+    reads the socket while nobody waits for a datagram (the system's buffer
+    holds them meanwhile, up to its size).
+
+    Args:
+      local: Where to bind: an :class:`~trionet.Address`, ``"host:port"``
+          text, a ``(host, port)`` tuple or a port number (on every address).
+          ``None``: every address, a port the system picks. ``"[::]:port"``
+          is dual-stack unless ``family=AF_INET6``.
+      remote: Connect the endpoint to this peer: :meth:`~UDPEndpoint.send` and
+          :meth:`~UDPEndpoint.request` then need no address, only the peer's
+          datagrams are received, and an ICMP "port unreachable" from it is
+          raised as :exc:`PeerUnreachable`.
+      family: ``0`` (either), :data:`socket.AF_INET` or
+          :data:`socket.AF_INET6`: restricts what names resolve to and the
+          socket's family (``AF_INET6`` makes a wildcard endpoint IPv6 only).
+      reuse_port: Set SO_REUSEPORT, so several sockets (processes) can bind
+          the same port; the system spreads datagrams among them.
+      broadcast: Set SO_BROADCAST, needed to send to a broadcast address.
+      max_receive_size: The largest datagram received whole, in bytes (1 to
+          65,535). A larger one is delivered truncated to this size with
+          :attr:`Datagram.truncated` set; it is never cut silently.
+      receive_queue_size: How many received datagrams may wait for
+          :meth:`~UDPEndpoint.receive`; more are dropped (and counted, and
+          reported as ``udp.dropped``), as a full socket buffer drops them.
+      receive_buffer_size: Ask the system for a receive buffer of this many
+          bytes (SO_RCVBUF; ``None`` keeps the system's default, 208 KiB on
+          Linux). The endpoint drains the socket whenever a task waits on it,
+          but while no task runs (the process is busy elsewhere, or not
+          scheduled) only this buffer holds arriving datagrams: raise it for
+          bursty traffic. Linux caps it at ``net.core.rmem_max`` and charges
+          each small datagram about 1 KiB of it.
+      max_outstanding_per_peer: How many :meth:`~UDPEndpoint.request` calls
+          may wait for replies from one peer at once; further ones wait for a
+          turn. The default, 1, is CoAP's NSTART (RFC 7252 section 4.7) and
+          what RFC 8085 section 3.1.3 asks of applications without congestion
+          control, so that a lossy path is not flooded with retransmissions.
+          Raise it for protocols with request ids (and a ``match``);
+          ``None`` for no limit.
+      resolver: The :class:`~trionet.Resolver` for host names (the run's
+          default one if ``None``).
+      observer: Receives an :class:`~trionet.Event` for each step; see
+          :meth:`~UDPEndpoint.request` and "Events".
+
+    Yields:
+      The :class:`UDPEndpoint`, bound (and connected, with ``remote``). It is
+      closed when the block ends.
+
+    Raises:
+      OSError: The socket could not be opened, bound or connected (for
+          example ``EADDRINUSE``).
+      ResolutionError: ``local`` or ``remote`` could not be resolved.
+      AddressError: An address is malformed.
+      ValueError: An option is out of range.
+
+    Events:
+      Besides the events of :meth:`~UDPEndpoint.request`: ``udp.truncated``
+      (peer, limit), ``udp.dropped`` (peer, reason), ``udp.peer_unreachable``
+      (peer).
+
+    Cancellation:
+      A cancelled opening leaves no socket open. Cancelling a task that waits
+      on the endpoint cancels only that task's call; the endpoint stays usable.
+    """
+    endpoint = await _open_endpoint(
+        local, remote, family=family, reuse_port=reuse_port, broadcast=broadcast,
+        max_receive_size=max_receive_size, receive_queue_size=receive_queue_size,
+        receive_buffer_size=receive_buffer_size,
+        max_outstanding_per_peer=max_outstanding_per_peer, resolver=resolver, observer=observer,
+    )
+    try:
+        yield endpoint
+    finally:
+        endpoint.close()
+
+
+async def _open_endpoint(
+    local: AddressLike | int | None,
+    remote: AddressLike | None,
+    *,
+    family: int,
+    reuse_port: bool,
+    broadcast: bool,
+    max_receive_size: int,
+    receive_queue_size: int,
+    receive_buffer_size: int | None,
+    max_outstanding_per_peer: int | None,
+    resolver: Resolver | None,
+    observer: Observer | None,
+) -> UDPEndpoint:
+    if family not in (0, socket.AF_INET, socket.AF_INET6):
+        raise ValueError(f"family must be 0, AF_INET or AF_INET6, not {family!r}")
+    _check_int("max_receive_size", max_receive_size, 1, DEFAULT_MAX_RECEIVE_SIZE)
+    _check_int("receive_queue_size", receive_queue_size, 1)
+    if receive_buffer_size is not None:
+        _check_int("receive_buffer_size", receive_buffer_size, 1)
+    if max_outstanding_per_peer is not None:
+        _check_int("max_outstanding_per_peer", max_outstanding_per_peer, 1)
+    local_address: Address | None = None
+    if local is not None:
+        host, port = host_port(local, what="local")
+        if host is not None:
+            local_address = await resolve_one(host, port, family=family, passive=True,
+                                              resolver=resolver)
+        elif port:
+            wildcard = "0.0.0.0" if family == socket.AF_INET else "::"
+            local_address = Address(wildcard, port)
+    wildcard_v6 = local_address is None or local_address.host == "::"
+    dual_stack = family == 0 and wildcard_v6
+    remote_address: Address | None = None
+    if remote is not None:
+        host, port = host_port(remote, what="remote")
+        if host is None or port == 0:
+            raise AddressError(f"remote needs a host and a non-zero port, not {remote!r}")
+        wanted = family if local_address is None or dual_stack else local_address.family
+        remote_address = await resolve_one(host, port, family=wanted, passive=False,
+                                           resolver=resolver)
+        if local_address is None:
+            dual_stack = False  # the socket takes the remote's family
+    socket_family: int
+    if local_address is not None:
+        socket_family = local_address.family
+    elif remote_address is not None:
+        socket_family = remote_address.family
+    else:
+        socket_family = family or socket.AF_INET6
+    opened = await open_socket(local_address, family=socket_family, dual_stack=dual_stack,
+                               reuse_port=reuse_port, broadcast=broadcast,
+                               receive_buffer_size=receive_buffer_size)
+    try:
+        if remote_address is not None:
+            sockaddr = remote_address.to_sockaddr(family=opened.sock.family)
+            try:
+                await opened.sock.connect(sockaddr)
+            except OSError as exc:
+                raise OSError(exc.errno, f"cannot connect to {remote_address}: "
+                                         f"{exc.strerror or exc}") from exc
+        return UDPEndpoint(
+            opened, remote=remote_address, max_receive_size=max_receive_size,
+            receive_queue_size=receive_queue_size,
+            max_outstanding_per_peer=max_outstanding_per_peer, resolver=resolver,
+            observer=observer,
+        )
+    except BaseException:
+        opened.sock.close()
+        raise

@@ -1,0 +1,499 @@
+"""UDP servers whose lifetime is a nursery: serve_udp and UDPServer.
+
+A server is one endpoint and a fixed pool of ``max_concurrency`` worker tasks in
+the task that ``nursery.start`` runs. Each worker receives a datagram (the
+workers take turns at receiving, see :mod:`trionet._udp_receive`), runs the
+handler and sends its reply, then receives again: concurrency is bounded by the
+pool, with no task spawned per datagram. When every worker is busy nobody
+reads the socket, and datagrams wait in the system's buffer (or are dropped
+there, which is UDP's backpressure).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Final, final
+
+import trio
+
+from ._observe import Observer, emit
+from ._resolver import Resolver
+from ._sansio.addresses import Address
+from ._sansio.errors import FramingError
+from ._sansio.replies import DEFAULT_REPLY_CACHE_LIFETIME, DEFAULT_REPLY_CACHE_SIZE, ReplyCache
+from ._server_base import DEFAULT_SHUTDOWN_GRACE, open_server
+from ._udp import DEFAULT_MAX_RECEIVE_SIZE, DEFAULT_RECEIVE_QUEUE_SIZE, UDPEndpoint, open_udp_endpoint
+from ._udp_receive import Datagram
+
+__all__ = [
+    "DEFAULT_MAX_CONCURRENCY",
+    "DEFAULT_REPLY_CACHE_LIFETIME",
+    "DEFAULT_REPLY_CACHE_SIZE",
+    "UDPServer",
+    "UDPServerStatistics",
+    "open_udp_server",
+    "serve_udp",
+]
+
+#: The logger for handler errors, shared with the TCP servers.
+LOGGER: Final = logging.getLogger("trionet")
+
+# trionet's choice: enough handlers in flight to hide the latency of a
+# database or upstream call per request, few enough that a flood cannot make
+# the server hold unbounded work (each worker is one trio task).
+DEFAULT_MAX_CONCURRENCY: Final = 100
+# Handler exceptions caused by what the peer sent: logged at INFO, without a
+# traceback, so a peer sending garbage cannot flood the log (as for TCP).
+_PEER_ERRORS: Final = (FramingError,)
+
+Reply = bytes | bytearray | memoryview
+UDPHandler = Callable[[Datagram], Awaitable[Reply | None]]
+RequestKey = Callable[[Datagram], Hashable | None]
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class UDPServerStatistics:
+    """A snapshot of a :class:`UDPServer`'s state (see :meth:`UDPServer.statistics`).
+
+    Attributes:
+      handlers_active: Handlers running now.
+      datagrams_handled: Datagrams whose handler ran to completion or failed.
+      handler_errors: Handlers that raised (or whose reply could not be sent).
+      duplicates_replayed: Retransmitted requests answered from the reply cache.
+      duplicates_dropped: Retransmitted requests dropped because the first copy's
+          handler was still running (its reply answers them).
+      reply_cache_entries: Replies in the cache now (expired ones not yet purged
+          included).
+      shutting_down: Whether shutdown has started.
+    """
+
+    handlers_active: int
+    datagrams_handled: int
+    handler_errors: int
+    duplicates_replayed: int
+    duplicates_dropped: int
+    reply_cache_entries: int
+    shutting_down: bool
+
+
+@final
+class UDPServer:
+    """A running UDP server, as returned by ``nursery.start(serve_udp, ...)``.
+
+    Attributes:
+      endpoint: The server's :class:`~trionet.UDPEndpoint`, for sending
+          datagrams other than replies (it is closed when the server stops).
+      address: The bound address (``[::]:port`` for a dual-stack server).
+      port: The bound port.
+    """
+
+    def __init__(
+        self,
+        endpoint: UDPEndpoint,
+        handler: UDPHandler,
+        *,
+        max_concurrency: int,
+        request_key: RequestKey | None,
+        cache: ReplyCache,
+        strict: bool,
+        observer: Observer | None,
+    ) -> None:
+        self._endpoint = endpoint
+        self._handler = handler
+        self._max_concurrency = max_concurrency
+        self._request_key = request_key
+        self._cache = cache
+        self._in_progress: set[Hashable] = set()
+        self._strict = strict
+        self._observer = observer
+        self._idle_workers: dict[trio.CancelScope, None] = {}
+        self._shutdown_begun = trio.Event()
+        self._all_idle = trio.Event()
+        self._stopped = trio.Event()
+        self._grace_deadline = math.inf
+        self._grace_scope: trio.CancelScope | None = None
+        self._running = False
+        self._shutting_down = False
+        self._busy = 0
+        self._handled = self._errors = self._replayed = self._duplicates_dropped = 0
+
+    @property
+    def endpoint(self) -> UDPEndpoint:
+        """The server's endpoint."""
+        return self._endpoint
+
+    @property
+    def address(self) -> Address:
+        """The address the server is bound to."""
+        return self._endpoint.local_address
+
+    @property
+    def port(self) -> int:
+        """The port the server is bound to."""
+        return self._endpoint.local_address.port
+
+    def statistics(self) -> UDPServerStatistics:
+        """Return a :class:`UDPServerStatistics` snapshot."""
+        return UDPServerStatistics(
+            handlers_active=self._busy,
+            datagrams_handled=self._handled,
+            handler_errors=self._errors,
+            duplicates_replayed=self._replayed,
+            duplicates_dropped=self._duplicates_dropped,
+            reply_cache_entries=len(self._cache),
+            shutting_down=self._shutting_down,
+        )
+
+    def __repr__(self) -> str:
+        return f"<UDPServer {self.address} active={self._busy}>"
+
+    # ------------------------------------------------------------- shutdown
+
+    def shutdown_nowait(self, *, grace: float = DEFAULT_SHUTDOWN_GRACE) -> None:
+        """Start a graceful shutdown and return at once; see :meth:`shutdown`.
+
+        Raises:
+          ValueError: ``grace`` is negative.
+        """
+        if not grace >= 0:
+            raise ValueError(f"grace must be a number of seconds >= 0, not {grace!r}")
+        if not self._running:
+            return
+        deadline = trio.current_time() + grace
+        if self._shutting_down:
+            if deadline < self._grace_deadline:  # a second call may only hasten it
+                self._grace_deadline = deadline
+                if self._grace_scope is not None:
+                    self._grace_scope.deadline = deadline
+            return
+        self._shutting_down = True
+        self._grace_deadline = deadline
+        emit(self._observer, "udp.shutdown.begin", grace=grace, active=self._busy)
+        for scope in self._idle_workers:
+            scope.cancel()
+        if not self._busy:
+            self._all_idle.set()
+        self._shutdown_begun.set()
+
+    async def shutdown(self, *, grace: float = DEFAULT_SHUTDOWN_GRACE) -> None:
+        """Stop receiving, let handlers finish for up to ``grace`` seconds, then cancel them.
+
+        From the call on no datagram is taken from the socket; running handlers
+        go on and their replies are sent; those still running ``grace`` seconds
+        later are cancelled. It returns once the server's task has ended and its
+        socket is closed. Calling it again can only bring the deadline closer.
+
+        Raises:
+          ValueError: ``grace`` is negative.
+
+        Cancellation:
+          Cancelling this call cancels only the waiting: the shutdown, once
+          started, goes on in the server's task with the same deadline.
+        """
+        self.shutdown_nowait(grace=grace)
+        await self._stopped.wait()
+
+    # ------------------------------------------------------------------ run
+
+    async def _run(self, task_status: trio.TaskStatus[UDPServer]) -> None:
+        self._running = True
+        try:
+            async with trio.open_nursery() as nursery:
+                for _ in range(self._max_concurrency):
+                    nursery.start_soon(self._worker)
+                emit(self._observer, "udp.listening", address=self.address)
+                task_status.started(self)
+                await self._shutdown_begun.wait()
+                with trio.CancelScope(deadline=self._grace_deadline) as scope:
+                    self._grace_scope = scope
+                    await self._all_idle.wait()
+                self._grace_scope = None
+                if self._busy:
+                    emit(self._observer, "udp.shutdown.grace_expired", cancelled=self._busy)
+                nursery.cancel_scope.cancel()
+            emit(self._observer, "udp.shutdown.done")
+        finally:
+            self._running = False
+            self._stopped.set()
+
+    async def _worker(self) -> None:
+        receive = self._endpoint.receive
+        idle = self._idle_workers
+        with trio.CancelScope() as scope:
+            while not self._shutting_down:
+                idle[scope] = None
+                try:
+                    datagram = await receive()
+                finally:
+                    del idle[scope]
+                if scope.cancel_called:
+                    return  # shutdown began as it arrived: not ours to handle any more
+                self._busy += 1
+                try:
+                    await self._serve(datagram)
+                finally:
+                    self._handler_done()
+
+    def _handler_done(self) -> None:
+        self._busy -= 1
+        if self._shutting_down and not self._busy:
+            self._all_idle.set()
+
+    async def _serve(self, datagram: Datagram) -> None:
+        if datagram.truncated:
+            LOGGER.debug("ignoring a truncated datagram from %s", datagram.address)
+            return
+        key: Hashable | None = None
+        if self._request_key is not None:
+            try:
+                request_key = self._request_key(datagram)
+            except Exception as exc:
+                self._failed(datagram.address, exc)
+                return
+            if request_key is not None:
+                key = (datagram.address, request_key)
+                if await self._is_duplicate(key, datagram, request_key):
+                    return
+                self._in_progress.add(key)
+        try:
+            reply = await self._handler(datagram)
+            if reply is not None and not isinstance(reply, bytes):
+                reply = bytes(reply)
+            if key is not None:
+                self._cache.put(key, reply, trio.current_time())
+            if reply is not None:
+                await self._endpoint.send(reply, datagram.address)
+        except Exception as exc:  # the handler's, or sending its reply (DatagramTooLarge...)
+            self._failed(datagram.address, exc)
+        finally:
+            self._handled += 1
+            if key is not None:
+                self._in_progress.discard(key)
+
+    async def _is_duplicate(self, key: Hashable, datagram: Datagram, request_key: Hashable) -> bool:
+        # The cache first: a reply is cached before it is sent, so while it is
+        # being sent a duplicate gets it too, rather than nothing.
+        cached = self._cache.get(key, trio.current_time())
+        if cached is None:
+            if key in self._in_progress:
+                self._duplicates_dropped += 1
+                emit(self._observer, "udp.duplicate_in_progress", peer=datagram.address,
+                     key=request_key)
+                return True
+            return False
+        self._replayed += 1
+        emit(self._observer, "udp.duplicate_replayed", peer=datagram.address, key=request_key)
+        (reply,) = cached
+        if reply is not None:
+            try:
+                await self._endpoint.send(reply, datagram.address)
+            except OSError as exc:
+                self._failed(datagram.address, exc)
+        return True
+
+    def _failed(self, peer: Address, error: Exception) -> None:
+        self._errors += 1
+        emit(self._observer, "udp.handler_error", peer=peer, error=error)
+        if self._strict:
+            raise error
+        name = type(error).__name__
+        if isinstance(error, _PEER_ERRORS):
+            LOGGER.info("datagram from %s rejected by %s: %s", peer, name, error,
+                        extra={"peer": str(peer)})
+        else:
+            LOGGER.error("handler for a datagram from %s raised %s; no reply was sent and "
+                         "the server keeps serving", peer, name,
+                         exc_info=error, extra={"peer": str(peer)})
+
+
+async def serve_udp(
+    handler: UDPHandler,
+    port: int,
+    *,
+    host: str | None = None,
+    max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+    request_key: RequestKey | None = None,
+    reply_cache_lifetime: float = DEFAULT_REPLY_CACHE_LIFETIME,
+    reply_cache_size: int = DEFAULT_REPLY_CACHE_SIZE,
+    strict: bool = False,
+    reuse_port: bool = False,
+    max_receive_size: int = DEFAULT_MAX_RECEIVE_SIZE,
+    receive_queue_size: int = DEFAULT_RECEIVE_QUEUE_SIZE,
+    receive_buffer_size: int | None = None,
+    resolver: Resolver | None = None,
+    observer: Observer | None = None,
+    task_status: trio.TaskStatus[UDPServer] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Receive datagrams on ``port`` and answer each with ``handler(datagram)``.
+
+    Use it with ``nursery.start``, which returns the :class:`UDPServer` once the
+    socket is bound::
+
+        async def echo(datagram: trionet.Datagram) -> bytes:
+            return datagram.data
+
+        async with trio.open_nursery() as nursery:
+            server = await nursery.start(trionet.serve_udp, echo, 0)
+            print("serving on port", server.port)
+
+    Args:
+      handler: An async function called with each :class:`~trionet.Datagram`;
+          the bytes it returns are sent back to the datagram's sender (``None``:
+          no reply). To send other datagrams use :attr:`UDPServer.endpoint`.
+      port: The port; 0 lets the system pick one (see :attr:`UDPServer.port`).
+      host: ``None`` (the default) binds every address of both IPv4 and IPv6
+          with one dual-stack socket (IPv4 only where IPv6 is unavailable, and
+          on trionet's virtual network). An IP address or a host name binds it.
+      max_concurrency: At most this many handlers run at once. At the limit
+          the server stops reading its socket: datagrams wait in the system's
+          buffer, which drops them when it is full, as UDP does.
+      request_key: Turns duplicate suppression on: called with each datagram,
+          it returns what identifies the request (a message id, say), or
+          ``None`` for a datagram not to deduplicate. A datagram whose
+          ``(sender, key)`` was answered less than ``reply_cache_lifetime``
+          seconds ago gets the cached reply again, without running the handler;
+          one whose handler is still running is dropped (the reply will answer
+          it). A handler that raises caches nothing, so a retransmission runs it
+          again. An exception from ``request_key`` counts as a handler error.
+      reply_cache_lifetime: How long a reply is replayed, in seconds: at least
+          the longest time a client keeps retransmitting (CoAP's
+          EXCHANGE_LIFETIME by default).
+      reply_cache_size: The most replies cached; the oldest go first.
+      strict: What a handler's exception does. ``False``: it is logged through
+          the ``"trionet"`` logger with the sender's address (at INFO without a
+          traceback for a :exc:`~trionet.FramingError`, which the peer caused;
+          at ERROR with one otherwise), no reply is sent, and the server keeps
+          serving. ``True``: it propagates, as in any nursery, and stops the
+          server.
+      reuse_port: Set SO_REUSEPORT, so several processes can serve the port.
+      max_receive_size: The largest datagram handled, in bytes; a larger one is
+          truncated, and dropped without running the handler.
+      receive_queue_size, receive_buffer_size: As for
+          :func:`~trionet.open_udp_endpoint`. A server that must absorb bursts
+          while its handlers are busy needs a larger ``receive_buffer_size``.
+      resolver: For a ``host`` name.
+      observer: Receives an :class:`~trionet.Event` for each step; see "Events".
+      task_status: For ``nursery.start``, which returns the :class:`UDPServer`.
+
+    Returns:
+      After :meth:`UDPServer.shutdown` has completed (it never returns otherwise).
+
+    Raises:
+      OSError: The socket could not be opened or bound (``EADDRINUSE``, ...).
+      ValueError: An option is out of range.
+      ResolutionError: ``host`` could not be resolved.
+
+    Events:
+      Reported to ``observer``: ``udp.listening`` (address),
+      ``udp.handler_error`` (peer, error), ``udp.duplicate_replayed`` (peer,
+      key), ``udp.duplicate_in_progress`` (peer, key), ``udp.shutdown.begin``
+      (grace, active), ``udp.shutdown.grace_expired`` (cancelled),
+      ``udp.shutdown.done``; and the endpoint's ``udp.truncated`` and
+      ``udp.dropped``.
+
+    Cancellation:
+      Cancelling the surrounding scope stops the server at once: every handler
+      is cancelled and the socket is closed, with no grace period. Use
+      :meth:`UDPServer.shutdown` for a graceful stop.
+    """
+    if not isinstance(max_concurrency, int) or isinstance(max_concurrency, bool) or (
+        max_concurrency < 1
+    ):
+        raise ValueError(f"max_concurrency must be an int >= 1, not {max_concurrency!r}")
+    if not callable(handler):
+        raise TypeError(f"handler must be an async callable, not {handler!r}")
+    cache = ReplyCache(reply_cache_lifetime, reply_cache_size)
+    local: tuple[str, int] | int = port if host is None else (host, port)
+    async with open_udp_endpoint(
+        local,
+        reuse_port=reuse_port,
+        max_receive_size=max_receive_size,
+        receive_queue_size=receive_queue_size,
+        receive_buffer_size=receive_buffer_size,
+        max_outstanding_per_peer=None,
+        resolver=resolver,
+        observer=observer,
+    ) as endpoint:
+        server = UDPServer(
+            endpoint,
+            handler,
+            max_concurrency=max_concurrency,
+            request_key=request_key,
+            cache=cache,
+            strict=strict,
+            observer=observer,
+        )
+        await server._run(task_status)
+
+
+@asynccontextmanager
+async def open_udp_server(
+    handler: UDPHandler,
+    port: int,
+    *,
+    host: str | None = None,
+    max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+    request_key: RequestKey | None = None,
+    reply_cache_lifetime: float = DEFAULT_REPLY_CACHE_LIFETIME,
+    reply_cache_size: int = DEFAULT_REPLY_CACHE_SIZE,
+    strict: bool = False,
+    reuse_port: bool = False,
+    max_receive_size: int = DEFAULT_MAX_RECEIVE_SIZE,
+    receive_queue_size: int = DEFAULT_RECEIVE_QUEUE_SIZE,
+    receive_buffer_size: int | None = None,
+    resolver: Resolver | None = None,
+    observer: Observer | None = None,
+    shutdown_grace: float = DEFAULT_SHUTDOWN_GRACE,
+) -> AsyncIterator[UDPServer]:
+    """Run a UDP server for the duration of an ``async with`` block.
+
+    ::
+
+        async with trionet.open_udp_server(echo, 0) as server:
+            ...  # the server runs here, in a nursery of its own
+
+    Takes the arguments of :func:`serve_udp`, and:
+
+    Args:
+      shutdown_grace: When the block ends normally, the server shuts down as by
+          ``await server.shutdown(grace=shutdown_grace)``.
+
+    Yields:
+      The :class:`UDPServer`, bound.
+
+    Raises:
+      The block's own exception, unchanged (not in an exception group); the
+      server is then cancelled at once. A handler's exception with
+      ``strict=True`` comes out in an exception group, as from a nursery.
+
+    Cancellation:
+      Cancelling the surrounding scope stops the server at once, as for
+      :func:`serve_udp`. Leaving the block normally waits for the graceful
+      shutdown; a cancellation during that wait cancels the remaining handlers.
+    """
+    serve = functools.partial(
+        serve_udp,
+        handler,
+        port,
+        host=host,
+        max_concurrency=max_concurrency,
+        request_key=request_key,
+        reply_cache_lifetime=reply_cache_lifetime,
+        reply_cache_size=reply_cache_size,
+        strict=strict,
+        reuse_port=reuse_port,
+        max_receive_size=max_receive_size,
+        receive_queue_size=receive_queue_size,
+        receive_buffer_size=receive_buffer_size,
+        resolver=resolver,
+        observer=observer,
+    )
+    async with open_server(serve, shutdown_grace) as server:
+        assert isinstance(server, UDPServer)
+        yield server

@@ -1,0 +1,237 @@
+"""Opening the socket of a UDP endpoint: family, dual stack, options, multicast.
+
+Kept apart from :mod:`trionet._udp` so that the endpoint module holds only
+what runs per datagram.
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import socket
+import struct
+from collections.abc import Hashable
+from dataclasses import dataclass
+from typing import Final, TypeAlias
+
+import trio
+
+from ._resolver import Resolver, resolve
+from ._sansio.addresses import Address, parse_host_port, validate_port
+from ._sansio.errors import AddressError
+
+__all__ = [
+    "MAX_DATAGRAM_SIZE",
+    "AddressLike",
+    "OpenedSocket",
+    "host_port",
+    "multicast_request",
+    "open_socket",
+]
+
+# The largest UDP payload per family, which a datagram over the limit cannot be
+# sent as: 65535 (the 16-bit IPv4 total length) minus the 20-byte IPv4 header
+# and the 8-byte UDP header; for IPv6 the payload length excludes the IPv6
+# header, so 65535 minus the UDP header (RFC 768, RFC 791, RFC 8200; Linux's
+# udp(7) limits agree). IPv6 jumbograms (RFC 2675) are not supported.
+MAX_DATAGRAM_SIZE: Final = {socket.AF_INET: 65507, socket.AF_INET6: 65527}
+
+#: What an address argument may be: an :class:`Address`, ``"host:port"`` text
+#: (with brackets around an IPv6 address), a ``(host, port)`` tuple, or an IPv6
+#: socket address ``(host, port, flowinfo, scope_id)``. Hosts may be names,
+#: resolved through trionet's resolver.
+AddressLike: TypeAlias = Address | str | tuple[str, int] | tuple[str, int, int, int]
+
+_V4_WILDCARD: Final = "0.0.0.0"
+_V6_WILDCARD: Final = "::"
+
+
+def host_port(address: object, *, what: str) -> tuple[str | None, int]:
+    """Split an address argument into (host or ``None`` for the wildcard, port)."""
+    if isinstance(address, Address):
+        return address.host, address.port
+    if isinstance(address, bool):
+        raise AddressError(f"{what} must be an address, not {address!r}")
+    if isinstance(address, int):
+        return None, validate_port(address)
+    if isinstance(address, str):
+        if address.startswith(":") and address[1:].isdigit():  # ":8000", as Go writes it
+            return None, validate_port(int(address[1:]), context=address)
+        host, port = parse_host_port(address)
+        return host, port
+    if isinstance(address, tuple) and len(address) == 4:  # an IPv6 socket address
+        parsed = Address.from_sockaddr(address)
+        zone = f"%{parsed.scope_id}" if parsed.scope_id else ""
+        return parsed.host + zone, parsed.port
+    if isinstance(address, tuple) and len(address) == 2:
+        host, port = address
+        if host is not None and not isinstance(host, str):
+            raise AddressError(f"{what}: host must be a str, not {host!r}")
+        return host or None, validate_port(port)
+    raise AddressError(
+        f"{what} must be an Address, 'host:port' text or a (host, port) tuple, not {address!r}"
+    )
+
+
+def is_ip_literal(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.partition("%")[0])
+    except ValueError:
+        return False
+    return True
+
+
+def cacheable(address: Hashable) -> bool:
+    """Whether resolving ``address`` always gives the same answer (no name in it)."""
+    if isinstance(address, Address):
+        return True
+    host = address[0] if isinstance(address, tuple) else parse_host_port(str(address)).host
+    return host is None or is_ip_literal(host)
+
+
+async def resolve_one(
+    host: str, port: int, *, family: int, passive: bool, resolver: Resolver | None
+) -> Address:
+    flags = socket.AI_PASSIVE if passive else 0
+    found = await resolve(host, port, family=family, type=socket.SOCK_DGRAM, flags=flags,
+                          resolver=resolver)
+    return found[0]
+
+
+def real_sockets() -> bool:
+    """Whether ``trio.socket.socket()`` makes system sockets now (no custom factory).
+
+    trio has no getter for the factory; the setter returns the previous one,
+    and setting it back at once, with no checkpoint between, changes nothing.
+    """
+    previous = trio.socket.set_custom_socket_factory(None)
+    trio.socket.set_custom_socket_factory(previous)
+    return previous is None
+
+
+@dataclass(frozen=True, slots=True)
+class OpenedSocket:
+    sock: trio.socket.SocketType
+    # The system socket behind `sock`, for non-blocking calls without a
+    # checkpoint each; None for sockets of a custom factory (the virtual network).
+    std: socket.socket | None
+    local: Address
+    dual_stack: bool
+
+
+async def open_socket(
+    local: Address | None,
+    *,
+    family: int,
+    dual_stack: bool,
+    reuse_port: bool,
+    broadcast: bool,
+    receive_buffer_size: int | None = None,
+) -> OpenedSocket:
+    """Open and bind a UDP socket; ``local=None`` binds the family's wildcard, port 0.
+
+    With ``dual_stack`` (``local`` is then ``None`` or ``[::]:port``) the
+    socket is AF_INET6 with IPV6_V6ONLY off, so it also receives from IPv4
+    peers. Where that is impossible (IPv6 disabled, or a simulated network that
+    does not model dual-stack sockets and raises :class:`NotImplementedError`,
+    as trionet's virtual network does), an IPv4 socket is bound to
+    ``0.0.0.0`` on the same port instead.
+    """
+    if dual_stack:
+        try:
+            return await _open(local, socket.AF_INET6, True, reuse_port, broadcast,
+                               receive_buffer_size)
+        except (OSError, NotImplementedError) as exc:
+            unsupported = isinstance(exc, NotImplementedError) or exc.errno in (
+                errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL, errno.ENOPROTOOPT,
+            )
+            if not unsupported:
+                raise
+        port = 0 if local is None else local.port
+        return await _open(Address(_V4_WILDCARD, port), socket.AF_INET, False, reuse_port,
+                           broadcast, receive_buffer_size)
+    return await _open(local, family, False, reuse_port, broadcast, receive_buffer_size)
+
+
+async def _open(
+    local: Address | None,
+    family: int,
+    dual_stack: bool,
+    reuse_port: bool,
+    broadcast: bool,
+    receive_buffer_size: int | None,
+) -> OpenedSocket:
+    std: socket.socket | None = None
+    if real_sockets():
+        std = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            sock = trio.socket.from_stdlib_socket(std)
+        except BaseException:
+            std.close()
+            raise
+    else:
+        sock = trio.socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0 if dual_stack else 1)
+        if reuse_port:
+            if not hasattr(socket, "SO_REUSEPORT"):
+                raise OSError(errno.ENOPROTOOPT, "SO_REUSEPORT is not available here")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if broadcast:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+        if receive_buffer_size is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer_size)
+        if local is None:
+            local = Address(_V6_WILDCARD if family == socket.AF_INET6 else _V4_WILDCARD, 0)
+        try:
+            await sock.bind(local.to_sockaddr(family=family))
+        except OSError as exc:
+            raise OSError(exc.errno, f"cannot bind {local}: {exc.strerror or exc}") from exc
+        bound = Address.from_sockaddr(sock.getsockname())
+    except BaseException:
+        sock.close()
+        raise
+    return OpenedSocket(sock, std, bound, dual_stack)
+
+
+def multicast_request(
+    group: str, interface: str | int | None, family: int
+) -> tuple[int, int, int, bytes]:
+    """``(level, join option, leave option, value)`` for joining ``group``.
+
+    Args:
+      group: A multicast IP address.
+      interface: For an IPv4 group, the IPv4 address of the interface (``None``:
+          the system chooses); for an IPv6 group, an interface index or name
+          (``None``: 0, the system chooses).
+      family: The socket's family. A dual-stack IPv6 socket joins IPv4 groups
+          with the IPv4 options, which Linux accepts.
+
+    Raises:
+      AddressError: ``group`` is not a multicast address, or ``interface`` does
+          not fit the group's family.
+    """
+    try:
+        ip = ipaddress.ip_address(group)
+    except ValueError:
+        raise AddressError(f"{group!r} is not an IP address") from None
+    if not ip.is_multicast:
+        raise AddressError(f"{group} is not a multicast address")
+    if isinstance(ip, ipaddress.IPv4Address):
+        if isinstance(interface, int):
+            raise AddressError("an IPv4 group's interface is given by its IPv4 address")
+        local = ipaddress.IPv4Address(interface or _V4_WILDCARD)
+        value = ip.packed + local.packed  # struct ip_mreq
+        return socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, socket.IP_DROP_MEMBERSHIP, value
+    if family != socket.AF_INET6:
+        raise AddressError(f"an IPv4 endpoint cannot join the IPv6 group {group}")
+    if isinstance(interface, str):
+        try:
+            index = socket.if_nametoindex(interface)
+        except OSError:
+            raise AddressError(f"no network interface named {interface!r}") from None
+    else:
+        index = interface or 0
+    value = ip.packed + struct.pack("@I", index)  # struct ipv6_mreq
+    return socket.IPPROTO_IPV6, socket.IPV6_JOIN_GROUP, socket.IPV6_LEAVE_GROUP, value
