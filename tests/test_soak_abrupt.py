@@ -20,6 +20,7 @@ import trustme
 
 from benchmarks._soak_common import count_tasks
 from trionet import (
+    Event,
     LengthPrefixed,
     Lines,
     MessageChannel,
@@ -74,6 +75,7 @@ async def test_peers_that_reset_mid_frame_end_their_handlers_with_a_broken_resou
 ) -> None:
     caplog.set_level(logging.INFO, logger="trionet")
     endings: list[BaseException] = []
+    all_ended = trio.Event()
     tasks_before = count_tasks()
 
     async def echo(conn: TCPConnection) -> None:
@@ -82,6 +84,8 @@ async def test_peers_that_reset_mid_frame_end_their_handlers_with_a_broken_resou
                 await conn.channel.send(message)
         except BaseException as exc:
             endings.append(exc)
+            if len(endings) == ROUNDS:
+                all_ended.set()
             raise
 
     frame = codec.encode(b"a frame that will never be finished" * 100)
@@ -92,8 +96,7 @@ async def test_peers_that_reset_mid_frame_end_their_handlers_with_a_broken_resou
                 await stream.send_all(frame[: 1 + round_ * 37 % (len(frame) - 1)])
                 reset_on_close(stream.socket)
                 await stream.aclose()
-            while len(endings) < ROUNDS:
-                await trio.sleep(0.001)
+            await all_ended.wait()
             async with MessageChannel(await trio.open_tcp_stream("127.0.0.1", server.port), codec) as good:
                 await good.send(b"still serving")
                 assert await good.receive() == b"still serving"
@@ -109,6 +112,7 @@ async def test_a_peer_that_resets_while_the_handler_sends_breaks_the_handler_sen
     no_fd_leak: None, caplog: pytest.LogCaptureFixture
 ) -> None:
     endings: list[BaseException] = []
+    all_ended = trio.Event()
     big = b"b" * 1_000_000  # more than the socket buffers hold: the send is mid-frame
 
     async def stream_forever(conn: TCPConnection) -> None:
@@ -117,6 +121,8 @@ async def test_a_peer_that_resets_while_the_handler_sends_breaks_the_handler_sen
                 await conn.channel.send(big)
         except BaseException as exc:
             endings.append(exc)
+            if len(endings) == ROUNDS:
+                all_ended.set()
             raise
 
     tasks_before = count_tasks()
@@ -129,8 +135,7 @@ async def test_a_peer_that_resets_while_the_handler_sends_breaks_the_handler_sen
                 await stream.receive_some(1000)
                 reset_on_close(stream.socket)
                 await stream.aclose()
-            while len(endings) < ROUNDS:
-                await trio.sleep(0.001)
+            await all_ended.wait()
     assert all(isinstance(e, trio.BrokenResourceError) for e in endings), endings
     assert count_tasks() == tasks_before
     assert loud_records(caplog) == []
@@ -175,6 +180,17 @@ async def test_clients_that_drop_out_of_the_tls_handshake_are_counted_and_others
     server_context, client_context = contexts
     hello = client_hello(client_context)
     handled: list[TCPConnection] = []
+    failures = 0
+    all_failed = trio.Event()
+
+    def count_failed_handshakes(event: Event) -> None:
+        nonlocal failures
+        if event.kind == "tcp.handshake_failed" or (
+            event.kind == "tcp.shed" and event.details.get("reason") == "tls_handshake_timeout"
+        ):
+            failures += 1
+            if failures == ROUNDS:
+                all_failed.set()
 
     async def echo(conn: TCPConnection) -> None:
         handled.append(conn)
@@ -184,7 +200,8 @@ async def test_clients_that_drop_out_of_the_tls_handshake_are_counted_and_others
     tasks_before = count_tasks()
     with trio.fail_after(30):
         async with open_tcp_server(
-            echo, 0, host="127.0.0.1", codec=LengthPrefixed(), ssl_context=server_context
+            echo, 0, host="127.0.0.1", codec=LengthPrefixed(), ssl_context=server_context,
+            observer=count_failed_handshakes,
         ) as server:
             for _ in range(ROUNDS):
                 stream = await trio.open_tcp_stream("127.0.0.1", server.port)
@@ -196,8 +213,7 @@ async def test_clients_that_drop_out_of_the_tls_handshake_are_counted_and_others
                 if how.endswith("reset"):
                     reset_on_close(stream.socket)
                 await stream.aclose()
-            while server.statistics().handshake_failures < ROUNDS:
-                await trio.sleep(0.001)
+            await all_failed.wait()
             good = await connect_tcp(
                 "127.0.0.1", server.port, codec=LengthPrefixed(), ssl_context=client_context,
                 server_hostname=HOSTNAME,
