@@ -12,12 +12,13 @@ import tracemalloc
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from trionet._sansio import codecs
+from trionet._sansio import codecs, delimited
 from trionet._sansio.codecs import (
     Buffer,
     Codec,
@@ -779,14 +780,16 @@ def test_module_exports_its_public_names_and_imports_no_trio() -> None:
         "Lines",
         "Netstring",
     }
-    source = Path(codecs.__file__).read_text(encoding="utf-8")
-    assert "import trio" not in source
-    assert "import socket" not in source
+    for module in (codecs, delimited):
+        source = Path(module.__file__ or "").read_text(encoding="utf-8")
+        assert "import trio" not in source
+        assert "import socket" not in source
 
 
-def test_docstring_examples_pass() -> None:
-    results = doctest.testmod(codecs, optionflags=doctest.ELLIPSIS)
-    assert results.attempted >= 10
+@pytest.mark.parametrize("module", [codecs, delimited], ids=lambda module: module.__name__)
+def test_docstring_examples_pass(module: ModuleType) -> None:
+    results = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+    assert results.attempted >= 4
     assert results.failed == 0
 
 

@@ -1,0 +1,211 @@
+"""The framing layer's contracts: the Codec and Decoder protocols and the buffer they share.
+
+The concrete codecs live in :mod:`trionet._sansio.codecs` (length-based) and
+:mod:`trionet._sansio.delimited` (delimiter-based). Nothing here performs I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Final, Protocol, TypeAlias, runtime_checkable
+
+from .errors import FramingError
+
+__all__ = [
+    "Buffer",
+    "Codec",
+    "Decoder",
+    "DEFAULT_MAX_FRAME_SIZE",
+    "DEFAULT_MAX_LINE_SIZE",
+]
+
+#: What encoders and decoders accept as input.
+Buffer: TypeAlias = bytes | bytearray | memoryview
+
+#: Default ``max_size`` of the length-prefixed codecs: 8 MiB, tokio-util's
+#: ``LengthDelimitedCodec`` default (``Builder::new`` sets ``max_frame_len:
+#: 8 * 1_024 * 1_024`` in tokio-util/src/codec/length_delimited.rs).
+DEFAULT_MAX_FRAME_SIZE: Final = 8 * 1024 * 1024
+
+#: Default ``max_size`` of the delimiter codecs: 64 KiB, asyncio's ``StreamReader``
+#: default limit (``_DEFAULT_LIMIT = 2 ** 16`` in asyncio/streams.py).
+DEFAULT_MAX_LINE_SIZE: Final = 64 * 1024
+
+# While fewer bytes than this are pending, a feed copies them into a new bytes
+# object together with the new chunk (frames are then sliced as bytes with one
+# copy); past it, and when the pending bytes outnumber the new chunk, they grow
+# in a bytearray instead, so that a large frame arriving in small pieces costs
+# O(n) and not O(n**2).
+_COPY_PENDING_BELOW: Final = 512
+
+
+@runtime_checkable
+class Decoder(Protocol):
+    """An incremental decoder: bytes in, whole frame payloads out.
+
+    Typical use reads, feeds, then drains::
+
+        decoder.feed(data)
+        while (frame := decoder.next_frame()) is not None:
+            handle(frame)
+
+    Error handling:
+      Errors are sticky, as in h11: once :meth:`next_frame` raised
+      :exc:`~trionet.FrameTooLarge` or :exc:`~trionet.ProtocolError`, the decoder
+      drops its buffer, and :meth:`feed` and :meth:`next_frame` raise the same
+      exception again on every later call.
+    """
+
+    def feed(self, data: Buffer) -> None:
+        """Append received bytes; any chunking of a stream yields the same frames.
+
+        Raises:
+          FramingError: The decoder already failed; the error is raised again.
+        """
+
+    def next_frame(self) -> bytes | None:
+        """Return the next whole frame's payload, or ``None`` if more bytes are needed.
+
+        Frames that are complete before a bad header or payload are returned
+        first; the error is raised when the decoder reaches the bad bytes.
+
+        Raises:
+          FrameTooLarge: A frame exceeds the codec's ``max_size``.
+          ProtocolError: The bytes violate the wire format.
+        """
+
+    @property
+    def buffered(self) -> int:
+        """Bytes held that have not been returned as part of a frame (0 at a frame boundary)."""
+
+    @property
+    def offset(self) -> int:
+        """Stream offset of the first byte not yet consumed into a returned frame."""
+
+
+@runtime_checkable
+class Codec(Protocol):
+    """A framing scheme: encodes messages to frames and creates decoders."""
+
+    @property
+    def max_size(self) -> int:
+        """The largest payload, in bytes, that the codec encodes or decodes."""
+
+    def encode(self, message: Buffer) -> bytes:
+        """Return the whole frame for ``message`` (header, payload and any trailer).
+
+        Raises:
+          FrameTooLarge: ``message`` is longer than ``max_size`` (``offset`` is ``None``).
+          InvalidMessage: ``message`` cannot be framed (e.g. contains the delimiter).
+        """
+
+    def encode_into(self, out: bytearray, message: Buffer) -> None:
+        """Append the frame for ``message`` to ``out`` (to batch frames into one write).
+
+        Raises:
+          FrameTooLarge: As for :meth:`encode`; ``out`` is then left unchanged.
+          InvalidMessage: As for :meth:`encode`; ``out`` is then left unchanged.
+        """
+
+    def encode_many(self, messages: Iterable[Buffer]) -> bytes:
+        """Return the frames for ``messages``, concatenated (one write for many messages).
+
+        Raises:
+          FrameTooLarge: As for :meth:`encode`; nothing is returned.
+          InvalidMessage: As for :meth:`encode`; nothing is returned.
+        """
+
+    def decoder(self) -> Decoder:
+        """Return a fresh incremental :class:`Decoder` for this codec's wire format."""
+
+
+def _check_max_size(max_size: int, limit: int | None = None, why: str = "") -> int:
+    if not isinstance(max_size, int) or isinstance(max_size, bool):
+        raise TypeError(f"max_size must be an int, not {type(max_size).__name__}")
+    if max_size < 1:
+        raise ValueError(f"max_size must be at least 1, got {max_size}")
+    if limit is not None and max_size > limit:
+        raise ValueError(f"max_size={max_size} is larger than {why} can express ({limit})")
+    return max_size
+
+
+def _length(message: Buffer) -> int:
+    # len() of a memoryview counts items, not bytes.
+    return message.nbytes if type(message) is memoryview else len(message)
+
+
+class _BufferedDecoder:
+    """Buffer, stream offset and sticky error shared by every decoder.
+
+    ``_buf[_pos:]`` holds the bytes not yet returned in a frame and ``_base`` is
+    the stream offset of ``_buf[0]``. ``_buf`` is usually a ``bytes`` object (the
+    fed chunk itself when nothing was pending) so that a frame costs one slice;
+    it is a ``bytearray`` only while a large frame accumulates.
+    """
+
+    __slots__ = ("_base", "_buf", "_error", "_pos")
+
+    def __init__(self) -> None:
+        self._buf: bytes | bytearray = b""
+        self._pos = 0
+        self._base = 0
+        self._error: FramingError | None = None
+
+    def feed(self, data: Buffer) -> None:
+        if self._error is not None:
+            raise self._error.with_traceback(None)
+        if type(data) is not bytes:
+            data = bytes(data)  # a snapshot: the caller may reuse its buffer
+        if not data:
+            return
+        buf = self._buf
+        pos = self._pos
+        pending = len(buf) - pos
+        if not pending:
+            self._base += len(buf)
+            self._buf = data
+            self._pos = 0
+        elif pending <= len(data) or pending < _COPY_PENDING_BELOW:
+            self._base += pos
+            self._buf = b"".join((memoryview(buf)[pos:], data))
+            self._pos = 0
+        else:
+            if isinstance(buf, bytearray):
+                del buf[:pos]  # O(1): CPython advances the bytearray's start
+            else:
+                buf = self._buf = bytearray(memoryview(buf)[pos:])
+            self._base += pos
+            self._pos = 0
+            buf += data
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buf) - self._pos
+
+    @property
+    def offset(self) -> int:
+        return self._base + self._pos
+
+    def _fail(self, error: FramingError) -> FramingError:
+        self._error = error
+        self._base += self._pos
+        self._buf = b""
+        self._pos = 0
+        return error
+
+    def _raise_if_failed(self) -> None:
+        if self._error is not None:
+            raise self._error.with_traceback(None)
+
+    def _take(self, start: int, stop: int) -> bytes:
+        # Slow path of the frame slicing: _buf is a bytearray holding a large
+        # frame. One copy through a view, released explicitly so the bytearray
+        # can be resized again (PyPy frees views late).
+        with memoryview(self._buf) as view, view[start:stop] as part:
+            return part.tobytes()
+
+    def __repr__(self) -> str:
+        state = "failed" if self._error is not None else f"buffered={self.buffered}"
+        return f"<{type(self).__name__} offset={self.offset} {state}>"
+
+
