@@ -22,6 +22,7 @@ import collections
 import contextlib
 import logging
 import random
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -35,9 +36,9 @@ from trionet._udp import Datagram, UDPEndpoint, open_udp_endpoint
 from trionet._udp_server import open_udp_server
 from trionet.testing import VirtualNetwork
 
-from ._soak_common import capture_logs, count_tasks
+from ._soak_common import capture_logs, count_tasks, open_fd_count, trace_peak_memory
 
-__all__ = ["UdpReport", "run_udp_under_loss"]
+__all__ = ["CancelReport", "UdpReport", "run_request_cancellations", "run_udp_under_loss"]
 
 _SERVER: Final = ("10.0.0.1", 7)
 _LATENCY: Final = 0.010
@@ -200,4 +201,81 @@ async def run_udp_under_loss(
     problems.extend(f"logged: {line}" for line in logs.above(logging.WARNING))
     if report.tasks_after != report.tasks_before:
         problems.append(f"tasks: {report.tasks_before} before, {report.tasks_after} after")
+    return report
+
+
+@dataclass
+class CancelReport:
+    """What :func:`run_request_cancellations` did and saw.
+
+    Attributes:
+      requests: Requests started (each cancelled at a random moment).
+      cancelled: Requests whose cancel scope caught the cancellation.
+      transmissions: Datagrams the silent peer received (first copies and
+          retransmissions).
+      seconds: Wall-clock duration.
+      peak_memory: Peak traced Python allocation above the start, in bytes.
+      fds_before, fds_after, tasks_before, tasks_after: Resource counts.
+      problems: Contract violations; empty when everything held.
+    """
+
+    requests: int
+    cancelled: int = 0
+    transmissions: int = 0
+    seconds: float = 0.0
+    peak_memory: int = 0
+    fds_before: int = 0
+    fds_after: int = 0
+    tasks_before: int = 0
+    tasks_after: int = 0
+    problems: list[str] = field(default_factory=list)
+
+
+async def run_request_cancellations(*, requests: int = 1000, seed: int = 0) -> CancelReport:
+    """Cancel ``request()`` at random moments during its retransmissions (issue 12.7).
+
+    Real loopback sockets and the real clock (run it under a plain ``trio.run``,
+    never an autojump MockClock): a silent peer that never answers, one
+    endpoint, a retry policy of 1 ms first timeout, and each request cancelled
+    after a random 0 to 6 ms, so most are cancelled while waiting after their
+    first, second or third transmission. Checked: every request ended by its
+    cancellation, the endpoint has no request left active, and file
+    descriptors and tasks are the same before and after.
+    """
+    report = CancelReport(requests=requests)
+    rng = random.Random(seed)
+    policy = RetryPolicy(initial_timeout=0.001, multiplier=2.0, max_attempts=50,
+                         max_timeout=0.004, rng=rng.random)
+    report.fds_before, report.tasks_before = open_fd_count(), count_tasks()
+    started = time.perf_counter()
+    with trace_peak_memory() as memory, trio.fail_after(120), \
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.setblocking(False)
+        target = silent.getsockname()
+        async with open_udp_endpoint("127.0.0.1:0") as endpoint:
+            for _ in range(requests):
+                with trio.move_on_after(rng.uniform(0, 0.006)) as scope:
+                    await endpoint.request(b"never answered", target, policy=policy)
+                if scope.cancelled_caught:
+                    report.cancelled += 1
+                while True:  # count and discard what reached the peer
+                    try:
+                        silent.recv(2048)
+                    except BlockingIOError:
+                        break
+                    report.transmissions += 1
+            if endpoint.statistics().requests_active:
+                report.problems.append("requests still active after every cancellation")
+    report.seconds = time.perf_counter() - started
+    report.peak_memory = memory.growth
+    report.fds_after, report.tasks_after = open_fd_count(), count_tasks()
+    if report.cancelled != requests:
+        report.problems.append(f"{requests - report.cancelled} requests ended otherwise")
+    if report.transmissions <= requests:
+        report.problems.append("no retransmission happened before the cancellations")
+    if report.fds_after != report.fds_before:
+        report.problems.append(f"fds: {report.fds_before} before, {report.fds_after} after")
+    if report.tasks_after != report.tasks_before:
+        report.problems.append(f"tasks: {report.tasks_before} before, {report.tasks_after} after")
     return report

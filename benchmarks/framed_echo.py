@@ -15,8 +15,9 @@ Twisted's ``Int32StringReceiver``). Four implementations speak it:
     time into a ``bytearray`` and slices every complete frame out of it.
 ``trionet``
     :class:`trionet.MessageChannel` with its default codec: ``send`` and
-    ``send_many`` to send; ``receive`` for ping-pong, and ``receive_many`` (every
-    buffered frame for one checkpoint) where the server counts a stream.
+    ``send_many`` to send; ``receive`` once per frame for ping-pong and for the
+    per-frame streaming rows (what most programs do), ``receive_many`` (every
+    buffered frame for one checkpoint) in the other streaming rows.
 ``asyncio`` / ``uvloop``
     ``asyncio`` streams, the idiomatic way: ``writer.write(frame)`` then
     ``await writer.drain()``; ``reader.readexactly(4)`` then
@@ -28,14 +29,19 @@ Scenarios, each with payloads of 16 B, 256 B, 4 KiB and 64 KiB:
 ``ping-pong``
     The client sends one message, the server echoes it, the client waits for the
     echo; round trips per second.
-``streaming``
+``streaming, receive() per frame``
     The client sends N messages back to back, one write per message; the server
     decodes and counts them all and then sends one acknowledgement; messages per
-    second from the first send to the acknowledgement.
-``streaming, 256 per write``
+    second from the first send to the acknowledgement. trionet's server calls
+    ``receive()`` once per message.
+``streaming, receive_many()``
+    The same, with trionet's server taking every buffered frame per call with
+    ``receive_many()`` (the other implementations are unchanged).
+``streaming, send_many() 256 per write``
     The same, but the sender hands 256 frames to one write: ``send_many`` for
     trionet, ``send_all(b"".join(frames))`` for raw trio, one ``write`` of the
-    joined frames for asyncio. Each receiver decodes every message, as above.
+    joined frames for asyncio. Each receiver decodes every message, as above
+    (trionet's with ``receive_many()``).
 
 Client and server share one process and one event loop, for every implementation.
 The rates therefore measure the whole per-message CPU cost of a library (sending
@@ -78,15 +84,27 @@ from ._common import (
 __all__ = ["PAYLOAD_SIZES", "SCENARIOS", "main"]
 
 PING_PONG: Final = "ping-pong"
+STREAMING_EACH: Final = "streaming-each"
 STREAMING: Final = "streaming"
 BATCHED: Final = "streaming-batched"
 
 #: Scenario keys (for ``--scenarios``) and their table titles, in table order.
 SCENARIOS: Final = {
-    PING_PONG: "ping-pong (round trips/s)",
-    STREAMING: "streaming (messages/s)",
-    BATCHED: "streaming, 256 per write (messages/s)",
+    PING_PONG: "ping-pong, receive() per frame (round trips/s)",
+    STREAMING_EACH: "streaming, receive() per frame (messages/s)",
+    STREAMING: "streaming, receive_many() (messages/s)",
+    BATCHED: "streaming, send_many() 256 per write (messages/s)",
 }
+
+#: The rows where trionet calls ``receive()`` once per frame on both sides.
+PER_FRAME_SCENARIOS: Final = (PING_PONG, STREAMING_EACH)
+
+#: The rows where trionet batches with ``receive_many()`` (and ``send_many()``).
+BATCHED_SCENARIOS: Final = (STREAMING, BATCHED)
+
+#: Payload sizes at which the per-frame and batched targets are checked (issue 11's
+#: acceptance list: 256 B and 4 KiB).
+TARGET_SIZES: Final = (256, 4096)
 
 #: Payload sizes of the acceptance criteria, in bytes.
 PAYLOAD_SIZES: Final = (16, 256, 4096, 65536)
@@ -105,6 +123,7 @@ TARGET_SECONDS: Final = 0.5
 #: one fixed count would give some runs of 50 ms and others of 5 s.
 PILOT_COUNTS: Final = {
     PING_PONG: {16: 2_000, 256: 2_000, 4096: 2_000, 65536: 500},
+    STREAMING_EACH: {16: 5_000, 256: 5_000, 4096: 5_000, 65536: 1_000},
     STREAMING: {16: 5_000, 256: 5_000, 4096: 5_000, 65536: 1_000},
     BATCHED: {16: 20_000, 256: 20_000, 4096: 5_000, 65536: 1_000},
 }
@@ -117,8 +136,15 @@ QUICK_COUNT: Final = 300
 #: default read size.
 READ_SIZE: Final = 65536
 
-#: Minimum ratio trionet / raw trio for every row (the acceptance target).
+#: Minimum ratio trionet / raw trio for every row (the first acceptance target).
 TARGET_VS_RAW: Final = 0.9
+
+#: Minimum ratio trionet / raw trio in the per-frame rows at :data:`TARGET_SIZES`
+#: (issue 11: one schedule point per call; 1.5x is the aim).
+TARGET_PER_FRAME_VS_RAW: Final = 1.3
+
+#: Minimum ratio trionet / raw trio in the batched rows at :data:`TARGET_SIZES`.
+TARGET_BATCHED_VS_RAW: Final = 1.2
 
 ACK: Final = b"ok"
 
@@ -275,6 +301,16 @@ async def _trionet_batched_client(stream: trio.SocketStream, count: int, payload
     return time.perf_counter() - start
 
 
+async def _trionet_count_each_server(stream: trio.SocketStream, count: int, size: int) -> None:
+    # receive() once per frame: what most programs do.
+    channel = MessageChannel(stream)
+    total = 0
+    for _ in range(count):
+        total += len(await channel.receive())
+    _check_total(TRIONET, total, count * size)
+    await channel.send(ACK)
+
+
 async def _trionet_count_server(stream: trio.SocketStream, count: int, size: int) -> None:
     # receive_many(): every buffered frame for one checkpoint, as the raw loop
     # parses every frame of a read.
@@ -304,11 +340,13 @@ def _echo(server: Callable[[trio.SocketStream, int], Awaitable[None]]) -> TrioSe
 TRIO_PROGRAMS: Final[dict[str, dict[str, tuple[TrioClient, TrioServer]]]] = {
     RAW_TRIO: {
         PING_PONG: (_raw_ping_pong_client, _echo(_raw_echo_server)),
+        STREAMING_EACH: (_raw_stream_client, _raw_count_server),
         STREAMING: (_raw_stream_client, _raw_count_server),
         BATCHED: (_raw_batched_client, _raw_count_server),
     },
     TRIONET: {
         PING_PONG: (_trionet_ping_pong_client, _echo(_trionet_echo_server)),
+        STREAMING_EACH: (_trionet_stream_client, _trionet_count_each_server),
         STREAMING: (_trionet_stream_client, _trionet_count_server),
         BATCHED: (_trionet_batched_client, _trionet_count_server),
     },
@@ -401,6 +439,7 @@ AioServer = Callable[[asyncio.StreamReader, asyncio.StreamWriter, int, int], Awa
 
 ASYNCIO_PROGRAMS: Final[dict[str, tuple[AioClient, AioServer]]] = {
     PING_PONG: (_aio_ping_pong_client, _aio_echo_server),
+    STREAMING_EACH: (_aio_stream_client, _aio_count_server),
     STREAMING: (_aio_stream_client, _aio_count_server),
     BATCHED: (_aio_batched_client, _aio_count_server),
 }
@@ -525,6 +564,17 @@ def _targets(rows: Sequence[Row]) -> list[Target]:
         None if not measured else not below,
         detail,
     )
+    sizes = " and ".join(_payload_label(size) for size in TARGET_SIZES)
+    per_frame = _target_vs_raw(
+        f"receive() per frame >= {TARGET_PER_FRAME_VS_RAW}x raw trio at {sizes}",
+        [r for r in measured if r[0].scenario in PER_FRAME_SCENARIOS],
+        TARGET_PER_FRAME_VS_RAW,
+    )
+    batched_rows = _target_vs_raw(
+        f"receive_many()/send_many() >= {TARGET_BATCHED_VS_RAW}x raw trio at {sizes}",
+        [r for r in measured if r[0].scenario in BATCHED_SCENARIOS],
+        TARGET_BATCHED_VS_RAW,
+    )
 
     by_key = {(row.scenario, row.size): row for row in rows}
     batched = by_key.get((BATCHED, 16))
@@ -544,7 +594,21 @@ def _targets(rows: Sequence[Row]) -> list[Target]:
             f"{format_rate(send_many)} vs {format_rate(per_message)} messages/s "
             f"({format_ratio(ratio(send_many, per_message))})",
         )
-    return [vs_raw, vs_asyncio]
+    return [vs_raw, per_frame, batched_rows, vs_asyncio]
+
+
+def _target_vs_raw(name: str, measured: Sequence[tuple[Row, float]], minimum: float) -> Target:
+    checked = [(row, r) for row, r in measured if row.size in TARGET_SIZES]
+    if not checked:
+        return Target(name, None, "those rows were not measured with trionet and raw trio")
+    below = [
+        f"{SCENARIOS[row.scenario]} {_payload_label(row.size)}: {r:.2f}x"
+        for row, r in checked
+        if r < minimum
+    ]
+    if below:
+        return Target(name, False, "below: " + "; ".join(below))
+    return Target(name, True, f"lowest ratio {format_ratio(min(r for _, r in checked))}")
 
 
 def _report(rows: Sequence[Row], targets: Sequence[Target], header: Sequence[str]) -> str:

@@ -25,6 +25,12 @@ peers (``benchmarks/_soak_peers.py``)
     Slow-loris and silent connections against a server with ``frame_timeout``
     and ``idle_timeout``, on real sockets under a virtual clock: all shed on
     time, a well-behaved client served within its deadline throughout.
+load (``benchmarks/_soak_load.py``)
+    Thousands of clients connected at once to one echo server over loopback,
+    each echoing numbered messages, then a graceful shutdown while a few
+    handlers are busy and every other connection is open and quiet: all
+    served, the busy requests answered, the shutdown within its grace plus
+    one second, no connection counted active and one close event each after.
 udp (``benchmarks/_soak_udp.py``)
     Requests over trionet's virtual network at 20% loss and 5% duplication
     each way, against ``serve_udp`` with duplicate suppression: every request
@@ -61,6 +67,7 @@ from ._common import machine_description, markdown_table
 from ._soak_chaos import ChaosReport, run_chaos
 from ._soak_common import peak_rss, reset_peak_rss, tls_contexts
 from ._soak_hostile import CODECS, AttackReport, Hostile, attack, flood_streams, hostile_streams
+from ._soak_load import LoadReport, run_load
 from ._soak_peers import PeersReport, run_slow_and_idle
 from ._soak_udp import UdpReport, run_udp_under_loss
 
@@ -68,7 +75,7 @@ __all__ = ["FORMS", "Sizes", "main"]
 
 T = TypeVar("T")
 
-SCENARIOS: Final = ("chaos", "hostile", "peers", "udp")
+SCENARIOS: Final = ("chaos", "hostile", "peers", "load", "udp")
 
 
 @dataclass(frozen=True)
@@ -83,13 +90,15 @@ class Sizes:
     slow: int
     idle: int
     udp_requests: int
+    load_connections: int
+    load_messages: int
 
 
 #: The forms: ``short`` is what CI runs (tests/test_soak_*.py), ``long`` the soak.
 FORMS: Final = {
-    "quick": Sizes(20, 2_000, 20, 20, 1 << 16, 20, 20, 500),
-    "short": Sizes(200, 100_000, 200, 100, 1 << 20, 500, 500, 10_000),
-    "long": Sizes(200, 1_000_000, 1_000, 1_000, 1 << 20, 2_000, 2_000, 100_000),
+    "quick": Sizes(20, 2_000, 20, 20, 1 << 16, 20, 20, 500, 50, 5),
+    "short": Sizes(200, 100_000, 200, 100, 1 << 20, 500, 500, 10_000, 2_000, 10),
+    "long": Sizes(200, 1_000_000, 1_000, 1_000, 1 << 20, 2_000, 2_000, 100_000, 5_000, 40),
 }
 #: Hostile connections open at once.
 HOSTILE_CONCURRENCY: Final = 50
@@ -270,6 +279,38 @@ def _peers(sizes: Sizes, seed: int) -> Outcome:
     return Outcome("peers", rows, report.problems, data)
 
 
+#: The load scenario's shutdown: a few handlers busy for half a second, a 5 s grace.
+LOAD_BUSY: Final = 20
+LOAD_BUSY_SECONDS: Final = 0.5
+LOAD_GRACE: Final = 5.0
+
+
+def _load(sizes: Sizes, seed: int) -> Outcome:
+    report: LoadReport
+    report, rss = _run(
+        lambda: run_load(
+            connections=sizes.load_connections, messages=sizes.load_messages,
+            busy=min(LOAD_BUSY, sizes.load_connections), busy_seconds=LOAD_BUSY_SECONDS,
+            grace=LOAD_GRACE, seed=seed,
+        )
+    )
+    rows: list[Sequence[str]] = [
+        ("connections at once / messages each", f"{report.connections:,} / {report.messages:,}"),
+        ("echoes intact and in order", _count(report.echoed)),
+        ("all connected after", f"{report.connect_seconds:.2f} s"),
+        ("echo phase (first message to last echo)", f"{report.echo_seconds:.2f} s"),
+        ("busy handlers at shutdown / answered", f"{report.busy} / {report.busy_answered}"),
+        ("shutdown took (grace)", f"{report.shutdown_seconds:.2f} s ({report.grace:g} s)"),
+        ("accepted / close events / active after",
+         f"{report.accepted:,} / {report.closed_events:,} / {report.active_after}"),
+        ("tasks before / after", f"{report.tasks_before} / {report.tasks_after}"),
+        ("fds before / after", f"{report.fds_before} / {report.fds_after}"),
+        ("peak traced / peak RSS", f"{_mib(report.peak_traced)} / {_mib(rss)}"),
+        ("time", f"{report.seconds:.1f} s"),
+    ]
+    return Outcome("load", rows, report.problems, dataclasses.asdict(report) | {"peak_rss": rss})
+
+
 def _udp(sizes: Sizes, seed: int) -> Outcome:
     report: UdpReport
     report, rss = _run(
@@ -296,6 +337,7 @@ _RUNNERS: Final[dict[str, Callable[[Sizes, int], Outcome]]] = {
     "chaos": _chaos,
     "hostile": _hostile,
     "peers": _peers,
+    "load": _load,
     "udp": _udp,
 }
 

@@ -80,10 +80,12 @@ def answers(tag: bytes) -> Callable[[Datagram], bool]:
 
 async def ping(endpoint: UDPEndpoint, target: str, args: argparse.Namespace,
                log: EventLog) -> int:
-    # A LAN answers in well under a millisecond: start from a short timeout and
-    # let the RTO floor go far below RFC 6298's 1 s (see RttEstimator).
-    rtt = RttEstimator(initial_rto=args.timeout, min_rto=args.timeout / 10)
-    policy = RetryPolicy(max_attempts=args.attempts, rng=random.Random(args.seed).random)
+    # A LAN answers in well under a millisecond: start from a short timeout
+    # (the policy's, until the estimator has measured the path) and let the RTO
+    # floor go far below RFC 6298's 1 s (see RttEstimator).
+    rtt = RttEstimator(min_rto=args.timeout / 10)
+    policy = RetryPolicy(initial_timeout=args.timeout, max_attempts=args.attempts,
+                         rng=random.Random(args.seed).random)
     times: list[float] = []
     for seq in range(1, args.count + 1):
         tag = b"ping %d " % seq

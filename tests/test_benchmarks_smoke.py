@@ -16,9 +16,10 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 SCENARIOS = {
-    "ping-pong": "ping-pong (round trips/s)",
-    "streaming": "streaming (messages/s)",
-    "streaming-batched": "streaming, 256 per write (messages/s)",
+    "ping-pong": "ping-pong, receive() per frame (round trips/s)",
+    "streaming-each": "streaming, receive() per frame (messages/s)",
+    "streaming": "streaming, receive_many() (messages/s)",
+    "streaming-batched": "streaming, send_many() 256 per write (messages/s)",
 }
 PAYLOADS = {16: "16 B", 256: "256 B", 4096: "4 KiB", 65536: "64 KiB"}
 
@@ -76,8 +77,10 @@ def test_quick_run_reports_every_scenario_and_payload_for_every_implementation(
     assert len(rows) == len(SCENARIOS) * len(PAYLOADS)
 
     verdicts = [line for line in done.stdout.splitlines() if line.startswith(("PASS:", "FAIL:"))]
-    assert len(verdicts) == 2, done.stdout
+    assert len(verdicts) == 4, done.stdout
     assert any("0.9x raw trio in every row" in line for line in verdicts)
+    assert any("receive() per frame >= 1.3x raw trio" in line for line in verdicts)
+    assert any("receive_many()/send_many() >= 1.2x raw trio" in line for line in verdicts)
     assert any("send_many 16 B >= asyncio" in line for line in verdicts)
 
 

@@ -6,6 +6,7 @@ instead of sleeping. Every test is bounded by ``trio.fail_after``.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import ipaddress
 import signal
@@ -15,9 +16,11 @@ import time
 import pytest
 import trio
 
+import trionet
 from tests.processes import CLI, run, running
-from trionet import LengthPrefixed, Netstring, Varint
-from trionet._cli import main
+from tests.resolver_fakes import installed_fake
+from trionet import LengthPrefixed, Netstring, Varint, _cli_commands
+from trionet._cli import CommandError, main
 
 TIMEOUT = 30
 CODEC_FRAMES = {
@@ -55,9 +58,11 @@ async def test_demo_tours_servers_and_clients_and_exits_0_within_10_seconds() ->
     # One client over the limit ends its own connection, not the server.
     assert "a handler failed (FrameTooLarge(" in out
     assert "mallory  the server hung up" in out
-    # Graceful shutdown waits for the client still talking.
+    # Graceful shutdown: carol's handler waits between her lines with nothing
+    # buffered, so it is idle and its channel ends at once, long before the grace.
     shutdown = out.index("shutdown begin grace=2 active=1")
-    assert shutdown < out.index("carol    done talking") < out.index("shutdown done")
+    assert shutdown < out.index("was idle at shutdown: its channel ended") < out.index("shutdown done")
+    assert "carol    the server ended my idle connection at shutdown (EndOfChannel)" in out
     assert "no task is left running and every socket is closed" in out
     # Happy Eyeballs: IPv6 black-holed, IPv4 started 250 ms later wins.
     assert "connect.attempt      address=[fd00::1]:80" in out
@@ -82,6 +87,11 @@ async def test_demo_tours_servers_and_clients_and_exits_0_within_10_seconds() ->
         (["connect", "127.0.0.1", "7", "--timeout", "-1"], "argument --timeout: expected seconds >= 0"),
         (["resolve"], "the following arguments are required: host"),
         (["resolve", "localhost", "--family", "5"], "argument --family: invalid choice: '5'"),
+        # Malformed hosts are argument errors too, found before any lookup.
+        (["resolve", ""], "argument host: host must be a non-empty str, not ''"),
+        (["resolve", "a" * 64 + ".example"], "is longer than 63 characters"),
+        (["resolve", "[example.test]"], "brackets are for an IPv6 address alone"),
+        (["connect", "a" * 300, "80"], "argument host: host name 'aaaa"),
     ],
 )
 def test_bad_arguments_are_one_line_on_stderr_and_exit_code_2(
@@ -253,6 +263,14 @@ async def test_sigterm_shuts_the_server_down_gracefully_and_a_second_signal_stop
             client = await trio.open_tcp_stream("127.0.0.1", port)
             async with client:
                 await server.stdout.until("127.0.0.1:")  # "... connected"
+                # A connection idle at shutdown ends at once; this one is busy: the
+                # server holds half a line. One write carries a whole line and the
+                # half, so when the whole line's echo is back, the half is buffered.
+                await client.send_all(b"whole\nhalf a li")
+                echoed = b""
+                while not echoed.endswith(b"\n"):
+                    echoed += await client.receive_some()
+                assert echoed == b"whole\n"
                 server.process.send_signal(signal.SIGTERM)
                 assert (await server.stdout.next()).startswith("got SIGTERM: shutting down")
                 # The open connection may finish for 60 s; a second signal ends it now.
@@ -268,7 +286,11 @@ async def test_sigterm_shuts_the_server_down_gracefully_and_a_second_signal_stop
 async def test_udp_connect_and_serve_exchange_datagrams_over_ipv4_and_ipv6() -> None:
     with trio.fail_after(TIMEOUT):
         async with running([*CLI, "serve", "--udp", "--port", "0", "--exit-after", "3"]) as server:
-            port = port_in(await server.stdout.until("listening on"))
+            listening = await server.stdout.until("listening on")
+            # One socket serves both families, and the banner says so.
+            assert listening.startswith("listening on [::]:")
+            assert ", dual-stack: IPv6 and IPv4 (udp, codec lines, echo)" in listening
+            port = port_in(listening)
             first = await run([*CLI, "connect", "--udp", "127.0.0.1", str(port), "--exit-after", "2"],
                               stdin=b"ping\npong\n")
             assert first.returncode == 0, first.stderr
@@ -330,8 +352,36 @@ async def test_resolve_shows_ports_and_the_timeline_of_each_familys_answer() -> 
     answer, order, address = result.stdout.decode().splitlines()
     assert answer.startswith("IPv6 answered after ")  # a literal is not looked up: one answer
     assert answer.endswith(" ms: [::1]:443")
-    assert order == "in the order a client tries them (RFC 8305 section 4):"
+    assert order.startswith("in the order connect_tcp tries them")
     assert address == "[::1]:443"
+
+
+async def test_resolve_prints_connect_tcps_order_not_the_combined_lookups(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # The system prefers IPv4 for this name (its combined answer starts with it),
+    # but both families answer at once, so connect_tcp tries IPv6 first.
+    async with installed_fake() as fake:
+        fake.add("prefers-v4.test", "192.0.2.1", "192.0.2.2", "2001:db8::1")
+        assert [str(a.ip) for a in await trionet.resolve("prefers-v4.test", 80)] == [
+            "192.0.2.1", "2001:db8::1", "192.0.2.2"
+        ]
+        capsys.readouterr()
+        args = argparse.Namespace(host="prefers-v4.test", port=None, family="any", timeline=False)
+        assert await _cli_commands.resolve(args) == 0
+    assert capsys.readouterr().out.splitlines() == ["2001:db8::1", "192.0.2.1", "192.0.2.2"]
+
+
+async def test_resolve_failing_for_both_families_names_each_once_ipv6_first(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    async with installed_fake():
+        args = argparse.Namespace(host="nowhere.test", port=80, family="any", timeline=False)
+        with pytest.raises(CommandError) as info:
+            await _cli_commands.resolve(args)
+    assert str(info.value) == (
+        "cannot resolve 'nowhere.test': IPv6: Name or service not known; IPv4: Name or service not known"
+    )
 
 
 async def test_resolve_of_a_name_that_does_not_exist_is_one_line_and_exit_code_1() -> None:

@@ -336,8 +336,9 @@ MALFORMED = [
     ),
     (LengthPrefixed(8), b"\0\0\0\x01\0\0\0\0", [], FrameTooLarge, 0, 8, "4294967296 bytes"),
     (LengthPrefixed(1, max_size=3), b"\x03abc\x04", [b"abc"], FrameTooLarge, 4, 5, "max_size=3"),
-    (Varint(max_size=100), b"\x01a\xe5\x00", [b"a"], FrameTooLarge, 2, 3, "101 bytes"),
-    (Varint(max_size=1000), b"\xff\xff\x01", [], FrameTooLarge, 0, 2, "16383 bytes"),
+    (Varint(max_size=100), b"\x01a\xe5\x00", [b"a"], FrameTooLarge, 2, 4, "of 101 bytes"),
+    (Varint(max_size=1000), b"\xff\xff\x01", [], FrameTooLarge, 0, 3, "of 32767 bytes"),
+    (Varint(), b"\xff" * 9 + b"\x02", [], ProtocolError, 9, 10, "exceeds 64 bits"),
     (Varint(), b"\x80" * 10 + b"\x00", [], ProtocolError, 9, 10, "within 10 bytes"),
     (Varint(), b"\x00" + b"\x80" * 10, [b""], ProtocolError, 10, 11, "within 10 bytes"),
     (Netstring(), b"3:abcX", [], ProtocolError, 5, 6, "expected b','"),
@@ -596,28 +597,71 @@ def test_delimiter_never_sent_is_rejected_after_max_size_with_bounded_memory(
 
 
 @pytest.mark.parametrize(
-    ("codec", "header"),
+    ("codec", "header", "announced"),
     [
-        (Varint(max_size=MiB), b"\xff\xff\xff\xff\x0f"),
-        (Varint(), b"\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01"),
-        (Netstring(max_size=MiB), b"4294967296:"),
-        (Netstring(), b"4294967296:"),
+        (Varint(max_size=MiB), b"\xff\xff\xff\xff\x0f", 2**32 - 1),
+        (Varint(), b"\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01", 2**64 - 1),
+        (Netstring(max_size=MiB), b"4294967296:", None),
+        (Netstring(), b"4294967296:", None),
     ],
     ids=repr,
 )
-def test_header_too_large_is_rejected_before_the_header_even_ends(
-    codec: Codec, header: bytes
+def test_header_too_large_is_rejected_before_any_payload_is_buffered(
+    codec: Codec, header: bytes, announced: int | None
 ) -> None:
+    # A varint header (at most 10 bytes) is read to its end so that the error
+    # names the announced size; a netstring's digits may go on for ever, so it
+    # is rejected once the digits read so far exceed max_size ("at least").
     payload = bytes(CHUNK)
     decoder = codec.decoder()
     with traced_peak() as peak:
-        offset, fed = feed_until_frame_too_large(decoder, (bytes([byte]) for byte in header))
+        frames: list[bytes] = []
+        with pytest.raises(FrameTooLarge) as caught:
+            feed_until_error(decoder, [bytes([byte]) for byte in header], frames, [])
+        assert frames == []
         for _ in range(64):  # the peer keeps sending; none of it is kept
             with pytest.raises(FrameTooLarge):
                 decoder.feed(payload)
         assert peak() < codec.max_size + CHUNK
-    assert offset == 0
-    assert fed < len(header)
+    error = caught.value
+    assert error.offset == 0
+    if announced is not None:
+        assert (error.size, error.at_least) == (announced, False)
+        assert (decoder.offset, decoder.buffered) == (0, 0)
+        assert f"frame of {announced} bytes" in str(error)
+    else:
+        assert error.at_least
+        assert error.size > codec.max_size
+        assert f"frame of at least {error.size} bytes" in str(error)
+        assert str(error.size) in header.decode()  # the digits seen so far
+
+
+@pytest.mark.parametrize(
+    ("max_size", "size"),
+    [(1, 2), (127, 128), (300, 301), (MiB, MiB + 1), (8 * MiB, 8 * MiB + 1), (8 * MiB, 2**64 - 1)],
+)
+@pytest.mark.parametrize("bytewise", [False, True], ids=["whole", "bytewise"])
+def test_varint_frame_too_large_reports_the_announced_size(
+    max_size: int, size: int, bytewise: bool
+) -> None:
+    header = codecs._varint(size)
+    decoder = Varint(max_size=max_size).decoder()
+    decoder.feed(b"\x01a")
+    assert decoder.next_frame() == b"a"
+    chunks = [header[i : i + 1] for i in range(len(header))] if bytewise else [header]
+    frames: list[bytes] = []
+    with pytest.raises(FrameTooLarge) as caught:
+        feed_until_error(decoder, chunks, frames, [])
+    assert frames == []
+    error = caught.value
+    assert (error.size, error.max_size, error.offset, error.at_least) == (size, max_size, 2, False)
+    assert str(error) == f"frame of {size} bytes at stream offset 2 exceeds max_size={max_size}"
+
+
+def test_varint_a_size_just_within_max_size_is_decoded() -> None:
+    decoder = Varint(max_size=300).decoder()
+    decoder.feed(codecs._varint(300) + bytes(300))
+    assert decoder.next_frame() == bytes(300)
 
 
 # -- encoding errors -----------------------------------------------------------------

@@ -251,21 +251,23 @@ async def test_tutorial_echo_server_echoes_and_many_clients_show_what_a_failure_
             assert lines[-1] == "the nursery exited normally: every client finished"
 
             failing = await run(example("tutorial/many_clients.py", "--port", port, "--fail", "3"))
-            assert failing.returncode == 0, failing.stderr
+            assert failing.returncode == 1, failing.stderr
             lines = failing.stdout.decode().splitlines()
-            assert lines[-1] == (
-                "the nursery raised ExceptionGroup('Exceptions from Trio nursery', "
-                "[RuntimeError('client 3 gives up')])"
-            )
+            assert lines[-2:] == [
+                "the nursery raised ExceptionGroup with 1 error(s):",
+                "  RuntimeError: client 3 gives up",
+            ]
             others = [f"client {n}" for n in range(10) if n != 3]
             assert all(f"{c}: done" in lines or f"{c}: cancelled" in lines for c in others)
             assert any(f"{c}: cancelled" in lines for c in others)
 
             isolated = await run(example("tutorial/many_clients.py", "--port", port,
                                          "--fail", "3", "--isolate"))
+            assert isolated.returncode == 1, isolated.stderr
             lines = isolated.stdout.decode().splitlines()
-            assert "client 3: failed with RuntimeError('client 3 gives up'); the others go on" in lines
+            assert "client 3: failed with RuntimeError: client 3 gives up; the others go on" in lines
             assert sum(line.endswith(": done") for line in lines) == 9
+            assert lines[-1] == "the nursery exited normally: 9 of 10 clients finished"
 
             code, output = await server.stop(signal.SIGINT)
     assert code == 0
@@ -274,6 +276,24 @@ async def test_tutorial_echo_server_echoes_and_many_clients_show_what_a_failure_
     # Clients cancelled in the failing run may close with echoes unread, which
     # resets their connections: those handlers end with an error, not "hung up".
     assert 1 + 10 + 10 <= sum(line.endswith(" hung up") for line in output) <= 1 + 10 + 10 + 10
+
+    # With the server gone every connection is refused: exit 1, and equal
+    # errors are one line with a count, not ten reprs on one line. (Loopback
+    # refuses at once, so all ten fail before any is cancelled; a client
+    # still connecting when the first failed would print "cancelled".)
+    refused = await run(example("tutorial/many_clients.py", "--port", port))
+    assert refused.returncode == 1, refused.stderr
+    *cancelled, head, summary = refused.stdout.decode().splitlines()
+    assert all(line.endswith(": cancelled") for line in cancelled)
+    assert head == f"the nursery raised ExceptionGroup with {10 - len(cancelled)} error(s):"
+    count = f"{10 - len(cancelled)} x " if len(cancelled) < 9 else ""
+    assert summary.startswith(f"  {count}ConnectError: the connection attempt to '127.0.0.1' port ")
+    assert summary.endswith(f" failed: 127.0.0.1:{port}: Connection refused (ECONNREFUSED)")
+    isolated = await run(example("tutorial/many_clients.py", "--port", port, "--isolate"))
+    assert isolated.returncode == 1, isolated.stderr
+    lines = isolated.stdout.decode().splitlines()
+    assert sum("failed with ConnectError: " in line for line in lines) == 10
+    assert lines[-1] == "the nursery exited normally: 0 of 10 clients finished"
 
 
 async def test_tutorial_timeouts_show_what_a_cancel_does_to_naive_framing() -> None:

@@ -216,3 +216,33 @@ async def test_happy_eyeballs_refuses_bad_arguments_and_closes_the_channel(
     with pytest.raises(ValueError, match="resolution_delay must be >= 0"):
         await resolve_happy_eyeballs("dual.test", 80, send, resolution_delay=-1)
     assert fake.calls == []
+
+
+async def test_a_broken_custom_resolver_is_a_failed_answer_not_an_exception_group(
+    fake: FakeResolver, autojump_clock: trio.testing.MockClock
+) -> None:
+    fake.add("buggy.test", "192.0.2.9")
+    fake.broken.add("buggy.test")
+    send, receive = trio.open_memory_channel[FamilyAnswer](2)
+    await resolve_happy_eyeballs("buggy.test", 80, send, resolver=Resolver())
+    answers = [answer async for answer in receive]
+    assert sorted(answer.family for answer in answers) == sorted([V4, V6])
+    for answer in answers:
+        assert answer.addresses == ()
+        assert isinstance(answer.error, ResolutionError)
+        assert answer.error.reason == "the lookup raised RuntimeError('bug in the resolver')"
+        assert isinstance(answer.error.__cause__, RuntimeError)
+
+
+async def test_connect_tcp_meets_a_broken_custom_resolver_with_one_resolution_error(
+    fake: FakeResolver, autojump_clock: trio.testing.MockClock
+) -> None:
+    from trionet import connect_tcp
+
+    fake.broken.add("buggy.test")
+    with pytest.raises(ResolutionError) as info:
+        await connect_tcp("buggy.test", 80, resolver=Resolver())
+    assert str(info.value) == (
+        "cannot resolve 'buggy.test' port 80: IPv6: the lookup raised RuntimeError('bug in the resolver'); "
+        "IPv4: the lookup raised RuntimeError('bug in the resolver')"
+    )

@@ -613,3 +613,85 @@ async def test_a_cancelled_call_raises_cancelled_on_every_path(fake: FakeResolve
             pytest.fail(f"resolve({host!r}) returned while cancelled")
         assert scope.cancelled_caught
     assert fake.names_called() == ["dual.test"]
+
+
+# --- issue 14 item 7: counts, the slot wait, host names ----------------------------
+
+
+@pytest.mark.parametrize("name", ["max_concurrent_lookups", "max_cache_entries"])
+def test_counts_below_one_and_booleans_are_refused(name: str) -> None:
+    with pytest.raises(ValueError, match=f"{name} must be >= 1, not 0"):
+        Resolver(**{name: 0})
+    with pytest.raises(ValueError, match=f"{name} must be >= 1, not -3"):
+        Resolver(**{name: -3})
+    with pytest.raises(TypeError, match=f"{name} must be an int, not True"):
+        Resolver(**{name: True})
+    with pytest.raises(TypeError, match=f"{name} must be an int, not 2.0"):
+        Resolver(**{name: 2.0})
+
+
+async def test_lookup_timeout_covers_the_wait_for_a_lookup_slot(
+    fake: FakeResolver, autojump_clock: trio.testing.MockClock
+) -> None:
+    for name in ("h1.test", "h2.test", "h3.test"):
+        fake.name_delays[name] = 1000.0
+    resolver = Resolver(max_concurrent_lookups=1, lookup_timeout=5.0)
+    errors: dict[str, tuple[str, float]] = {}
+
+    async def lookup(name: str) -> None:
+        with pytest.raises(ResolutionError) as info:
+            await resolver.resolve(name, 80)
+        errors[name] = (info.value.reason, now_ms())
+
+    async with bounded_nursery() as nursery:
+        nursery.start_soon(lookup, "h1.test")
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.start_soon(lookup, "h2.test")  # these two queue behind h1
+        nursery.start_soon(lookup, "h3.test")
+    # Before, h2 got the slot at 5 s and failed at 10 s, h3 at 15 s.
+    slot_wait = (
+        "no lookup slot came free within lookup_timeout=5 s (all 1 max_concurrent_lookups stayed busy)"
+    )
+    assert errors == {
+        "h1.test": ("the lookup took longer than 5 s", 5000.0),
+        "h2.test": (slot_wait, 5000.0),
+        "h3.test": (slot_wait, 5000.0),
+    }
+    # The queued names never reached getaddrinfo, and their failure is not cached.
+    assert fake.names_called() == ["h1.test"]
+    fake.name_delays["h2.test"] = 0.0
+    fake.add("h2.test", "192.0.2.8")
+    assert await resolver.resolve("h2.test", 80) == addresses("192.0.2.8")
+
+
+async def test_the_hosts_table_finds_a_unicode_name_by_its_ascii_form_and_back(
+    fake: FakeResolver,
+) -> None:
+    resolver = Resolver(hosts={"bücher.test": "192.0.2.1", "xn--caf-dma.test": "192.0.2.2"})
+    assert await resolver.resolve("xn--bcher-kva.test", 80) == addresses("192.0.2.1")
+    assert await resolver.resolve("BÜCHER.test.", 80) == addresses("192.0.2.1")
+    assert await resolver.resolve("café.test", 80) == addresses("192.0.2.2")
+    assert resolver.hosts == {"xn--bcher-kva.test": ("192.0.2.1",), "xn--caf-dma.test": ("192.0.2.2",)}
+    resolver.remove_host("XN--BCHER-KVA.test")
+    assert "xn--bcher-kva.test" not in resolver.hosts
+    assert fake.calls == []
+
+
+def test_the_hosts_table_refuses_a_label_over_63_bytes_once_encoded() -> None:
+    label = "é" * 70  # 70 characters, far more once punycoded
+    with pytest.raises(AddressError, match="Label too long"):
+        Resolver(hosts={f"{label}.test": "192.0.2.1"})
+    with pytest.raises(AddressError, match="empty label"):
+        Resolver().set_host("a..test", "192.0.2.1")
+
+
+async def test_a_unicode_name_is_looked_up_in_its_idna_2008_form(fake: FakeResolver) -> None:
+    fake.add("xn--bcher-kva.test", "192.0.2.5")
+    resolver = Resolver()
+    assert await resolver.resolve("Bücher.test", 80) == addresses("192.0.2.5")
+    # The same name in ASCII is the same cache entry.
+    assert await resolver.resolve("xn--bcher-kva.test", 80) == addresses("192.0.2.5")
+    assert fake.names_called() == ["xn--bcher-kva.test"]
+    # IDNA 2008 maps the German sharp s to itself (IDNA 2003, Python's codec, made it "ss").
+    fake.add("xn--fa-hia.test", "192.0.2.6")
+    assert await resolver.resolve("faß.test", 80) == addresses("192.0.2.6")

@@ -14,7 +14,7 @@ import trio
 import trio.testing
 
 from benchmarks._soak_common import count_tasks
-from benchmarks._soak_udp import run_udp_under_loss
+from benchmarks._soak_udp import run_request_cancellations, run_udp_under_loss
 from trionet._sansio.retry import RetryPolicy
 from trionet._udp import Datagram, PeerUnreachable, open_udp_endpoint
 from trionet._udp_server import open_udp_server
@@ -111,3 +111,13 @@ async def test_a_server_that_vanishes_mid_exchange_ends_the_request_with_a_typed
                             await client.request(b"hello?", target, policy=QUICK)
                         assert raised.value.attempts == QUICK.max_attempts
     assert count_tasks() == tasks_before
+
+
+async def test_a_thousand_requests_cancelled_during_retransmission_leave_no_fd_or_task() -> None:
+    # Issue 12.7, real loopback and the real clock.
+    report = await run_request_cancellations(requests=1000, seed=3)
+    assert report.problems == []
+    assert report.cancelled == 1000
+    assert report.transmissions > 1000  # cancellations really came during retransmission
+    assert report.fds_after == report.fds_before
+    assert report.tasks_after == report.tasks_before

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import errno
+import gc
+import os
+import re
 import socket
 import ssl
-from collections.abc import AsyncIterator
+import sys
+from collections.abc import AsyncIterator, Iterator
 from functools import partial
 
 import pytest
@@ -13,10 +18,13 @@ import trio
 import trio.testing
 import trustme
 
-from trionet import ConnectError, LengthPrefixed, ResolutionError, Resolver
+from trionet import AddressError, ConnectError, LengthPrefixed, ResolutionError, Resolver
 from trionet._observe import EventLog
-from trionet._tcp_client import ConnectAttempt, connect_tcp
+from trionet._tcp_client import IP_BIND_ADDRESS_NO_PORT, ConnectAttempt, connect_tcp
 from trionet.testing import VirtualNetwork
+
+from .conftest import open_fd_count
+from .resolver_fakes import installed_fake
 
 V6 = "fd00::1"
 V6B = "fd00::11"
@@ -212,6 +220,27 @@ async def test_bad_arguments_raise_before_any_lookup() -> None:
         await connect_tcp("", 80)
 
 
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        ({"first_address_family_count": 0}, ValueError, "first_address_family_count must be at least 1"),
+        ({"local_address": "fe80::1%eth0"}, AddressError, "is an interface name"),
+        ({"local_address": "[::1"}, AddressError, "missing ']'"),
+        ({"resolution_delay": -1}, ValueError, "resolution_delay must be >= 0"),
+    ],
+)
+async def test_bad_options_raise_one_error_not_a_group_from_the_race(
+    net: VirtualNetwork,
+    autojump_clock: trio.testing.MockClock,
+    kwargs: dict[str, object],
+    error: type[Exception],
+    message: str,
+) -> None:
+    net.set_dns("example.test", V6, V4)
+    with pytest.raises(error, match=re.escape(message)):
+        await connect_tcp("example.test", 80, resolver=Resolver(), **kwargs)  # type: ignore[arg-type]
+
+
 # ------------------------------------------------------------------ real loopback
 
 
@@ -273,5 +302,238 @@ async def test_tls_round_trip_and_wrong_hostname(
             await connect_tcp(
                 "127.0.0.1", port, ssl_context=client_context, server_hostname="wrong.example"
             )
+        assert isinstance(info.value.__cause__, ssl.SSLCertVerificationError)
+        nursery.cancel_scope.cancel()
+
+
+# ------------------------------------------- issue 14 item 4: socket() failing for a family
+
+
+class _RefusingFactory(trio.abc.SocketFactory):
+    """A socket factory that fails for one family, as a kernel without it does."""
+
+    def __init__(self, refused: int, errno_value: int, inner: trio.abc.SocketFactory | None) -> None:
+        self.refused = refused
+        self.errno_value = errno_value
+        self.inner = inner
+        self.refusals = 0
+
+    def socket(
+        self, family: int | None = None, type: int | None = None, proto: int | None = None
+    ) -> trio.socket.SocketType:
+        if family == self.refused:
+            self.refusals += 1
+            raise OSError(self.errno_value, os.strerror(self.errno_value))
+        if self.inner is not None:
+            return self.inner.socket(family, type, proto)
+        return trio.socket.from_stdlib_socket(socket.socket(family or -1, type or -1, proto or 0))
+
+
+@contextlib.contextmanager
+def refusing(family: int, errno_value: int = errno.EAFNOSUPPORT) -> Iterator[_RefusingFactory]:
+    """Install a factory that refuses ``family``, over the current one (the virtual network's)."""
+    inner = trio.socket.set_custom_socket_factory(None)
+    factory = _RefusingFactory(family, errno_value, inner)
+    trio.socket.set_custom_socket_factory(factory)
+    try:
+        yield factory
+    finally:
+        trio.socket.set_custom_socket_factory(inner)
+
+
+@pytest.mark.parametrize(
+    ("refused", "winner", "won_at"),
+    [
+        (socket.AF_INET6, f"{V4}:80", 0.0),
+        # IPv6 answers late, so that IPv4 is tried (and refused) first, at the
+        # end of the 50 ms resolution delay; IPv6 is tried when it answers.
+        (socket.AF_INET, f"[{V6}]:80", 0.1),
+    ],
+)
+@pytest.mark.parametrize("errno_value", [errno.EAFNOSUPPORT, errno.EMFILE])
+async def test_a_family_whose_sockets_cannot_be_created_is_skipped(
+    net: VirtualNetwork,
+    autojump_clock: trio.testing.MockClock,
+    refused: int,
+    winner: str,
+    won_at: float,
+    errno_value: int,
+) -> None:
+    net.set_dns("example.test", V6, V4, ipv6_delay=0.1 if refused == socket.AF_INET else 0.0)
+    log = EventLog()
+    with await listen(net, V4), await listen(net, V6), refusing(refused, errno_value) as factory:
+        async with await connect_tcp("example.test", 80, resolver=Resolver(), observer=log) as conn:
+            assert str(conn.peer) == winner
+            # The refusal starts the next attempt at once, not after 250 ms.
+            assert trio.current_time() == pytest.approx(won_at)
+    assert factory.refusals == 1
+    [failed] = log.of_kind("connect.failed")
+    assert isinstance(failed.details["error"], OSError)
+    assert failed.details["error"].errno == errno_value  # type: ignore[attr-defined]
+    assert net.statistics().sockets == 0
+
+
+async def test_every_family_refusing_sockets_is_one_connect_error(
+    net: VirtualNetwork, autojump_clock: trio.testing.MockClock
+) -> None:
+    net.set_dns("example.test", V6, V4)
+    with refusing(socket.AF_INET6), refusing(socket.AF_INET), pytest.raises(ConnectError) as info:
+        await connect_tcp("example.test", 80, resolver=Resolver())
+    assert [attempt.error.errno for attempt in info.value.attempts] == [  # type: ignore[attr-defined]
+        errno.EAFNOSUPPORT, errno.EAFNOSUPPORT
+    ]
+    assert "Address family not supported by protocol (EAFNOSUPPORT)" in str(info.value)
+
+
+async def _dual_loopback_listeners() -> tuple[trio.socket.SocketType, trio.socket.SocketType, int]:
+    """Listeners on ::1 and 127.0.0.1 with the same port (a few tries if it is taken)."""
+    for _ in range(20):
+        v6 = trio.socket.socket(socket.AF_INET6)
+        await v6.bind(("::1", 0))
+        port = v6.getsockname()[1]
+        v4 = trio.socket.socket(socket.AF_INET)
+        try:
+            await v4.bind(("127.0.0.1", port))
+        except OSError:
+            v4.close()
+            v6.close()
+            continue
+        v6.listen()
+        v4.listen()
+        return v6, v4, port
+    raise AssertionError("no port free on both ::1 and 127.0.0.1")
+
+
+@pytest.mark.parametrize(
+    ("refused", "winner"), [(socket.AF_INET6, "127.0.0.1"), (socket.AF_INET, "::1")]
+)
+async def test_over_real_loopback_the_other_family_wins_and_no_fd_leaks(
+    refused: int, winner: str
+) -> None:
+    v6, v4, port = await _dual_loopback_listeners()
+    with v6, v4:
+        gc.collect()
+        before = open_fd_count()
+        async with installed_fake() as fake:
+            fake.add("both.test", "::1", "127.0.0.1")
+            # The refused family is tried first: IPv4 goes first when IPv6
+            # answers 200 ms later and IPv4 does not wait for it.
+            fake.delays[socket.AF_INET6] = 0.2 if refused == socket.AF_INET else 0.0
+            with refusing(refused) as factory, trio.fail_after(10):
+                async with await connect_tcp(
+                    "both.test", port, resolution_delay=0, resolver=Resolver()
+                ) as conn:
+                    assert conn.peer.host == winner
+        gc.collect()
+        assert open_fd_count() == before
+        assert factory.refusals == 1
+
+
+async def test_the_winning_socket_is_closed_when_wrapping_it_raises(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def broken_stream(sock: trio.socket.SocketType) -> trio.SocketStream:
+        raise OSError(errno.ENOPROTOOPT, "setsockopt(TCP_NODELAY) failed")
+
+    listener = trio.socket.socket(socket.AF_INET)
+    with listener:
+        await listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        gc.collect()
+        before = open_fd_count()
+        monkeypatch.setattr(trio, "SocketStream", broken_stream)
+        with pytest.raises(OSError, match="TCP_NODELAY"), trio.fail_after(10):
+            await connect_tcp("127.0.0.1", port)
+        monkeypatch.undo()
+        gc.collect()
+        assert open_fd_count() == before
+
+
+async def test_the_connection_is_closed_when_making_its_channel_raises() -> None:
+    listener = trio.socket.socket(socket.AF_INET)
+    with listener:
+        await listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        gc.collect()
+        before = open_fd_count()
+        with pytest.raises(AttributeError), trio.fail_after(10):
+            await connect_tcp("127.0.0.1", port, codec="lines")  # type: ignore[arg-type]
+        gc.collect()
+        assert open_fd_count() == before
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="IP_BIND_ADDRESS_NO_PORT is Linux's")
+async def test_local_address_leaves_the_port_to_connect() -> None:
+    listener = trio.socket.socket(socket.AF_INET)
+    with listener:
+        await listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        with trio.fail_after(10):
+            async with await connect_tcp("127.0.0.1", port, local_address="127.0.0.1") as conn:
+                assert conn.socket.getsockopt(socket.IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT) == 1
+                assert conn.local.host == "127.0.0.1"
+
+
+# ------------------------------------------------------------- issue 12 item 4, 14 item 9: messages
+
+
+async def test_a_refused_attempt_names_its_address_once(
+    net: VirtualNetwork, autojump_clock: trio.testing.MockClock
+) -> None:
+    net.set_dns("example.test", V4)
+    with pytest.raises(ConnectError) as info:
+        await connect_tcp("example.test", 80, resolver=Resolver())
+    message = str(info.value)
+    assert message.count(V4) == 1, message
+    assert f"{V4}:80: Connection refused (ECONNREFUSED)" in message
+
+
+async def test_a_resolution_error_says_cannot_resolve_once_ipv6_first(
+    net: VirtualNetwork, autojump_clock: trio.testing.MockClock
+) -> None:
+    # Each family fails in its own way; IPv4 answers first half the time.
+    for ipv4_first in (True, False):
+        net.set_dns("empty.test", ipv4_delay=0.0 if ipv4_first else 0.01, ipv6_delay=0.005)
+        with pytest.raises(ResolutionError) as info:
+            await connect_tcp("empty.test", 80, resolver=Resolver())
+        message = str(info.value)
+        assert message.count("cannot resolve") == 1, message
+        assert message.index("IPv6:") < message.index("IPv4:"), message
+        assert message.startswith("cannot resolve 'empty.test' port 80: IPv6: ")
+
+
+async def test_a_local_address_that_rules_out_every_address_says_so(
+    net: VirtualNetwork, autojump_clock: trio.testing.MockClock
+) -> None:
+    net.set_dns("v4only.test", V4)
+    with pytest.raises(ConnectError) as info:
+        await connect_tcp("v4only.test", 80, local_address="::", resolver=Resolver())
+    message = str(info.value)
+    assert "local_address='::' is IPv6, which rules out every address found" in message, message
+    assert f"IPv4: {V4}:80" in message
+    assert info.value.attempts == ()
+
+
+async def test_a_failed_tls_handshake_says_why(
+    tls_contexts: tuple[ssl.SSLContext, ssl.SSLContext],
+) -> None:
+    server_context, client_context = tls_contexts
+
+    async def serve(stream: trio.SSLStream[trio.SocketStream]) -> None:
+        with contextlib.suppress(trio.BrokenResourceError):
+            async with stream:
+                await stream.do_handshake()
+
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(trio.serve_ssl_over_tcp, serve, 0, server_context)  # type: ignore[arg-type]
+        port = listeners[0].transport_listener.socket.getsockname()[1]
+        with pytest.raises(trio.BrokenResourceError) as info, trio.fail_after(10):
+            await connect_tcp("127.0.0.1", port, ssl_context=client_context, server_hostname="wrong.example")
+        message = str(info.value)
+        assert message.startswith(f"TLS handshake with 127.0.0.1:{port} failed: certificate verify failed")
+        assert "wrong.example" in message  # the reason names the mismatched host
         assert isinstance(info.value.__cause__, ssl.SSLCertVerificationError)
         nursery.cancel_scope.cancel()

@@ -56,8 +56,18 @@ def test_the_blast_benchmark_reports_what_each_receiver_kept() -> None:
                for line in done.stdout.splitlines())
 
 
+def test_the_server_benchmark_floods_three_servers_from_another_process() -> None:
+    done = run_benchmark("udp_server", "--quick")
+    assert done.returncode == 0, done.stderr
+    rows = table_rows(done.stdout)
+    assert [row.split("|")[1].strip() for row in rows] == ["blocking", "plain trio", "serve_udp"]
+    assert all(float(row.split("|")[2].strip().rstrip("k")) > 0 for row in rows)
+    assert any(line.startswith(("PASS: serve_udp", "FAIL: serve_udp"))
+               for line in done.stdout.splitlines())
+
+
 def test_benchmarks_refuse_fewer_than_three_runs() -> None:
-    for module in ("udp_request", "udp_blast"):
+    for module in ("udp_request", "udp_blast", "udp_server"):
         done = run_benchmark(module, "--runs", "2")
         assert done.returncode == 2
         assert "--runs must be at least 3" in done.stderr

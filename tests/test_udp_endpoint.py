@@ -201,6 +201,16 @@ async def test_a_connected_endpoint_sends_without_address_and_hears_only_its_pee
                 await ep.send(b"x", stranger.getsockname())
 
 
+async def test_a_connected_endpoint_reports_the_local_address_its_peer_sees() -> None:
+    # Issue 14.9: it said 0.0.0.0:port, the wildcard bound before connect().
+    with await plain_socket() as peer:
+        async with open_udp_endpoint(remote=peer.getsockname()) as ep:
+            await ep.send(b"who am I?")
+            _, source = await peer.recvfrom(100)
+            assert ep.local_address == Address.from_sockaddr(source)
+            assert ep.local_address.host == "127.0.0.1"
+
+
 async def test_icmp_port_unreachable_on_a_connected_endpoint_raises_peer_unreachable() -> None:
     log = EventLog()
     port = port_nobody_listens_on()

@@ -409,6 +409,96 @@ async def test_a_failed_handler_caches_nothing_so_a_retransmission_runs_it_again
     assert attempts == 2
 
 
+async def test_a_handler_that_returns_none_caches_nothing_so_a_retransmission_is_handled(
+    autojump_clock: trio.testing.MockClock, net: VirtualNetwork
+) -> None:
+    # Issue 14.3: "no reply" was cached, swallowing every retransmission.
+    runs = 0
+
+    async def drop_first(datagram: Datagram) -> bytes | None:
+        nonlocal runs
+        runs += 1
+        return None if runs == 1 else b"ok"
+
+    async with trio.open_nursery() as nursery:
+        with net.host("server"):
+            server: UDPServer = await nursery.start(functools.partial(
+                serve_udp, drop_first, 7, request_key=lambda d: d.data))
+        with net.host("client"):
+            async with open_udp_endpoint() as ep:
+                start = trio.current_time()
+                reply = await ep.request(b"id", "server:7", policy=RetryPolicy(random_factor=1))
+                assert reply.data == b"ok"
+                assert trio.current_time() - start == pytest.approx(2 + 0.002)
+        stats = server.statistics()
+        nursery.cancel_scope.cancel()
+    assert runs == 2
+    assert stats.duplicates_replayed == 0
+    assert stats.reply_cache_entries == 1  # the reply that was sent
+
+
+async def test_a_reply_that_could_not_be_sent_is_not_cached(
+    autojump_clock: trio.testing.MockClock, net: VirtualNetwork
+) -> None:
+    runs = 0
+
+    async def too_big_then_fine(datagram: Datagram) -> bytes:
+        nonlocal runs
+        runs += 1
+        return b"x" * 70_000 if runs == 1 else b"ok"
+
+    async with trio.open_nursery() as nursery:
+        with net.host("server"):
+            server: UDPServer = await nursery.start(functools.partial(
+                serve_udp, too_big_then_fine, 7, request_key=lambda d: d.data))
+        with net.host("client"):
+            async with open_udp_endpoint() as ep:
+                reply = await ep.request(b"id", "server:7", policy=RetryPolicy(random_factor=1))
+                assert reply.data == b"ok"
+        stats = server.statistics()
+        nursery.cancel_scope.cancel()
+    assert runs == 2
+    assert stats.handler_errors == 1
+
+
+@pytest.mark.parametrize("how", ["cancelled", "grace_expired"])
+async def test_statistics_are_right_after_handlers_are_cancelled(
+    how: str, autojump_clock: trio.testing.MockClock, net: VirtualNetwork
+) -> None:
+    # Issue 12.2, UDP: bookkeeping runs however a handler ends.
+    started = 0
+
+    async def stuck(datagram: Datagram) -> bytes:
+        nonlocal started
+        started += 1
+        await trio.sleep_forever()
+        raise AssertionError("unreachable")
+
+    log = EventLog()
+    async with trio.open_nursery() as nursery:
+        with net.host("server"):
+            server: UDPServer = await nursery.start(functools.partial(
+                serve_udp, stuck, 7, observer=log))
+        with net.host("client"):
+            async with open_udp_endpoint() as ep:
+                for i in range(5):
+                    await ep.send(b"%d" % i, "server:7")
+                await trio.sleep(1)
+        assert server.statistics().handlers_active == 5
+        if how == "cancelled":
+            nursery.cancel_scope.cancel()
+        else:
+            await server.shutdown(grace=1)
+    stats = server.statistics()
+    assert started == 5
+    assert stats.handlers_active == 0
+    assert stats.handler_errors == 0
+    assert stats.datagrams_handled == 5
+    assert [e.kind for e in log][-1] == "udp.shutdown.done"
+    if how == "grace_expired":
+        assert log.of_kind("udp.shutdown.grace_expired")[0].details["cancelled"] == 5
+
+
 async def test_datagrams_whose_key_is_none_are_not_deduplicated(
     autojump_clock: trio.testing.MockClock, net: VirtualNetwork
 ) -> None:

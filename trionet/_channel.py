@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import contextlib
+import errno
+import functools
 import socket as _stdlib_socket
 import struct
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import Final, final
+from typing import Final, TypeVar, final
 
 import trio
 
 from ._idle import IdleTrackingStream
 from ._sansio.codecs import Buffer, Codec, Decoder, LengthPrefixed
+from ._trio_compat import stdlib_socket_of
 from .errors import FrameTimeout, FramingError, IncompleteFrame
 
 __all__ = ["MessageChannel", "MessageChannelStatistics"]
@@ -32,6 +35,12 @@ DEFAULT_ABORT_TIMEOUT: Final = 10.0
 # the connection was aborted instead of seeing an orderly end after half a frame.
 _LINGER_ABORT: Final = struct.pack("ii", 1, 0)
 
+_T = TypeVar("_T")
+
+# What trio's SocketStream maps to ClosedResourceError (trio/_highlevel_socket.py,
+# _closed_stream_errnos); every other OSError is a BrokenResourceError.
+_CLOSED_ERRNOS: Final = frozenset({errno.EBADF, errno.ENOTSOCK})
+
 
 @final
 @dataclass(frozen=True, slots=True)
@@ -44,6 +53,8 @@ class MessageChannelStatistics:
       buffered_bytes: Received bytes held that are not yet part of a returned frame.
       tasks_waiting_send: Tasks queued behind the one that is writing.
       aborted: Whether the channel gave up on a frame and aborted the stream.
+      held_bytes: Bytes of receive buffer memory the channel keeps (its
+          decoder's buffer capacity, at least ``buffered_bytes``).
     """
 
     messages_sent: int
@@ -51,6 +62,7 @@ class MessageChannelStatistics:
     buffered_bytes: int
     tasks_waiting_send: int
     aborted: bool
+    held_bytes: int = 0
 
 
 @final
@@ -110,6 +122,18 @@ class MessageChannel(trio.abc.Channel[bytes]):
       as above. (A shielded write cannot see its caller's cancellation, so on these
       streams each send runs a short-lived watcher task inside the call.)
 
+      Each :meth:`send` and :meth:`receive` is one trio checkpoint. On a
+      :class:`trio.SocketStream` it is also exactly one schedule point when the
+      call does not have to wait (docs/design/fast-path.rst): a cancellation can
+      take effect only before anything happened.
+
+    Graceful shutdown:
+      :meth:`end_when_idle` ends the receiving direction at the next frame
+      boundary: a :meth:`receive` waiting for a new frame raises
+      :exc:`trio.EndOfChannel`, one in the middle of a frame finishes it first.
+      Servers call it on their connections' channels when a graceful shutdown
+      begins, so that idle connections close at once and busy ones finish.
+
     Error handling:
       A frame the peer announces larger than the codec's ``max_size`` raises
       :exc:`~trionet.FrameTooLarge` before its payload is buffered; bytes that break
@@ -119,6 +143,34 @@ class MessageChannel(trio.abc.Channel[bytes]):
       :exc:`trio.EndOfChannel`; in the middle of a frame,
       :exc:`~trionet.IncompleteFrame` (a :exc:`trio.BrokenResourceError`).
     """
+
+    # A server holds one channel per connection: slots keep each one small.
+    __slots__ = (
+        "_abort_timeout",
+        "_aborted",
+        "_activity",
+        "_closed",
+        "_codec",
+        "_decoder",
+        "_ending",
+        "_eof_received",
+        "_eof_sent",
+        "_first_byte_scope",
+        "_frame_timeout",
+        "_messages_received",
+        "_messages_sent",
+        "_partial_offset",
+        "_partial_waited",
+        "_raw",
+        "_read_size",
+        "_receive_failure",
+        "_receiving",
+        "_send_waiters",
+        "_sending",
+        "_socket",
+        "_stream",
+        "_waiting_first_byte",
+    )
 
     def __init__(
         self,
@@ -154,8 +206,22 @@ class MessageChannel(trio.abc.Channel[bytes]):
         self._activity = stream if isinstance(stream, IdleTrackingStream) else None
         inner = self._activity.inner if self._activity is not None else stream
         self._socket = inner.socket if isinstance(inner, trio.SocketStream) else None
-        self._send_lock = trio.StrictFIFOLock()
+        # The fast path (docs/design/fast-path.rst) calls the stdlib socket under a
+        # trio socket directly; None for the virtual network's sockets, which keep
+        # the trio-socket path above.
+        self._raw = stdlib_socket_of(self._socket) if self._socket is not None else None
+        # Send ownership: the task that set _sending owns the stream's sending
+        # side; later senders park here and are handed the ownership in FIFO
+        # order, as trio's StrictFIFOLock does, without its two checkpoints.
+        self._sending = False
+        self._send_waiters = trio.lowlevel.ParkingLot()
         self._receiving = False
+        # end_when_idle(): set once; a receive waiting for a frame's first byte is
+        # woken through _waiting_first_byte (fast path: notify_closing) or
+        # _first_byte_scope (other streams: the scope is cancelled).
+        self._ending = False
+        self._waiting_first_byte = False
+        self._first_byte_scope: trio.CancelScope | None = None
         self._closed = False
         self._eof_received = False
         self._eof_sent = False
@@ -175,16 +241,52 @@ class MessageChannel(trio.abc.Channel[bytes]):
 
     def statistics(self) -> MessageChannelStatistics:
         """Return a :class:`MessageChannelStatistics` snapshot of the channel."""
+        decoder = self._decoder
         return MessageChannelStatistics(
             messages_sent=self._messages_sent,
             messages_received=self._messages_received,
-            buffered_bytes=self._decoder.buffered,
-            tasks_waiting_send=self._send_lock.statistics().tasks_waiting,
+            buffered_bytes=decoder.buffered,
+            tasks_waiting_send=len(self._send_waiters),
             aborted=self._aborted is not None,
+            held_bytes=getattr(decoder, "held", decoder.buffered),
         )
+
+    def end_when_idle(self) -> None:
+        """End the receiving direction at the next frame boundary (graceful shutdown).
+
+        From now on a :meth:`receive` that has nothing of a frame buffered and
+        nothing readable right now raises :exc:`trio.EndOfChannel` instead of
+        waiting, and a :meth:`receive` waiting at this moment for a frame's first
+        byte is woken and raises it. A receive with part of a frame buffered keeps
+        waiting until the frame is complete, and bytes that already arrived (on a
+        socket: readable in the kernel) are still read and delivered first. On
+        streams that cannot tell whether bytes are waiting (memory streams, custom
+        streams), only frames already buffered in the channel are delivered.
+        Sending is not affected, so a handler can still answer and say goodbye.
+
+        Calling it again does nothing. Call it from a task in the channel's trio
+        run (it is synchronous and never blocks).
+
+        Graceful shutdown:
+          A server calls this on every connection's channel when its shutdown
+          begins: handlers waiting for the next request see the end of the
+          channel at once and return, handlers in the middle of a request finish
+          it within the shutdown grace.
+        """
+        if self._ending:
+            return
+        self._ending = True
+        if self._waiting_first_byte:
+            assert self._raw is not None
+            # Wakes the wait_readable() of _wait_readable_raw with
+            # ClosedResourceError without closing anything; see there.
+            trio.lowlevel.notify_closing(self._raw)
+        elif self._first_byte_scope is not None:
+            self._first_byte_scope.cancel()
 
     # ------------------------------------------------------------------ receiving
 
+    @trio.lowlevel.enable_ki_protection
     async def receive(self) -> bytes:
         """Return the next whole message.
 
@@ -217,6 +319,8 @@ class MessageChannel(trio.abc.Channel[bytes]):
                 # A frame was buffered: finish the checkpoint without a chance of
                 # losing it to a cancellation (trio's memory channels do the same).
                 await trio.lowlevel.cancel_shielded_checkpoint()
+            elif self._raw is not None:
+                frame = await self._read_frame_raw(self._raw)
             else:
                 frame = await self._read_frame()
             self._messages_received += 1
@@ -280,15 +384,90 @@ class MessageChannel(trio.abc.Channel[bytes]):
         self._messages_received += len(frames) - 1
         return frames
 
+    async def _read_frame_raw(self, sock: _stdlib_socket.socket) -> bytes:
+        # The fast path (docs/design/fast-path.rst): read the stdlib socket
+        # directly and wait only when it has nothing, so a receive that finds its
+        # bytes already in the kernel costs one schedule point (the shielded one
+        # below), and one that waited costs no more than the wait. Bytes read are
+        # fed to the decoder before any yield: a cancellation loses nothing.
+        scheduled = False
+        try:
+            while True:
+                try:
+                    frame = self._read_raw_nowait(sock)
+                except BlockingIOError:
+                    if self._ending and not self._decoder.buffered:
+                        raise trio.EndOfChannel from None
+                    await self._wait_readable_raw(sock)
+                    scheduled = True
+                    continue
+                if frame is not None:
+                    break
+        except Exception:
+            # Errors are checkpoints too, as trio's own socket calls make them.
+            if not scheduled:
+                await trio.lowlevel.cancel_shielded_checkpoint()
+            raise
+        if not scheduled:
+            await trio.lowlevel.cancel_shielded_checkpoint()
+        return frame
+
+    def _read_raw_nowait(self, sock: _stdlib_socket.socket) -> bytes | None:
+        self._check_receive_state()
+        try:
+            data = sock.recv(self._read_size)
+        except BlockingIOError:
+            raise
+        except OSError as exc:
+            if exc.errno in _CLOSED_ERRNOS:
+                raise trio.ClosedResourceError("the stream was closed") from None
+            raise trio.BrokenResourceError(f"socket connection broken: {exc}") from exc
+        if data:
+            if self._activity is not None:
+                self._activity.last_activity = trio.current_time()
+        else:
+            self._eof_received = True
+            self._check_receive_state()
+        decoder = self._decoder
+        decoder.feed(data)
+        return decoder.next_frame()
+
+    async def _wait_readable_raw(self, sock: _stdlib_socket.socket) -> None:
+        try:
+            if self._decoder.buffered:
+                if self._frame_timeout is None:
+                    await trio.lowlevel.wait_readable(sock)
+                else:
+                    await self._within_frame_timeout(functools.partial(trio.lowlevel.wait_readable, sock))
+                return
+            self._waiting_first_byte = True
+            try:
+                await trio.lowlevel.wait_readable(sock)
+            finally:
+                self._waiting_first_byte = False
+        except trio.ClosedResourceError as exc:
+            # Either aclose() (ours or the stream's) closed the socket, or
+            # end_when_idle() woke this wait with notify_closing() and the socket
+            # is still open: then return, and the caller reads what is readable
+            # and ends the channel if there is nothing.
+            if self._aborted is not None:
+                raise trio.BrokenResourceError("the channel was aborted") from exc
+            if self._closed or sock.fileno() == -1 or not self._ending:
+                raise
+
     async def _read_frame(self) -> bytes:
         decoder = self._decoder
         while True:
             self._check_receive_state()
             try:
-                if self._frame_timeout is None or not decoder.buffered:
+                if not decoder.buffered:
+                    data = await self._receive_first_bytes()
+                elif self._frame_timeout is None:
                     data = await self._stream.receive_some(self._read_size)
                 else:
-                    data = await self._read_within_frame_timeout()
+                    data = await self._within_frame_timeout(
+                        functools.partial(self._stream.receive_some, self._read_size)
+                    )
             except trio.ClosedResourceError as exc:
                 if self._aborted is not None:
                     raise trio.BrokenResourceError("the channel was aborted") from exc
@@ -301,7 +480,35 @@ class MessageChannel(trio.abc.Channel[bytes]):
             if frame is not None:
                 return frame
 
-    async def _read_within_frame_timeout(self) -> bytes | bytearray:
+    async def _receive_first_bytes(self) -> bytes | bytearray:
+        # Waiting for a new frame is where end_when_idle() may end a receive on a
+        # stream other than a plain socket: the wait runs in a scope it cancels.
+        # (A CancelScope costs about a schedule point, which the fast path avoids
+        # with notify_closing() instead.)
+        if self._ending and not self._readable_now():
+            await trio.lowlevel.checkpoint()
+            raise trio.EndOfChannel
+        with trio.CancelScope() as scope:
+            self._first_byte_scope = scope
+            try:
+                return await self._stream.receive_some(self._read_size)
+            finally:
+                self._first_byte_scope = None
+        raise trio.EndOfChannel
+
+    def _readable_now(self) -> bool:
+        # Whether the socket under the stream (also under TLS) has bytes or an end
+        # to read; False where the stream cannot tell (memory streams).
+        stream = self._stream
+        if isinstance(stream, trio.SSLStream):
+            stream = stream.transport_stream
+        if isinstance(stream, IdleTrackingStream):
+            stream = stream.inner
+        if isinstance(stream, trio.SocketStream):
+            return stream.socket.is_readable()
+        return False
+
+    async def _within_frame_timeout(self, wait: Callable[[], Awaitable[_T]]) -> _T:
         # The budget is time spent waiting here for the rest of one frame, not
         # time since its first byte: a handler busy elsewhere while the bytes sit
         # in the kernel's buffer must not make the peer look slow.
@@ -313,7 +520,7 @@ class MessageChannel(trio.abc.Channel[bytes]):
         started = trio.current_time()
         with trio.move_on_at(started + self._frame_timeout - self._partial_waited):
             try:
-                return await self._stream.receive_some(self._read_size)
+                return await wait()
             finally:
                 self._partial_waited += trio.current_time() - started
         self._receive_failure = FrameTimeout(self._frame_timeout, decoder.buffered)
@@ -333,6 +540,7 @@ class MessageChannel(trio.abc.Channel[bytes]):
 
     # -------------------------------------------------------------------- sending
 
+    @trio.lowlevel.enable_ki_protection
     async def send(self, value: Buffer) -> None:
         """Send one message as one frame.
 
@@ -357,8 +565,30 @@ class MessageChannel(trio.abc.Channel[bytes]):
           caller's next checkpoint. Concurrent senders are served in FIFO order and
           their frames never interleave.
         """
-        await self._write(self._codec.encode(value), 1)
+        sock = self._raw
+        if sock is None or self._sending:
+            await self._write(self._codec.encode(value), 1)
+            return
+        # The fast path (docs/design/fast-path.rst), inlined: nobody else is
+        # sending, so the channel is ours without waiting, and one non-blocking
+        # send() usually writes the whole frame. The one schedule point is then
+        # the shielded one after it: a cancellation acts only before the first byte.
+        await trio.lowlevel.checkpoint_if_cancelled()
+        data = self._codec.encode(value)
+        self._check_send_state()
+        self._sending = True
+        try:
+            sent = self._send_raw_nowait(sock, data)
+            if sent != len(data):
+                await self._finish_raw_frame(sock, data, sent)  # has waited: scheduled
+                self._messages_sent += 1
+                return
+            self._messages_sent += 1
+        finally:
+            self._release_sender()
+        await trio.lowlevel.cancel_shielded_checkpoint()
 
+    @trio.lowlevel.enable_ki_protection
     async def send_many(self, values: Iterable[Buffer]) -> None:
         """Send several messages with as few writes as possible.
 
@@ -379,22 +609,105 @@ class MessageChannel(trio.abc.Channel[bytes]):
         messages = values if isinstance(values, (list, tuple)) else list(values)
         await self._write(self._codec.encode_many(messages), len(messages))
 
+    @trio.lowlevel.enable_ki_protection
     async def _write(self, data: bytes | bytearray, count: int) -> None:
-        lock = self._send_lock
-        try:
-            lock.acquire_nowait()
-        except trio.WouldBlock:
-            # Queued behind another sender: cancellable, and nothing is written.
-            await lock.acquire()
+        scheduled = await self._acquire_sender()
         try:
             self._check_send_state()
-            if self._socket is not None:
-                await self._write_socket(self._socket, data)
+            sock = self._raw
+            if sock is not None:
+                sent = self._send_raw_nowait(sock, data)
+                if sent != len(data):
+                    await self._finish_raw_frame(sock, data, sent)
+                    scheduled = True
             else:
-                await self._write_stream(data)
+                scheduled = True
+                if self._socket is not None:
+                    await self._write_socket(self._socket, data)
+                else:
+                    await self._write_stream(data)
             self._messages_sent += count
         finally:
-            lock.release()
+            self._release_sender()
+        if not scheduled:
+            await trio.lowlevel.cancel_shielded_checkpoint()
+
+    async def _acquire_sender(self) -> bool:
+        # Take the sending side; True if that took a schedule point. Must be
+        # followed by try/finally: _release_sender() (KI-protected callers only).
+        if self._sending:
+            # Queued behind another sender: cancellable, and nothing is written.
+            # The sender ahead hands the ownership over when it leaves, so the
+            # woken task owns the channel even if it is cancelled meanwhile.
+            await self._send_waiters.park()
+            return True
+        await trio.lowlevel.checkpoint_if_cancelled()
+        self._sending = True
+        return False
+
+    def _release_sender(self) -> None:
+        if self._send_waiters:
+            self._send_waiters.unpark()  # handed over: _sending stays True
+        else:
+            self._sending = False
+
+    def _send_raw_nowait(self, sock: _stdlib_socket.socket, data: Buffer) -> int:
+        try:
+            sent = sock.send(data)
+        except BlockingIOError:
+            return 0
+        except OSError as exc:
+            if exc.errno in _CLOSED_ERRNOS or sock.fileno() == -1:
+                raise trio.ClosedResourceError("the stream was closed") from exc
+            self._aborted = trio.BrokenResourceError(f"socket connection broken: {exc}")
+            raise self._aborted from exc
+        if self._activity is not None:
+            self._activity.last_activity = trio.current_time()
+        return sent
+
+    async def _wait_writable_raw(self, sock: _stdlib_socket.socket) -> None:
+        while True:
+            try:
+                await trio.lowlevel.wait_writable(sock)
+                return
+            except trio.ClosedResourceError:
+                # end_when_idle() wakes the socket's waiters with notify_closing()
+                # without closing it: then wait again.
+                if self._closed or sock.fileno() == -1:
+                    raise
+
+    async def _finish_raw_frame(self, sock: _stdlib_socket.socket, data: Buffer, sent: int) -> None:
+        # The socket did not take the whole frame at once: the slow path, with
+        # the semantics of _write_socket_frame below. Until the first byte is out
+        # a cancellation means nothing was sent; after it, the frame is finished
+        # under a shield, bounded by abort_timeout.
+        activity = self._activity
+        if activity is not None:
+            activity.sending += 1
+        try:
+            with memoryview(data) as view:
+                total = len(view)
+                while not sent:
+                    await self._wait_writable_raw(sock)
+                    sent = self._send_raw_nowait(sock, view)
+                try:
+                    while sent < total:
+                        await self._wait_writable_raw(sock)
+                        sent += self._send_raw_nowait(sock, view[sent:])
+                    return
+                except trio.Cancelled:
+                    # The frame has started: finish it below. The caller's scope
+                    # stays cancelled, so its next checkpoint raises Cancelled again.
+                    pass
+                with trio.move_on_after(self._abort_timeout, shield=True):
+                    while sent < total:
+                        await self._wait_writable_raw(sock)
+                        sent += self._send_raw_nowait(sock, view[sent:])
+                if sent < total:
+                    await self._abort(f"{sent} of {total} bytes were written")
+        finally:
+            if activity is not None:
+                activity.sending -= 1
 
     def _check_send_state(self) -> None:
         if self._closed:
@@ -521,13 +834,21 @@ class MessageChannel(trio.abc.Channel[bytes]):
         stream = self._stream
         if not isinstance(stream, trio.abc.HalfCloseableStream):
             raise TypeError(f"{type(stream).__name__} cannot half-close: it has no send_eof()")
-        async with self._send_lock:
+        await self._send_eof(stream)
+
+    @trio.lowlevel.enable_ki_protection
+    async def _send_eof(self, stream: trio.abc.HalfCloseableStream) -> None:
+        await self._acquire_sender()
+        try:
             if self._closed:
                 raise trio.ClosedResourceError("the channel was closed")
             if self._eof_sent:
+                await trio.lowlevel.cancel_shielded_checkpoint()
                 return
             await stream.send_eof()
             self._eof_sent = True
+        finally:
+            self._release_sender()
 
     async def aclose(self) -> None:
         """Close the channel and its stream.

@@ -203,10 +203,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     resolve = commands.add_parser(
         "resolve",
-        help="print a host's addresses in the order a client tries them",
+        help="print a host's addresses in the order connect_tcp tries them",
         description="Look the name up the way connect_tcp does: IPv6 and IPv4 in parallel, "
-        "then the RFC 8305 order (the system's first choice, then the families "
-        "alternating). Prints one address per line.",
+        "a first IPv4 answer waiting up to 50 ms for the IPv6 one (RFC 8305 section 3); then "
+        "print the addresses in the order connect_tcp tries them: the first family delivered "
+        "first, then the families alternating (section 4), each in the system's order. "
+        "One address per line. (trionet.resolve() orders one combined lookup by the "
+        "system's preference instead, which may start with IPv4.)",
     )
     resolve.add_argument("host", help="host name or IP address")
     resolve.add_argument("port", type=_port, nargs="?", default=None,
@@ -251,7 +254,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return EXIT_INTERRUPTED
         for leaf in leaves:
             if isinstance(leaf, CommandError):
-                fail(str(leaf), leaf.code)
+                hint = f" (see '{PROG} {args.command} --help')" if leaf.code == EXIT_USAGE else ""
+                fail(str(leaf) + hint, leaf.code)
         if any(isinstance(leaf, BrokenPipeError) for leaf in leaves):
             return EXIT_FAILURE  # stdout was closed (for example by `| head`)
         raise

@@ -18,16 +18,16 @@ from typing import Final
 
 import trio
 
-from ._cli import EXIT_OK, CommandError, make_codec
+from ._cli import EXIT_OK, EXIT_USAGE, CommandError, make_codec
 from ._connection import TCPConnection
 from ._happy_eyeballs_input import FamilyAnswer, resolve_happy_eyeballs
-from ._resolver import resolve as resolve_addresses
-from ._sansio.addresses import Address
+from ._sansio.addresses import Address, normalize_host
 from ._sansio.codecs import Codec, Delimited, Lines
+from ._sansio.ordering import interleave_families
 from ._tcp_client import ConnectAttempt, connect_tcp
 from ._tcp_server import open_tcp_server
 from ._udp import PeerUnreachable, UDPEndpoint, open_udp_endpoint
-from .errors import ConnectError, FramingError, TrionetError
+from .errors import AddressError, ConnectError, FramingError, TrionetError
 
 __all__ = ["connect", "resolve", "serve"]
 
@@ -156,7 +156,9 @@ async def _serve_udp(
     local = args.port if args.host is None else (args.host, args.port)
     try:
         async with open_udp_endpoint(local) as endpoint:
-            say(f"listening on {endpoint.local_address} (udp, codec {args.codec}, {args.mode})")
+            # TCP lists a socket per family; one dual-stack UDP socket serves both.
+            stack = ", dual-stack: IPv6 and IPv4" if endpoint.dual_stack else ""
+            say(f"listening on {endpoint.local_address}{stack} (udp, codec {args.codec}, {args.mode})")
             summary[0] = "stopped after 0 datagram(s)"
             async with trio.open_nursery() as nursery:
 
@@ -236,6 +238,8 @@ async def connect(args: argparse.Namespace) -> int:
             for attempt in exc.attempts if isinstance(attempt, ConnectAttempt)
         ) or describe(exc)
         raise CommandError(f"cannot connect to {args.host} port {args.port}: {reasons}") from exc
+    except AddressError as exc:  # a malformed host: an argument error
+        raise CommandError(f"argument host: {describe(exc)}", EXIT_USAGE) from exc
     except (OSError, TrionetError) as exc:
         raise CommandError(describe(exc)) from exc
     received = 0
@@ -312,35 +316,64 @@ def _host_text(address: Address, with_port: bool) -> str:
 
 
 async def resolve(args: argparse.Namespace) -> int:
-    """``resolve``: the addresses in the order a client tries them."""
+    """``resolve``: the addresses in the order connect_tcp tries them.
+
+    The lookups are connect_tcp's own (resolve_happy_eyeballs: IPv6 and IPv4
+    in parallel, with the resolution delay), and the order is what
+    connect_tcp makes of the answers in the order they were delivered
+    (interleave_families). ``resolve()`` orders one combined getaddrinfo
+    answer instead, which differs when both families answer together and
+    the system prefers IPv4.
+    """
     family = _FAMILIES[args.family]
     port = args.port or 0
     try:
-        if args.timeline:
-            await _print_timeline(args.host, port, family, args.port is not None)
-        addresses = await resolve_addresses(args.host, port, family=family)
+        normalize_host(args.host)  # a malformed name is an argument error, before any lookup
+    except AddressError as exc:
+        raise CommandError(f"argument host: {describe(exc)}", EXIT_USAGE) from exc
+    try:
+        answers = await _happy_eyeballs_answers(args.host, port, family, args.timeline, args.port is not None)
     except (OSError, TrionetError) as exc:
         raise CommandError(describe(exc)) from exc
+    arrived = [address for answer in answers for address in answer.addresses]
+    if not arrived:
+        reasons = "; ".join(
+            f"{_family_label(answer.family)}: {answer.error.reason if answer.error else 'no address'}"
+            for answer in sorted(answers, key=lambda answer: answer.family != socket.AF_INET6)
+        )
+        raise CommandError(f"cannot resolve {args.host!r}: {reasons or 'no address'}")
     if args.timeline:
-        say("in the order a client tries them (RFC 8305 section 4):")
-    for address in addresses:
+        say("in the order connect_tcp tries them (the first family to be delivered, then alternating; "
+            "RFC 8305 sections 3 and 4):")
+    for address in interleave_families(arrived):
         say(_host_text(address, args.port is not None))
     return EXIT_OK
 
 
-async def _print_timeline(host: str, port: int, family: int, with_port: bool) -> None:
+def _family_label(family: int) -> str:
+    return "IPv6" if family == socket.AF_INET6 else "IPv4"
+
+
+async def _happy_eyeballs_answers(
+    host: str, port: int, family: int, timeline: bool, with_port: bool
+) -> list[FamilyAnswer]:
+    """Each family's answer, in the order connect_tcp would receive them."""
     send, receive = trio.open_memory_channel[FamilyAnswer](2)
     start = trio.current_time()
+    answers: list[FamilyAnswer] = []
     async with trio.open_nursery() as nursery:
         nursery.start_soon(resolve_happy_eyeballs, host, port, send)
         async for answer in receive:
-            name = "IPv6" if answer.family == socket.AF_INET6 else "IPv4"
             if family and answer.family != family:
+                continue
+            answers.append(answer)
+            if not timeline:
                 continue
             answered = (answer.answered_at - start) * 1000
             delivered = (trio.current_time() - start) * 1000
             held = f", held until {delivered:.1f} ms" if delivered - answered > 1 else ""
             found = ", ".join(_host_text(a, with_port) for a in answer.addresses)
-            reason = describe(answer.error) if answer.error is not None else "none found"
+            reason = answer.error.reason if answer.error is not None else "none found"
             outcome = found or f"no address ({reason})"
-            say(f"{name} answered after {answered:.1f} ms{held}: {outcome}")
+            say(f"{_family_label(answer.family)} answered after {answered:.1f} ms{held}: {outcome}")
+    return answers

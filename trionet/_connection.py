@@ -24,12 +24,13 @@ if TYPE_CHECKING:
 
     from typing_extensions import Self
 
+    from ._server_base import BaseServer
     from ._tcp_server import TCPServer
     from ._unix import UnixServer
 
 __all__ = ["Connection", "TCPConnection", "UnixConnection"]
 
-ServerT = TypeVar("ServerT")
+ServerT = TypeVar("ServerT", bound="BaseServer")
 
 
 class Connection(Generic[ServerT]):
@@ -98,6 +99,36 @@ class Connection(Generic[ServerT]):
     def server(self) -> ServerT | None:
         """The server that accepted this connection, or ``None`` on the client side."""
         return self._server
+
+    @property
+    def shutdown_requested(self) -> bool:
+        """Whether the server that accepted this connection has begun to shut down.
+
+        ``False`` on the client side. See :meth:`wait_shutdown_requested`.
+        """
+        server = self._server
+        return server is not None and server._shutdown_event().is_set()
+
+    async def wait_shutdown_requested(self) -> None:
+        """Return once the server that accepted this connection begins to shut down.
+
+        This is how a handler of a raw stream (no codec) learns that it should
+        finish: for example a keep-alive protocol waits for it beside its read
+        and closes the connection between requests, so that the shutdown need
+        not wait its whole grace (handlers with a codec get
+        :exc:`trio.EndOfChannel` from an idle ``receive()`` instead, see
+        ``end_idle_on_shutdown``). It returns at once (after a checkpoint) if
+        the shutdown has already begun. On a client connection (``server`` is
+        ``None``) it never returns.
+
+        Cancellation:
+          Safe to cancel; it holds nothing.
+        """
+        server = self._server
+        if server is None:
+            await trio.sleep_forever()
+        else:
+            await server._shutdown_event().wait()
 
     async def aclose(self) -> None:
         """Close the channel (if any) and the stream.

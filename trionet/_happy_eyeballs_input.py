@@ -118,7 +118,8 @@ async def resolve_happy_eyeballs(
           ``None``).
 
     Raises:
-      AddressError: ``host`` is empty or ``port`` is out of range (nothing is
+      AddressError: ``host`` is not a valid host name or IP address (see
+          :meth:`Resolver.resolve`) or ``port`` is out of range (nothing is
           sent, and the channel is closed).
       ValueError: ``resolution_delay`` is negative.
 
@@ -128,12 +129,12 @@ async def resolve_happy_eyeballs(
       sends nothing more and closes ``send_channel``. No task is left running.
     """
     async with send_channel:
-        host, port = _check_request(host, port, 0)
+        host, name, port = _check_request(host, port, 0)
         if not resolution_delay >= 0:
             raise ValueError(f"resolution_delay must be >= 0, not {resolution_delay!r}")
         if resolver is None:
             resolver = default_resolver()
-        literal = _literal(host)
+        literal = _literal(name)
         families = [socket.AF_INET6, socket.AF_INET] if literal is None else [literal.family]
         ipv6_settled = trio.Event()
 
@@ -148,6 +149,10 @@ async def resolve_happy_eyeballs(
                 found = await resolver.resolve(host, port, family=family, type=type, flags=flags)
             except ResolutionError as exc:
                 answer = FamilyAnswer(family, (), exc, trio.current_time())
+            except Exception as exc:  # a broken custom resolver: this family failed
+                error = ResolutionError(host, port, f"the lookup raised {exc!r}")
+                error.__cause__ = exc
+                answer = FamilyAnswer(family, (), error, trio.current_time())
             else:
                 answer = FamilyAnswer(family, tuple(found), None, trio.current_time())
             if family == socket.AF_INET6:

@@ -17,6 +17,7 @@ import trio
 
 from ._resolver import Resolver, resolve
 from ._sansio.addresses import Address, validate_port, wildcard_addresses
+from ._server_base import check_count
 
 __all__ = ["DEFAULT_BACKLOG", "SAME_PORT_ATTEMPTS", "open_listening_sockets"]
 
@@ -64,8 +65,8 @@ async def open_listening_sockets(
           ``AI_PASSIVE``).
       type: :data:`socket.SOCK_STREAM` (the sockets are listening) or
           :data:`socket.SOCK_DGRAM` (the sockets are only bound).
-      backlog: The listen backlog for stream sockets; ``None`` for the
-          system's maximum.
+      backlog: The listen backlog for stream sockets, a positive int (capped
+          at the system's maximum); ``None`` for the system's maximum.
       reuse_port: Set SO_REUSEPORT, so that several processes can listen on
           the same port and the kernel spreads connections among them.
       resolver: The resolver for a host name (the default one if ``None``).
@@ -80,6 +81,8 @@ async def open_listening_sockets(
           ``EADDRINUSE`` when the port is taken; the message names the address.
       ResolutionError: ``host`` could not be resolved.
       AddressError: ``port`` is out of range.
+      ValueError: ``backlog`` is below 1.
+      TypeError: ``backlog`` is not an int (or is a bool).
 
     Resource handling:
       On any error, every socket this call opened is closed before it raises.
@@ -88,6 +91,8 @@ async def open_listening_sockets(
       A cancelled call raises :exc:`trio.Cancelled` and leaves no socket open.
     """
     validate_port(port)
+    # listen() quietly turns a negative backlog into 0: say so instead.
+    backlog = check_count("backlog", backlog)
     if backlog is None:
         backlog = DEFAULT_BACKLOG
     backlog = min(backlog, DEFAULT_BACKLOG)

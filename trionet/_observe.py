@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import final
+from typing import Final, final
 
 import trio
 
@@ -37,8 +37,23 @@ class Event:
     details: Mapping[str, object] = field(default_factory=lambda: MappingProxyType({}))
 
     def __str__(self) -> str:
-        details = " ".join(f"{key}={value}" for key, value in self.details.items())
-        return f"{self.time:9.3f}s  {self.kind:<20} {details}".rstrip()
+        return f"{self.time:9.3f}s  {self.kind:<{_KIND_WIDTH}} {_format_details(self.details)}".rstrip()
+
+
+# The kind column's width: room for "connect.cancelled" and "udp.retransmit";
+# a longer kind widens the column of a timeline (never overflows into details).
+_KIND_WIDTH: Final = 20
+
+
+def _format_value(value: object) -> str:
+    """A detail as text; floats to the microsecond, so 0.7 never shows as 0.7000000000000001."""
+    if isinstance(value, float):
+        return repr(round(value, 6))
+    return str(value)
+
+
+def _format_details(details: Mapping[str, object]) -> str:
+    return " ".join(f"{key}={_format_value(value)}" for key, value in details.items())
 
 
 #: Receives events. It is called synchronously from the task that acts, so it
@@ -86,13 +101,18 @@ class EventLog:
         return [event for event in self.events if event.kind == kind]
 
     def format_timeline(self, *, start: float | None = None) -> str:
-        """The events, one per line, with times relative to ``start`` (the first event's by default)."""
+        """The events, one per line, with times relative to ``start`` (the first event's by default).
+
+        Times are in milliseconds to a tenth; float details are rounded to
+        the microsecond; the kind column is as wide as the longest kind.
+        """
         if not self.events:
             return ""
         origin = self.events[0].time if start is None else start
+        width = max(_KIND_WIDTH, *(len(event.kind) for event in self.events))
         lines = []
         for event in self.events:
-            details = " ".join(f"{key}={value}" for key, value in event.details.items())
-            lines.append(f"{(event.time - origin) * 1000:9.1f} ms  {event.kind:<20} {details}".rstrip())
+            details = _format_details(event.details)
+            lines.append(f"{(event.time - origin) * 1000:9.1f} ms  {event.kind:<{width}} {details}".rstrip())
         return "\n".join(lines)
 

@@ -16,7 +16,7 @@ from typing import Final, final
 
 import trio
 
-from ._sansio.addresses import Address, validate_port
+from ._sansio.addresses import Address, normalize_host, validate_port
 from ._sansio.errors import AddressError
 from ._sansio.ordering import interleave_families
 from .errors import ResolutionError
@@ -52,7 +52,7 @@ DEFAULT_MAX_CACHE_ENTRIES: Final = 1024
 
 _FAMILY_NAMES: Final = {0: "any family", socket.AF_INET: "IPv4", socket.AF_INET6: "IPv6"}
 
-_Key = tuple[str, int, int, int]  # (lower-case host, family, type, flags)
+_Key = tuple[str, int, int, int]  # (lookup name (normalize_host), family, type, flags)
 
 
 @final
@@ -87,7 +87,12 @@ class ResolverStatistics:
 
 @dataclass(frozen=True, slots=True)
 class _Answer:
-    """A lookup's outcome, shared by every caller that waited for it."""
+    """A lookup's outcome, shared by every caller that waited for it.
+
+    Not an :class:`outcome.Outcome`: an outcome can be unwrapped once, and
+    re-raising one exception instance in several tasks would pile their
+    tracebacks onto it. Each caller gets its own result or ResolutionError.
+    """
 
     addresses: tuple[Address, ...] = ()  # port 0; callers substitute theirs
     reason: str | None = None  # set on failure
@@ -127,12 +132,24 @@ class _Flight:
         return self.answer is None and not self.driving and not self.followers
 
 
-def _check_request(host: object, port: object, family: int) -> tuple[str, int]:
-    if not isinstance(host, str) or not host:
-        raise AddressError(f"host must be a non-empty str, not {host!r}")
+def _check_request(host: object, port: object, family: int) -> tuple[str, str, int]:
+    """Check a lookup's arguments: (host as given, the name to look up, port).
+
+    Everything that can be wrong with the request is found here, before any
+    lookup starts and before anything is cached.
+    """
+    name = normalize_host(host)  # type: ignore[arg-type]  # it checks the type itself
     if family not in _FAMILY_NAMES:
         raise ValueError(f"family must be 0, AF_INET or AF_INET6, not {family!r}")
-    return host, validate_port(port)
+    return str(host), name, validate_port(port)
+
+
+def _check_count(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, not {value!r}")
+    if value < 1:
+        raise ValueError(f"{name} must be >= 1, not {value!r}")
+    return value
 
 
 def _literal(host: str) -> Address | None:
@@ -165,7 +182,8 @@ def _filter_family(
 
 
 def _hosts_key(name: str) -> str:
-    name = name.lower()
+    """The hosts table's key for a name: its lookup form, without a trailing dot."""
+    name = normalize_host(name)
     return name[:-1] if name.endswith(".") and len(name) > 1 else name
 
 
@@ -218,15 +236,21 @@ class Resolver:
       ttl: How long an answer is reused, in seconds.
       negative_ttl: How long a failure is reused, in seconds.
       max_concurrent_lookups: How many system lookups may run at once.
-      lookup_timeout: How long a system lookup may take, in seconds, before it
-          counts as failed; ``None`` for no limit.
+      lookup_timeout: How long a lookup may take, in seconds, before it
+          counts as failed, counted from when it was asked for: the wait for
+          one of the ``max_concurrent_lookups`` slots is included. ``None``
+          for no limit.
       max_cache_entries: How many answers the cache holds; the oldest go first.
-      hosts: Static overrides, like ``/etc/hosts``: a name (case-insensitive)
-          maps to IP addresses (str), returned without any lookup.
+      hosts: Static overrides, like ``/etc/hosts``: a name maps to IP
+          addresses (str), returned without any lookup. Names are compared
+          in their lookup form (see :meth:`resolve`): case does not matter,
+          and ``"bücher.test"`` is ``"xn--bcher-kva.test"``.
 
     Raises:
       ValueError: A duration is negative, or a count is less than 1.
-      AddressError: A hosts table entry is not an IP address.
+      TypeError: A count is not an int (a bool is not a count).
+      AddressError: A hosts table entry is not an IP address, or a name in it
+          is not a valid host name.
 
     Example::
 
@@ -250,8 +274,8 @@ class Resolver:
                 raise ValueError(f"{name} must be >= 0, not {value!r}")
         if lookup_timeout is not None and not lookup_timeout > 0:
             raise ValueError(f"lookup_timeout must be > 0 or None, not {lookup_timeout!r}")
-        if max_cache_entries < 1:
-            raise ValueError(f"max_cache_entries must be >= 1, not {max_cache_entries!r}")
+        _check_count("max_cache_entries", max_cache_entries)
+        _check_count("max_concurrent_lookups", max_concurrent_lookups)
         self._ttl = float(ttl)
         self._negative_ttl = float(negative_ttl)
         self._lookup_timeout = math.inf if lookup_timeout is None else float(lookup_timeout)
@@ -271,12 +295,15 @@ class Resolver:
         """Make ``name`` resolve to ``addresses``, without any lookup.
 
         Args:
-          name: The host name; case and one trailing dot do not matter.
+          name: The host name; case, one trailing dot and the form of a
+              non-ASCII name (Unicode or ``xn--`` ASCII) do not matter.
           addresses: IP addresses, in order of preference (a single str is
               one address).
 
         Raises:
-          AddressError: An address is not an IP address, or there is none.
+          AddressError: An address is not an IP address, or there is none, or
+              ``name`` is not a valid host name (too long, an empty label, a
+              label over 63 bytes once encoded...).
         """
         texts = [addresses] if isinstance(addresses, str) else list(addresses)
         if not texts:
@@ -284,7 +311,11 @@ class Resolver:
         self._hosts[_hosts_key(name)] = tuple(Address(text, 0) for text in texts)
 
     def remove_host(self, name: str) -> None:
-        """Remove ``name`` from the hosts table, if it is there."""
+        """Remove ``name`` from the hosts table, if it is there.
+
+        Raises:
+          AddressError: ``name`` is not a valid host name.
+        """
         self._hosts.pop(_hosts_key(name), None)
 
     @property
@@ -297,8 +328,11 @@ class Resolver:
         if host is None:
             self._cache.clear()
             return
-        lowered = host.lower()
-        for key in [key for key in self._cache if key[0] == lowered]:
+        try:
+            name = normalize_host(host)
+        except AddressError:
+            return  # a malformed name is never cached
+        for key in [key for key in self._cache if key[0] == name]:
             del self._cache[key]
 
     def statistics(self) -> ResolverStatistics:
@@ -332,8 +366,11 @@ class Resolver:
     ) -> list[Address]:
         """Resolve ``host`` to addresses, ordered for connection attempts.
 
-        An IP literal (``"::1"``, ``"fe80::1%eth0"``) is returned at once, with no
-        lookup. A name in the hosts table is answered from it. Otherwise the
+        An IP literal (``"::1"``, ``"[::1]"``, ``"fe80::1%eth0"``) is returned at
+        once, with no lookup. A name is checked first and put in its lookup
+        form: ASCII in lower case, a non-ASCII name encoded as IDNA 2008 with
+        the UTS-46 mapping (as :func:`trio.socket.getaddrinfo` does). A name
+        in the hosts table is answered from it. Otherwise the
         cache answers, or one :func:`trio.socket.getaddrinfo` call, shared with
         concurrent identical calls. The addresses come in RFC 8305 section 4
         order: the system's preferred address first, then the families
@@ -354,8 +391,13 @@ class Resolver:
         Raises:
           ResolutionError: The name could not be resolved (the system's error is
               in ``__cause__``), has no address of ``family``, or the lookup
-              took longer than ``lookup_timeout``.
-          AddressError: ``host`` is empty or ``port`` is out of range.
+              took longer than ``lookup_timeout`` (the wait for a lookup slot
+              included).
+          AddressError: ``host`` is not a valid host name or IP address (it is
+              empty, too long, has an empty label or one over 63 bytes, fails
+              IDNA encoding, has brackets around something other than an IPv6
+              address...), or ``port`` is out of range. Nothing is looked up
+              or cached.
 
         Cancellation:
           A cancelled call raises :exc:`trio.Cancelled` and caches nothing.
@@ -365,17 +407,17 @@ class Resolver:
           :exc:`trio.Cancelled`; or, if the lookup had not started yet, one of
           them takes it over.
         """
-        host, port = _check_request(host, port, family)
-        literal = _literal(host)
+        host, name, port = _check_request(host, port, family)
+        literal = _literal(name)
         if literal is not None:
             await trio.lowlevel.checkpoint()
             return _filter_family([literal], family, host, port, "it is not an {} address")
-        static = self._hosts.get(_hosts_key(host))
+        static = self._hosts.get(name[:-1] if name.endswith(".") else name)
         if static is not None:
             await trio.lowlevel.checkpoint()
             self._static_hits += 1
             return _filter_family(static, family, host, port, "the hosts table has no {} address")
-        key: _Key = (host.lower(), family, type, flags)
+        key: _Key = (name, family, type, flags)
         entry = self._cache.get(key)
         if entry is not None:
             if trio.current_time() < entry.expires_at:
@@ -386,10 +428,10 @@ class Resolver:
                 return entry.answer.result(host, port)
             del self._cache[key]
         self._misses += 1
-        answer = await self._wait_for_lookup(key, host, port)
+        answer = await self._wait_for_lookup(key)
         return answer.result(host, port)
 
-    async def _wait_for_lookup(self, key: _Key, host: str, port: int) -> _Answer:
+    async def _wait_for_lookup(self, key: _Key) -> _Answer:
         flight = self._flights.get(key)
         if flight is None:
             flight = self._flights[key] = _Flight()
@@ -397,7 +439,7 @@ class Resolver:
             self._coalesced += 1
         while flight.answer is None:
             if not flight.driving:
-                return await self._drive(flight, key, host, port)
+                return await self._drive(flight, key)
             flight.followers += 1
             flight.update_shield()
             try:
@@ -412,11 +454,25 @@ class Resolver:
             flight.update_shield()
         return flight.answer
 
-    async def _drive(self, flight: _Flight, key: _Key, host: str, port: int) -> _Answer:
+    async def _drive(self, flight: _Flight, key: _Key) -> _Answer:
         flight.driving = True
+        # lookup_timeout counts from the request: a lookup queued behind
+        # max_concurrent_lookups others (hung ones, say) must not wait forever.
+        deadline = trio.current_time() + self._lookup_timeout
         try:
-            async with self._limiter:
-                answer = await self._system_lookup(flight, key, host, port)
+            with trio.move_on_at(deadline) as slot_wait:
+                await self._limiter.acquire()
+            if slot_wait.cancelled_caught:  # acquire() is atomic: no slot was taken
+                answer = _Answer(
+                    reason=f"no lookup slot came free within lookup_timeout={self._lookup_timeout:g} s "
+                    f"(all {self._limiter.total_tokens:g} max_concurrent_lookups stayed busy)",
+                    cacheable=False,  # about this resolver's load, not about the name
+                )
+            else:
+                try:
+                    answer = await self._system_lookup(flight, key, deadline)
+                finally:
+                    self._limiter.release()
         except Exception as exc:  # a broken custom resolver: report it, do not retry
             flight.driving = False
             flight.shield = None
@@ -436,8 +492,8 @@ class Resolver:
         await trio.lowlevel.checkpoint_if_cancelled()  # a shielded driver's own cancel
         return answer
 
-    async def _system_lookup(self, flight: _Flight, key: _Key, host: str, port: int) -> _Answer:
-        _, family, type_, flags = key
+    async def _system_lookup(self, flight: _Flight, key: _Key, deadline: float) -> _Answer:
+        name, family, type_, flags = key
         self._lookups += 1
         self._in_flight += 1
         try:
@@ -445,9 +501,10 @@ class Resolver:
             error: OSError | None = None
             with trio.CancelScope(shield=flight.followers > 0) as shield:
                 flight.shield = shield
-                with trio.move_on_after(self._lookup_timeout):
+                with trio.move_on_at(deadline):
                     try:
-                        raw = await trio.socket.getaddrinfo(host, port, family, type_, 0, flags)
+                        # Port 0: the answer is shared by callers of any port.
+                        raw = await trio.socket.getaddrinfo(name, 0, family, type_, 0, flags)
                     except OSError as exc:
                         error = exc
             flight.shield = None
@@ -536,8 +593,11 @@ async def resolve(
 
     Raises:
       ResolutionError: The name could not be resolved; the message names the
-          host and port, and ``__cause__`` holds the system's error.
-      AddressError: ``host`` is empty or ``port`` is out of range.
+          host and port, ``reason`` says why, and ``__cause__`` holds the
+          system's error.
+      AddressError: ``host`` is not a valid host name or IP address (see
+          :meth:`Resolver.resolve`), or ``port`` is out of range; nothing is
+          looked up.
 
     Cancellation:
       As for :meth:`Resolver.resolve`: a cancelled call raises

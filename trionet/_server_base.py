@@ -12,10 +12,26 @@ import trio
 if TYPE_CHECKING:
     from ._server_core import ServerCore
 
-__all__ = ["DEFAULT_SHUTDOWN_GRACE", "BaseServer", "ServerStatistics", "open_server"]
+__all__ = ["DEFAULT_SHUTDOWN_GRACE", "BaseServer", "ServerStatistics", "check_count", "open_server"]
 
 # gunicorn's graceful_timeout and Kubernetes' terminationGracePeriodSeconds: 30 s.
 DEFAULT_SHUTDOWN_GRACE: Final = 30.0
+
+
+def check_count(name: str, value: int | None, *, minimum: int = 1) -> int | None:
+    """Validate a count option: ``None``, or an int (not a bool) of at least ``minimum``.
+
+    Raises:
+      TypeError: ``value`` is not an int (``True`` is not a count).
+      ValueError: ``value`` is below ``minimum``.
+    """
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int or None, not {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be at least {minimum} (or None), not {value!r}")
+    return value
 
 
 @final
@@ -29,7 +45,8 @@ class ServerStatistics:
       connections_accepted: Connections accepted since the server started.
       connections_shed: Connections the server closed because of a limit: idle
           for ``idle_timeout``, or a TLS handshake slower than its timeout.
-      handshake_failures: TLS handshakes that failed (bad certificate, not TLS).
+      handshake_failures: TLS handshakes that failed (bad certificate, not TLS);
+          one that timed out counts in ``connections_shed`` instead.
       handler_errors: Handlers that raised an exception.
       accept_errors: ``accept()`` failures survived (EMFILE, ENFILE, ENOBUFS,
           ENOMEM), each followed by a back-off.
@@ -65,6 +82,10 @@ class BaseServer:
         """Return a :class:`~trionet.ServerStatistics` snapshot of the server."""
         return self._core.statistics()
 
+    def _shutdown_event(self) -> trio.Event:
+        # For Connection.wait_shutdown_requested.
+        return self._core.shutdown_requested
+
     def shutdown_nowait(self, *, grace: float = DEFAULT_SHUTDOWN_GRACE) -> None:
         """Start a graceful shutdown and return at once; see :meth:`shutdown`.
 
@@ -81,14 +102,25 @@ class BaseServer:
 
         From the moment of the call the listening sockets are closed: new
         connections are refused (a Unix server's socket file is removed), and
-        connections that were waiting in the backlog are dropped. Handlers keep
-        running; those still running ``grace`` seconds later are cancelled. This
-        returns once every connection is closed and the server's task has ended.
-        Calling it again (or :meth:`shutdown_nowait`) can only bring the deadline
-        closer. On a server that has already stopped it returns at once.
+        connections that were waiting in the backlog are dropped. Each
+        connection's :meth:`~trionet.TCPConnection.wait_shutdown_requested`
+        returns, and (unless the server was started with
+        ``end_idle_on_shutdown=False``) each channel ends at its next frame
+        boundary (:meth:`~trionet.MessageChannel.end_when_idle`): a handler
+        waiting for a message with nothing buffered gets
+        :exc:`trio.EndOfChannel` now, so idle connections do not hold the
+        shutdown. Handlers keep running; those still running ``grace`` seconds
+        later are cancelled, and a connection whose send is blocked because the
+        peer stopped reading is reset (a TCP RST) at that moment: the send ends
+        at once instead of finishing its frame for ``abort_timeout``, so the
+        shutdown takes its grace and no more. This returns once every
+        connection is closed and the server's task has ended. Calling it again
+        (or :meth:`shutdown_nowait`) can only bring the deadline closer. On a
+        server that has already stopped it returns at once.
 
         Args:
-          grace: Seconds to wait for handlers; 0 cancels them at once.
+          grace: Seconds to wait for handlers; 0 cancels them (and resets the
+              blocked ones) at once.
 
         Raises:
           ValueError: ``grace`` is negative.

@@ -2,12 +2,13 @@
 
 A server is two nurseries in the task that ``nursery.start`` runs: one with an
 accept loop per listening socket, inside one with a task per connection. The
-handler runs in that task; with ``idle_timeout`` a watcher runs beside it in a
-nursery of the connection's own, and nothing else runs anywhere. Shutdown
-cancels the accept loops and closes the listening sockets at once (synchronously,
-so no connection is accepted after it starts), lets the handlers run until the
-grace deadline, then cancels the rest, and returns when every connection is
-closed.
+handler runs in that task, and nothing else runs per connection: with
+``idle_timeout`` one timer task per server watches every connection (see
+:class:`~trionet._idle.IdleTimer`). Shutdown cancels the accept loops and closes the listening
+sockets at once (synchronously, so no connection is accepted after it starts),
+ends the channels that are idle, lets the handlers run until the grace deadline,
+then cancels the rest and resets their connections, and returns when every
+connection is closed.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import errno
 import logging
 import math
 import os
+import select
 import socket
 import ssl
 import struct
@@ -25,19 +27,22 @@ from typing import Any, Final, Generic, TypeVar, final
 
 import trio
 
-from ._channel import MessageChannel
+from ._channel import DEFAULT_ABORT_TIMEOUT, MessageChannel
 from ._connection import Connection
-from ._idle import IdleTrackingStream, wait_idle
+from ._idle import IdleEntry, IdleTimer, IdleTrackingStream
 from ._observe import Observer, emit
 from ._sansio.codecs import Codec
 from ._sansio.errors import FramingError
-from ._server_base import BaseServer, ServerStatistics
+from ._server_base import BaseServer, ServerStatistics, check_count
+from ._trio_compat import stdlib_socket_of
 
 __all__ = [
     "ACCEPT_BACKOFF_INITIAL",
     "ACCEPT_BACKOFF_MAX",
+    "ACCEPT_BATCH",
     "DEFAULT_TLS_HANDSHAKE_TIMEOUT",
     "ServerCore",
+    "stdlib_socket",
 ]
 
 #: The logger for handler errors, accept errors and shed connections.
@@ -47,6 +52,12 @@ LOGGER: Final = logging.getLogger("trionet")
 # the delay on each further error up to 1 s, and resets it after a success.
 ACCEPT_BACKOFF_INITIAL: Final = 0.005
 ACCEPT_BACKOFF_MAX: Final = 1.0
+# Connections taken from the backlog per wake-up before the accept loop lets the
+# handlers run (Twisted's tcp.Port takes up to 100 per wake; libuv and asyncio
+# loop until EAGAIN). trio's accept() takes one per scheduler pass, so under load
+# a backlog of N waited N passes (issue 11.3); bounded so that a flood of
+# connects cannot starve the connections already open.
+ACCEPT_BATCH: Final = 64
 # asyncio's ssl_handshake_timeout default (asyncio.constants.SSL_HANDSHAKE_TIMEOUT).
 DEFAULT_TLS_HANDSHAKE_TIMEOUT: Final = 60.0
 # SO_LINGER on with a zero timeout: close() sends a TCP reset.
@@ -82,9 +93,58 @@ MakeConnection = Callable[
 def _check_timeout(name: str, value: float | None) -> float | None:
     if value is None:
         return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number of seconds or None, not {value!r}")
     if not value > 0:  # also rejects NaN
         raise ValueError(f"{name} must be a positive number of seconds, not {value!r}")
     return float(value)
+
+
+def stdlib_socket(sock: trio.socket.SocketType) -> socket.socket | None:
+    """The standard library socket under a trio socket, or ``None`` if there is none.
+
+    trio offers no non-blocking ``accept``; the accept loop calls the standard
+    socket's ``accept()`` itself so that it can take every waiting connection in
+    one wake-up. The socket comes from :mod:`trionet._trio_compat`, trionet's one
+    reach into trio's internals. Anything else (the virtual network's sockets,
+    test doubles) gives ``None`` and is accepted through its ``accept()``, one
+    connection at a time. ``tests/test_tcp_server_accept.py`` fails if trio
+    moves the socket.
+    """
+    return stdlib_socket_of(sock)
+
+
+def _reset(sock: trio.socket.SocketType) -> None:
+    """Close ``sock`` with a TCP reset: a send blocked on it wakes at once."""
+    if sock.family != socket.AF_UNIX:  # a Unix socket refuses SO_LINGER
+        with contextlib.suppress(OSError, NotImplementedError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_ABORT)
+    sock.close()  # trio's close() wakes the tasks waiting on it (notify_closing)
+
+
+def _blocked_for_sending(socks: list[trio.socket.SocketType]) -> list[trio.socket.SocketType]:
+    """The sockets that cannot take a byte now: their send buffer is full.
+
+    Sockets that cannot be polled (the virtual network's, or every socket where
+    :func:`select.poll` is missing) are all reported, to be on the safe side.
+    """
+    if not hasattr(select, "poll"):
+        return socks
+    poller = select.poll()
+    blocked: list[trio.socket.SocketType] = []
+    by_fd: dict[int, trio.socket.SocketType] = {}
+    for sock in socks:
+        raw = stdlib_socket(sock)
+        fd = raw.fileno() if raw is not None else -1
+        if fd < 0:
+            blocked.append(sock)
+        else:
+            by_fd[fd] = sock
+            poller.register(fd, select.POLLOUT)
+    if by_fd:
+        writable = {fd for fd, events in poller.poll(0) if events == select.POLLOUT}
+        blocked.extend(sock for fd, sock in by_fd.items() if fd not in writable)
+    return blocked
 
 
 @final
@@ -106,28 +166,28 @@ class ServerCore(Generic[ConnT]):
         max_connections: int | None,
         idle_timeout: float | None,
         frame_timeout: float | None = None,
+        abort_timeout: float = DEFAULT_ABORT_TIMEOUT,
         ssl_context: ssl.SSLContext | None,
         tls_handshake_timeout: float,
+        end_idle_on_shutdown: bool = True,
         strict: bool,
         observer: Observer | None,
     ) -> None:
         if not callable(handler):
             raise TypeError(f"handler must be an async callable, not {handler!r}")
-        if max_connections is not None and (
-            not isinstance(max_connections, int) or max_connections < 1
-        ):
-            raise ValueError(
-                f"max_connections must be a positive int or None, not {max_connections!r}"
-            )
         self._handler = handler
         self._kind = kind
         self._describe_peer = describe_peer
         self._codec = codec
-        self._limit = max_connections
+        self._limit = check_count("max_connections", max_connections)
         self._idle_timeout = _check_timeout("idle_timeout", idle_timeout)
         self._frame_timeout = _check_timeout("frame_timeout", frame_timeout)
+        abort = _check_timeout("abort_timeout", abort_timeout)
+        assert abort is not None
+        self._abort_timeout = abort
         self._ssl_context = ssl_context
         self._handshake_timeout = _check_timeout("tls_handshake_timeout", tls_handshake_timeout)
+        self._end_idle = bool(end_idle_on_shutdown)
         self._strict = strict
         self._observer = observer
         self._make_connection: MakeConnection[ConnT] | None = None
@@ -137,12 +197,20 @@ class ServerCore(Generic[ConnT]):
         self._accept_scope = trio.CancelScope()
         self._accept_scopes: list[trio.CancelScope] = []  # accepts that a limit may cut short
         self._slot_freed = trio.lowlevel.ParkingLot()
+        # Every open connection's socket, and its channel once there is one: what
+        # shutdown ends when idle, and resets when the grace is over.
+        self._connections: dict[trio.socket.SocketType, MessageChannel | None] = {}
         self._all_closed = trio.Event()
         self._stopped = trio.Event()
+        self._shutdown_requested = trio.Event()
         self._grace_scope: trio.CancelScope | None = None
         self._grace_deadline = math.inf
+        self._idle_timer = (
+            IdleTimer(self._idle_timeout, self._shed_idle) if self._idle_timeout is not None else None
+        )
         self._running = False
         self._shutting_down = False
+        self._cut = False
         self._paused = False
         self._active = 0
         self._accepted = 0
@@ -156,6 +224,11 @@ class ServerCore(Generic[ConnT]):
     @property
     def active(self) -> int:
         return self._active
+
+    @property
+    def shutdown_requested(self) -> trio.Event:
+        """Set when shutdown begins."""
+        return self._shutdown_requested
 
     def statistics(self) -> ServerStatistics:
         return ServerStatistics(
@@ -189,14 +262,26 @@ class ServerCore(Generic[ConnT]):
         try:
             async with trio.open_nursery() as handlers:
                 self._handlers = handlers
-                with self._accept_scope:
-                    async with trio.open_nursery() as acceptors:
-                        for sock in sockets:
-                            acceptors.start_soon(self._accept_loop, sock)
-                        emit(self._observer, f"{self._kind}.listening", addresses=listening)
-                        task_status.started(server)
-                # The accept loops end only when shutdown has begun.
-                await self._drain(handlers)
+                try:
+                    if self._idle_timer is not None:
+                        handlers.start_soon(self._idle_timer.run)
+                    with self._accept_scope:
+                        async with trio.open_nursery() as acceptors:
+                            for sock in sockets:
+                                acceptors.start_soon(self._accept_loop, sock)
+                            emit(self._observer, f"{self._kind}.listening", addresses=listening)
+                            task_status.started(server)
+                    # The accept loops end only when shutdown has begun.
+                    await self._drain(handlers)
+                except BaseException:
+                    # Cancelled from outside, or a handler's error with strict=True:
+                    # the handlers are being cancelled, and a send stuck on a peer that
+                    # does not read must not hold them for abort_timeout.
+                    self._cut_connections()
+                    raise
+                finally:
+                    if self._idle_timer is not None:
+                        self._idle_timer.stop()
             emit(self._observer, f"{self._kind}.shutdown.done")
         finally:
             self._running = False
@@ -212,6 +297,19 @@ class ServerCore(Generic[ConnT]):
         if self._active:
             emit(self._observer, f"{self._kind}.shutdown.grace_expired", cancelled=self._active)
             handlers.cancel_scope.cancel()
+            self._cut_connections()
+
+    def _cut_connections(self) -> None:
+        # The handlers are being cancelled. Those waiting for the peer unwind at
+        # once and close in order; a send blocked on a peer that does not read
+        # would not (MessageChannel finishes a started frame under a shield for
+        # abort_timeout, 10 s by default). So a connection whose socket cannot
+        # take a byte now is reset: the send wakes at once, the kernel drops what
+        # it held for that peer, and the shutdown takes its grace and no more
+        # (issue 12.1).
+        self._cut = True
+        for sock in _blocked_for_sending(list(self._connections)):
+            _reset(sock)
 
     def _close_listeners(self) -> None:
         for sock in self._sockets:
@@ -243,6 +341,13 @@ class ServerCore(Generic[ConnT]):
         # connection is accepted after shutdown starts" hold: the kernel refuses
         # new connections from this moment.
         self._close_listeners()
+        self._shutdown_requested.set()
+        if self._end_idle:
+            # As Go's Server.Shutdown: idle keep-alive connections end now, busy
+            # ones when their handler next waits for a message.
+            for channel in self._connections.values():
+                if channel is not None:
+                    channel.end_when_idle()
         if self._active == 0:
             self._all_closed.set()
 
@@ -253,9 +358,70 @@ class ServerCore(Generic[ConnT]):
     # ---------------------------------------------------------------- accepts
 
     async def _accept_loop(self, listener: trio.socket.SocketType) -> None:
+        raw = stdlib_socket(listener)
+        if raw is not None:
+            await self._accept_backlog(raw)
+        else:
+            await self._accept_one_at_a_time(listener)
+
+    async def _accept_backlog(self, raw: socket.socket) -> None:
+        # trio's accept() ends with a schedule point after each connection, so a
+        # backlog of N connections takes N scheduler passes, each as long as every
+        # busy connection's step. Here a wake-up takes up to ACCEPT_BATCH of them
+        # with non-blocking accept() calls (trio made the socket non-blocking) and
+        # waits for readability only when the backlog is empty. The limit is
+        # checked before each call, so a connection is never taken past it, and a
+        # close of the listener (shutdown) wakes the wait (notify_closing).
+        limit = self._limit
+        from_stdlib = trio.socket.from_stdlib_socket
+        delay = 0.0
+        taken = 0
+        while True:
+            if limit is not None and self._active >= limit:
+                self._pause()
+                await self._slot_freed.park()
+                taken = 0
+                continue
+            if taken >= ACCEPT_BATCH:
+                taken = 0
+                await trio.lowlevel.checkpoint()
+                continue
+            try:
+                conn, address = raw.accept()
+            except BlockingIOError:
+                taken = 0
+                try:
+                    await trio.lowlevel.wait_readable(raw)
+                except trio.ClosedResourceError:
+                    if self._shutting_down:
+                        return
+                    raise
+                continue
+            except OSError as exc:
+                if self._shutting_down:
+                    return  # our own close of the listener
+                taken += 1
+                if exc.errno in _IGNORABLE_ACCEPT_ERRNOS:
+                    continue
+                if exc.errno not in _CAPACITY_ERRNOS:
+                    raise
+                delay = min(delay * 2, ACCEPT_BACKOFF_MAX) if delay else ACCEPT_BACKOFF_INITIAL
+                self._accept_error(exc, delay)
+                await trio.sleep(delay)
+                taken = 0
+                continue
+            delay = 0.0
+            taken += 1
+            try:
+                sock = from_stdlib(conn)
+            except BaseException:
+                conn.close()
+                raise
+            self._start_connection(sock, address)
+
+    async def _accept_one_at_a_time(self, listener: trio.socket.SocketType) -> None:
         accept = listener.accept
         limit = self._limit
-        observer = self._observer
         delay = 0.0
         while True:
             try:
@@ -280,15 +446,19 @@ class ServerCore(Generic[ConnT]):
                 await trio.sleep(delay)
                 continue
             delay = 0.0
-            self._active += 1
-            self._accepted += 1
-            if observer is not None:
-                emit(observer, f"{self._kind}.accept", peer=self._describe_peer(address),
-                     active=self._active)
-            if limit is not None and self._active >= limit:
-                self._pause()
-            assert self._handlers is not None
-            self._handlers.start_soon(self._serve, sock, address)
+            self._start_connection(sock, address)
+
+    def _start_connection(self, sock: trio.socket.SocketType, address: Any) -> None:
+        self._active += 1
+        self._accepted += 1
+        self._connections[sock] = None
+        if self._observer is not None:
+            emit(self._observer, f"{self._kind}.accept", peer=self._describe_peer(address),
+                 active=self._active)
+        if self._limit is not None and self._active >= self._limit:
+            self._pause()
+        assert self._handlers is not None
+        self._handlers.start_soon(self._serve, sock, address)
 
     async def _accept_within_limit(
         self, listener: trio.socket.SocketType, limit: int
@@ -337,7 +507,10 @@ class ServerCore(Generic[ConnT]):
         )
         emit(self._observer, f"{self._kind}.accept_error", errno=name, delay=delay)
 
-    def _connection_done(self) -> None:
+    def _connection_done(self, sock: trio.socket.SocketType) -> None:
+        # Synchronous, and reached whatever closing the connection raised: the
+        # count and the close event must not depend on a cancellation (issue 12.2).
+        self._connections.pop(sock, None)
         self._active -= 1
         if self._shutting_down:
             if self._active == 0:
@@ -362,11 +535,16 @@ class ServerCore(Generic[ConnT]):
                 stream = trio.SSLStream(stream, self._ssl_context, server_side=True)
                 if not await self._handshake(stream, address):
                     return
-            channel = (
-                MessageChannel(stream, self._codec, frame_timeout=self._frame_timeout)
-                if self._codec is not None
-                else None
-            )
+            channel = None
+            if self._codec is not None:
+                channel = MessageChannel(
+                    stream, self._codec, frame_timeout=self._frame_timeout,
+                    abort_timeout=self._abort_timeout,
+                )
+                if sock in self._connections:
+                    self._connections[sock] = channel
+                if self._shutting_down and self._end_idle:
+                    channel.end_when_idle()
             assert self._make_connection is not None
             conn = self._make_connection(stream, sock, address, channel)
             if idle is None:
@@ -375,22 +553,42 @@ class ServerCore(Generic[ConnT]):
                 except Exception as exc:
                     error = exc
             else:
-                error = await self._run_with_idle_timeout(conn, idle, address)
+                # Inline, not a coroutine of its own: a frame less per connection.
+                assert self._idle_timer is not None
+                scope = trio.CancelScope()
+                entry = self._idle_timer.watch(idle, scope, sock, address)
+                try:
+                    with scope:
+                        try:
+                            await self._handler(conn)
+                        except Exception as exc:
+                            error = exc
+                finally:
+                    self._idle_timer.unwatch(entry)
+                if scope.cancel_called:
+                    error = None  # once shed, whatever the handler raised comes from the closing
+            if self._cut:
+                error = None  # the reset is what it raised
             if error is not None:
                 self._handler_failed(address, error)
             elif self._ssl_context is not None:
                 with trio.move_on_after(_TLS_CLOSE_TIMEOUT):
                     await conn.aclose()  # sends close_notify
         finally:
-            if stream is None:
-                sock.close()
-            else:
-                await trio.aclose_forcefully(stream)
-            self._connection_done()
-            if self._observer is not None:
-                emit(self._observer, f"{self._kind}.closed", peer=self._describe_peer(address))
+            try:
+                if stream is None:
+                    sock.close()
+                else:
+                    await trio.aclose_forcefully(stream)
+            finally:
+                self._connection_done(sock)
+                if self._observer is not None:
+                    emit(self._observer, f"{self._kind}.closed", peer=self._describe_peer(address))
 
     async def _handshake(self, stream: trio.SSLStream[Any], address: Any) -> bool:
+        # A handshake that fails is a handshake failure; one that does not finish
+        # in time is a connection shed by a limit (connections_shed, reason
+        # "tls_handshake_timeout"), as an idle one is: docs/howto/tls.rst.
         assert self._handshake_timeout is not None
         with trio.move_on_after(self._handshake_timeout):
             try:
@@ -407,41 +605,20 @@ class ServerCore(Generic[ConnT]):
         self._shed_connection(address, "tls_handshake_timeout")
         return False
 
-    async def _run_with_idle_timeout(
-        self, conn: ConnT, idle: IdleTrackingStream, address: Any
-    ) -> Exception | None:
-        error: Exception | None = None
-        with trio.CancelScope() as handler_scope:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._shed_when_idle, idle, handler_scope, conn.socket, address)
-                try:
-                    await self._handler(conn)
-                except Exception as exc:  # caught here so that no group wraps it
-                    error = exc
-                nursery.cancel_scope.cancel()
-        # Once shed, whatever the handler raised comes from the closing.
-        return None if handler_scope.cancel_called else error
+    # -------------------------------------------------------------- idleness
 
-    async def _shed_when_idle(
-        self,
-        idle: IdleTrackingStream,
-        handler_scope: trio.CancelScope,
-        sock: trio.socket.SocketType,
-        address: Any,
-    ) -> None:
-        assert self._idle_timeout is not None
-        await wait_idle(idle, self._idle_timeout)
-        self._shed_connection(address, "idle_timeout")
-        handler_scope.cancel()
-        if idle.sending:
+    def _shed_idle(self, entry: IdleEntry) -> None:
+        self._shed_connection(entry.address, "idle_timeout")
+        entry.scope.cancel()
+        if entry.stream.sending:
             # A send has been stuck for idle_timeout: the peer stopped reading.
             # Cancelled mid-frame, the channel would give it abort_timeout more
             # to finish the frame. Reset the connection now instead (as nginx's
             # reset_timedout_connection): the stuck send fails at once. A quiet
             # connection keeps its orderly close (and TLS its close_notify).
             with contextlib.suppress(OSError):
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_ABORT)
-                sock.shutdown(socket.SHUT_RDWR)
+                entry.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_ABORT)
+                entry.sock.shutdown(socket.SHUT_RDWR)
 
     def _shed_connection(self, address: Any, reason: str) -> None:
         self._shed += 1

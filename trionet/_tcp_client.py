@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import math
+import os
 import socket
 import ssl
 from dataclasses import dataclass
@@ -14,11 +17,11 @@ from ._channel import MessageChannel
 from ._connection import TCPConnection
 from ._happy_eyeballs_input import RESOLUTION_DELAY, FamilyAnswer, resolve_happy_eyeballs
 from ._observe import Observer, emit
-from ._resolver import Resolver
-from ._sansio.addresses import Address, validate_port
+from ._resolver import Resolver, _check_request
+from ._sansio.addresses import Address
 from ._sansio.codecs import Codec
 from ._sansio.ordering import interleave_families
-from .errors import AddressError, ConnectError, ResolutionError
+from .errors import ConnectError, ResolutionError
 
 __all__ = ["ConnectAttempt", "connect_tcp"]
 
@@ -32,6 +35,12 @@ MAX_ATTEMPT_DELAY: Final = 2.0
 # Seconds a TLS handshake may take before the connection is given up; trio's
 # open_ssl_over_tcp_stream has no limit, which lets a silent server hold a client.
 TLS_HANDSHAKE_TIMEOUT: Final = 10.0
+# Linux's IP_BIND_ADDRESS_NO_PORT (include/uapi/linux/in.h), which Python's
+# socket module exports only from 3.12 on. With it, bind() to a local address
+# leaves the port to connect(), which can then reuse a port for different
+# destinations; without it, every bound socket takes a port of its own, and a
+# client making many connections from one address runs out (trio sets it too).
+IP_BIND_ADDRESS_NO_PORT: Final = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
 
 # RFC 8305 in brief, and what this module does about each part:
 #
@@ -79,7 +88,20 @@ class ConnectAttempt:
     def __str__(self) -> str:
         if self.error is None:
             return f"{self.address}: still connecting when the connect gave up"
-        return f"{self.address}: {str(self.error) or type(self.error).__name__}"
+        return f"{self.address}: {_describe(self.error)}"
+
+
+def _describe(error: BaseException) -> str:
+    """Why an attempt failed, without the address (the attempt names it once).
+
+    trio's connect() writes the address into its OSError's message
+    ("Error connecting to ('127.0.0.1', 8000): Connection refused"); the
+    errno says everything that matters.
+    """
+    if isinstance(error, OSError) and error.errno is not None and error.errno > 0:
+        name = errno.errorcode.get(error.errno)
+        return f"{os.strerror(error.errno)}" + (f" ({name})" if name else "")
+    return str(error) or type(error).__name__
 
 
 @dataclass(slots=True)
@@ -89,6 +111,7 @@ class _Race:
     arrived: list[Address]
     tried: set[Address]
     attempts: list[ConnectAttempt]
+    ruled_out: list[Address]  # resolved, but of another family than local_address
     running: int = 0
     winner: tuple[trio.socket.SocketType, Address] | None = None
 
@@ -151,7 +174,11 @@ async def connect_tcp(
           call in :func:`trio.fail_after`, but the error names each attempt.
       tls_handshake_timeout: Seconds the TLS handshake may take.
       local_address: An IP address to connect from; only addresses of its
-          family are tried.
+          family are tried (if it rules every address out, the
+          :exc:`~trionet.ConnectError` says so). The port is chosen at
+          connect time (``IP_BIND_ADDRESS_NO_PORT`` on Linux, as trio does),
+          so many connections from one address to different servers can
+          share local ports.
       resolver: The :class:`~trionet.Resolver` to use (the default one if ``None``).
       observer: Receives events: ``connect.answer`` (a family's lookup answered),
           ``connect.attempt`` (started), ``connect.failed``, ``connect.won`` and
@@ -166,22 +193,28 @@ async def connect_tcp(
           ``attempts`` lists each :class:`ConnectAttempt` with its address,
           time and cause. It is an :exc:`OSError`.
       trio.BrokenResourceError: The TLS handshake failed (for example the
-          certificate does not match); the cause is the :exc:`ssl.SSLError`.
+          certificate does not match); the message names the address and
+          the reason, and ``__cause__`` is the :exc:`ssl.SSLError`.
       trio.TooSlowError: The TLS handshake took longer than ``tls_handshake_timeout``.
-      AddressError: ``host`` or ``port`` is malformed.
+      AddressError: ``host`` or ``port`` is malformed: ``host`` is checked as
+          :meth:`Resolver.resolve` checks it (an IPv6 literal may be written
+          in brackets, ``"[::1]"``), before anything is looked up.
 
     Cancellation:
       Cancelling it cancels the lookups and every attempt, and closes every
       socket it opened; nothing is left running.
     """
     delay = _attempt_delay(happy_eyeballs_delay)
-    validate_port(port)
-    if not isinstance(host, str) or not host:
-        raise AddressError(f"host must be a non-empty string, not {host!r}")
+    # Every argument is checked here, before the nursery: an error raised in
+    # one of its tasks would come out wrapped in an ExceptionGroup.
+    host, name, port = _check_request(host, port, 0)
     if not resolution_delay >= 0:
         raise ValueError(f"resolution_delay must be >= 0, not {resolution_delay!r}")
+    interleave_families([], first_address_family_count=first_address_family_count)  # checks it
     local = Address.parse(local_address, default_port=0) if local_address is not None else None
-    race = _Race(arrived=[], tried=set(), attempts=[])
+    if local is not None:
+        local.to_sockaddr()  # AddressError now for a zone that names an interface
+    race = _Race(arrived=[], tried=set(), attempts=[], ruled_out=[])
     lookup_errors: list[tuple[int, ResolutionError]] = []
     began = trio.current_time()
     deadline = math.inf if connect_timeout is None else began + connect_timeout
@@ -193,24 +226,47 @@ async def connect_tcp(
         )
     if race.winner is None:
         timed_out = connect_timeout if timeout_scope.cancelled_caught else None
-        if not race.arrived and lookup_errors and timed_out is None:
+        if not race.arrived and not race.ruled_out and lookup_errors and timed_out is None:
             raise _resolution_error(host, port, lookup_errors)
-        raise _connect_error(host, port, race, began, timed_out)
+        raise _connect_error(host, port, race, began, timed_out, local)
     sock, address = race.winner
-    stream: trio.abc.Stream = trio.SocketStream(sock)
+    try:
+        stream: trio.abc.Stream = trio.SocketStream(sock)
+    except BaseException:
+        sock.close()
+        raise
     try:
         if ssl_context is not None:
-            tls = trio.SSLStream(stream, ssl_context, server_hostname=server_hostname or host)
-            with trio.move_on_at(deadline) as timeout_scope, trio.fail_after(tls_handshake_timeout):
-                await tls.do_handshake()
+            # The ssl module encodes a str server_hostname with IDNA 2003;
+            # the lookup form is already ASCII (IDNA 2008, as the lookup used).
+            tls = trio.SSLStream(stream, ssl_context, server_hostname=server_hostname or name)
+            try:
+                with trio.move_on_at(deadline) as timeout_scope, trio.fail_after(tls_handshake_timeout):
+                    await tls.do_handshake()
+            except trio.BrokenResourceError as exc:
+                raise _tls_error(address, exc) from exc.__cause__ or exc
             if timeout_scope.cancelled_caught:
-                raise _connect_error(host, port, race, began, connect_timeout)
+                raise _connect_error(host, port, race, began, connect_timeout, local)
             stream = tls
+        channel = MessageChannel(stream, codec) if codec is not None else None
+        return TCPConnection(stream, socket=sock, peer=address, channel=channel)
     except BaseException:
         await trio.aclose_forcefully(stream)
         raise
-    channel = MessageChannel(stream, codec) if codec is not None else None
-    return TCPConnection(stream, socket=sock, peer=address, channel=channel)
+
+
+def _tls_error(address: Address, error: trio.BrokenResourceError) -> trio.BrokenResourceError:
+    """A TLS handshake failure whose message says why (trio's has none: it is in __cause__)."""
+    cause = error.__cause__
+    if isinstance(cause, ssl.SSLCertVerificationError) and cause.verify_message:
+        reason = f"certificate verify failed: {cause.verify_message}"
+    elif isinstance(cause, ssl.SSLError) and cause.reason:
+        reason = str(cause.reason).replace("_", " ").lower()
+    elif cause is not None:
+        reason = str(cause) or type(cause).__name__
+    else:
+        reason = str(error) or "the peer closed the connection"
+    return trio.BrokenResourceError(f"TLS handshake with {address} failed: {reason}")
 
 
 async def _race(
@@ -262,10 +318,11 @@ async def _race(
                     )
                     if event.error is not None:
                         lookup_errors.append((event.family, event.error))
-                    race.arrived.extend(
-                        address for address in event.addresses
-                        if local is None or address.family == local.family
-                    )
+                    for address in event.addresses:
+                        if local is None or address.family == local.family:
+                            race.arrived.append(address)
+                        else:
+                            race.ruled_out.append(address)
                 else:
                     next_start = -math.inf  # RFC 8305 section 5: a failure starts the next now
 
@@ -280,13 +337,21 @@ async def _attempt(
 ) -> None:
     started = trio.current_time()
     emit(observer, "connect.attempt", address=address)
-    sock = trio.socket.socket(address.family, socket.SOCK_STREAM)
+    sock: trio.socket.SocketType | None = None
     try:
+        # Inside the try: socket() fails for one family on a host without
+        # IPv6 (EAFNOSUPPORT), or at EMFILE; that is this attempt's failure,
+        # and the next address is tried.
+        sock = trio.socket.socket(address.family, socket.SOCK_STREAM)
         if local is not None:
+            if local.port == 0:
+                with contextlib.suppress(OSError, AttributeError):  # not Linux, or a custom socket
+                    sock.setsockopt(socket.IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, 1)
             await sock.bind(local.to_sockaddr())
         await sock.connect(address.to_sockaddr())
     except OSError as exc:
-        sock.close()
+        if sock is not None:
+            sock.close()
         race.running -= 1
         attempt = ConnectAttempt(address, started, trio.current_time(), exc)
         race.attempts.append(attempt)
@@ -295,7 +360,8 @@ async def _attempt(
         return
     except BaseException:
         # Cancelled: another attempt won, or the whole connect was cancelled.
-        sock.close()
+        if sock is not None:
+            sock.close()
         race.running -= 1
         race.attempts.append(ConnectAttempt(address, started, None, None))
         emit(observer, "connect.cancelled", address=address)
@@ -313,9 +379,11 @@ async def _attempt(
 def _resolution_error(host: str, port: int, errors: list[tuple[int, ResolutionError]]) -> ResolutionError:
     if len(errors) == 1:
         return errors[0][1]
-    reasons = "; ".join(f"{_family_name(family)}: {error.__cause__ or error}" for family, error in errors)
+    # IPv6 first whichever answered first, so that the message is the same each run.
+    ordered = sorted(errors, key=lambda item: item[0] != socket.AF_INET6)
+    reasons = "; ".join(f"{_family_name(family)}: {error.reason}" for family, error in ordered)
     error = ResolutionError(host, port, reasons)
-    error.__cause__ = errors[0][1]
+    error.__cause__ = ordered[0][1]
     return error
 
 
@@ -323,10 +391,19 @@ def _family_name(family: int) -> str:
     return "IPv6" if family == socket.AF_INET6 else "IPv4"
 
 
-def _connect_error(host: str, port: int, race: _Race, began: float, timeout: float | None) -> ConnectError:
+def _connect_error(
+    host: str, port: int, race: _Race, began: float, timeout: float | None, local: Address | None
+) -> ConnectError:
     attempts = tuple(sorted(race.attempts, key=lambda attempt: attempt.started_at))
     if timeout is not None:
         head = f"no connection to {host!r} port {port} within connect_timeout={timeout}s"
+    elif not attempts and race.ruled_out and local is not None:
+        families = sorted({_family_name(address.family) for address in race.ruled_out})
+        head = (
+            f"no address of {host!r} port {port} to connect to: local_address={local.host!r} is "
+            f"{_family_name(local.family)}, which rules out every address found ("
+            f"{' and '.join(families)}: {', '.join(map(str, race.ruled_out))})"
+        )
     elif not attempts:
         head = f"no address of {host!r} port {port} to connect to"
     elif len(attempts) == 1:

@@ -10,7 +10,7 @@ from typing import Any, final
 
 import trio
 
-from ._channel import MessageChannel
+from ._channel import DEFAULT_ABORT_TIMEOUT, MessageChannel
 from ._connection import TCPConnection
 from ._listen import open_listening_sockets
 from ._observe import Observer
@@ -69,8 +69,10 @@ async def serve_tcp(
     max_connections: int | None = None,
     idle_timeout: float | None = None,
     frame_timeout: float | None = None,
+    abort_timeout: float = DEFAULT_ABORT_TIMEOUT,
     ssl_context: ssl.SSLContext | None = None,
     tls_handshake_timeout: float = DEFAULT_TLS_HANDSHAKE_TIMEOUT,
+    end_idle_on_shutdown: bool = True,
     strict: bool = False,
     reuse_port: bool = False,
     backlog: int | None = None,
@@ -117,11 +119,30 @@ async def serve_tcp(
           :exc:`~trionet.FrameTimeout` (see :class:`~trionet.MessageChannel`).
           Together with ``idle_timeout`` it sheds slow-loris peers, which keep a
           connection busy by trickling bytes. ``None``: no limit.
+      abort_timeout: With a codec: seconds a message whose sending has started
+          may take to finish after its handler is cancelled (an idle timeout
+          that fired, an error elsewhere with ``strict=True``), before the
+          channel aborts the connection; passed to each
+          :class:`~trionet.MessageChannel` (10 s, its default). A shutdown whose
+          grace has run out, or a cancelled server, does not wait for it: a
+          connection blocked on a peer that does not read is reset then (see
+          :meth:`TCPServer.shutdown`).
       ssl_context: Serve TLS over TCP with this server-side context (a
           :class:`trio.SSLStream` is the connection's stream).
       tls_handshake_timeout: Seconds a client may take to complete the TLS
           handshake before it is disconnected. The handler does not run for a
-          connection whose handshake failed or timed out.
+          connection whose handshake failed or timed out. A timed-out
+          handshake counts in ``connections_shed`` (reason
+          ``"tls_handshake_timeout"``), a failed one in ``handshake_failures``.
+      end_idle_on_shutdown: ``True`` (the default): when a graceful shutdown
+          begins, each connection's channel ends its receiving direction at the
+          next frame boundary (:meth:`~trionet.MessageChannel.end_when_idle`): a
+          handler waiting in ``receive()`` with nothing buffered, or calling it
+          later, gets :exc:`trio.EndOfChannel`, so idle keep-alive connections
+          end at once and busy ones after their current message, as Go's
+          ``Server.Shutdown``. ``False``: channels are left alone, and every
+          handler may use the whole grace. Handlers of raw streams can wait for
+          :meth:`~trionet.TCPConnection.wait_shutdown_requested` either way.
       strict: What a handler's exception does. ``False`` (the default): the
           connection is closed, the exception is logged through the
           ``"trionet"`` logger with the peer's address, and the server keeps
@@ -131,7 +152,9 @@ async def serve_tcp(
       reuse_port: Set SO_REUSEPORT, so that several processes (one trio loop
           each) can listen on the same port; the kernel spreads connections
           among them.
-      backlog: The listen backlog; ``None`` for the system's maximum.
+      backlog: The listen backlog, a positive int (the system caps it at its
+          maximum, ``net.core.somaxconn`` on Linux); ``None`` for the system's
+          maximum.
       observer: Receives an :class:`~trionet.Event` for each step; see "Events".
       task_status: For ``nursery.start``, which returns the :class:`TCPServer`.
 
@@ -142,7 +165,10 @@ async def serve_tcp(
       OSError: A listening socket could not be opened (for example
           ``EADDRINUSE``); or ``accept()`` failed in a way that is not about
           capacity (capacity errors are survived, see "Error handling").
-      ValueError: An option is out of range.
+      ValueError: An option is out of range (a count below 1, a timeout not
+          positive).
+      TypeError: An option has the wrong type (``max_connections=True`` is not
+          a count).
       ResolutionError: ``host`` could not be resolved.
 
     Error handling:
@@ -175,8 +201,11 @@ async def serve_tcp(
     Cancellation:
       Cancelling the surrounding scope stops the server at once: accepting
       stops, every handler is cancelled, every connection and listening socket
-      is closed, with no grace period. Use :meth:`TCPServer.shutdown` for a
-      graceful stop.
+      is closed, with no grace period. A connection whose send is blocked
+      because the peer stopped reading is reset (a TCP RST), so that the frame
+      in flight does not hold the server for ``abort_timeout``. The statistics
+      and the ``closed`` events still count every connection. Use
+      :meth:`TCPServer.shutdown` for a graceful stop.
     """
     core: ServerCore[TCPConnection] = ServerCore(
         handler,
@@ -186,14 +215,16 @@ async def serve_tcp(
         max_connections=max_connections,
         idle_timeout=idle_timeout,
         frame_timeout=frame_timeout,
+        abort_timeout=abort_timeout,
         ssl_context=ssl_context,
         tls_handshake_timeout=tls_handshake_timeout,
+        end_idle_on_shutdown=end_idle_on_shutdown,
         strict=strict,
         observer=observer,
     )
     sockets = await open_listening_sockets(
         port, host=host, backlog=backlog, reuse_port=reuse_port
-    )
+    )  # validates backlog
     try:
         addresses = tuple(Address.from_sockaddr(sock.getsockname()) for sock in sockets)
         server = TCPServer(core, addresses)
@@ -229,8 +260,10 @@ async def open_tcp_server(
     max_connections: int | None = None,
     idle_timeout: float | None = None,
     frame_timeout: float | None = None,
+    abort_timeout: float = DEFAULT_ABORT_TIMEOUT,
     ssl_context: ssl.SSLContext | None = None,
     tls_handshake_timeout: float = DEFAULT_TLS_HANDSHAKE_TIMEOUT,
+    end_idle_on_shutdown: bool = True,
     strict: bool = False,
     reuse_port: bool = False,
     backlog: int | None = None,
@@ -272,8 +305,10 @@ async def open_tcp_server(
         max_connections=max_connections,
         idle_timeout=idle_timeout,
         frame_timeout=frame_timeout,
+        abort_timeout=abort_timeout,
         ssl_context=ssl_context,
         tls_handshake_timeout=tls_handshake_timeout,
+        end_idle_on_shutdown=end_idle_on_shutdown,
         strict=strict,
         reuse_port=reuse_port,
         backlog=backlog,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import socket
 from collections.abc import AsyncIterator, Callable, Hashable
@@ -135,7 +136,12 @@ class UDPEndpoint(DatagramReceiver, trio.abc.AsyncResource):
 
     @property
     def local_address(self) -> Address:
-        """The address the socket is bound to (``[::]:port`` for a dual-stack endpoint)."""
+        """The socket's local address (``[::]:port`` for a dual-stack endpoint).
+
+        For a connected endpoint, the address the system chose for the peer's
+        route (``127.0.0.1:port`` towards a loopback peer, say), as the peer
+        sees it.
+        """
         return self._local
 
     @property
@@ -287,6 +293,29 @@ class UDPEndpoint(DatagramReceiver, trio.abc.AsyncResource):
             raise DatagramTooLarge(size, limit)
         await self._transmit(data, sockaddr, peer)
 
+    def _send_nowait(self, data: bytes, address: Address) -> bool:
+        """Send ``data`` to ``address`` at once if nothing stands in the way; False if not sent.
+
+        The servers' reply path (issue 11.4): a non-blocking ``sendto`` with no
+        schedule point, for a worker whose loop already has one in ``receive()``.
+        False when the datagram needs :meth:`send` (a socket of a custom
+        factory, a destination not resolved yet, a full send buffer, too large).
+        """
+        std = self._std
+        if std is None or self._closed or self._remote_target is not None:
+            return False
+        target = self._targets.get(address)
+        if target is None or len(data) > target[2]:
+            return False
+        try:
+            std.sendto(data, target[1])
+        except BlockingIOError:
+            return False
+        except ConnectionRefusedError as exc:
+            raise self._unreachable(target[0]) from exc
+        self._sent += 1
+        return True
+
     async def _transmit(self, data: bytes | bytearray | memoryview, sockaddr: Any, peer: Address) -> None:
         # trio's own sequence for a non-blocking call (trio._socket._try_sync):
         # a cancellation point before the system call, a cancel-shielded yield
@@ -377,10 +406,15 @@ class UDPEndpoint(DatagramReceiver, trio.abc.AsyncResource):
               is right only with one outstanding request per peer and a protocol
               whose late duplicate replies cannot be mistaken for new ones. An
               exception it raises is raised by this call.
-          rtt: The peer's round-trip estimator: its ``rto`` is the first
-              timeout (instead of ``policy.initial_timeout``); it takes a sample
-              when a reply answers the only transmission (Karn's rule), and
-              backs off when a timeout expires.
+          rtt: The peer's round-trip estimator. Once it has a sample, or has
+              been backed off, its ``rto`` replaces ``policy.initial_timeout``:
+              the first wait is then ``rto`` times the policy's random spread
+              (1 to ``policy.random_factor``), capped at ``policy.max_timeout``.
+              Before that (a new estimator), ``policy.initial_timeout`` is used,
+              so that an estimator's RFC 6298 start of 1 s does not override a
+              policy's own choice. It takes a sample when a reply answers the
+              only transmission (Karn's rule), and backs off when a timeout
+              expires.
 
         Returns:
           The reply.
@@ -420,7 +454,7 @@ class UDPEndpoint(DatagramReceiver, trio.abc.AsyncResource):
         size = data.nbytes if isinstance(data, memoryview) else len(data)
         if size > limit:
             raise DatagramTooLarge(size, limit)
-        timeout = policy.first_timeout(None if rtt is None else rtt.rto)
+        timeout = policy.first_timeout(_initial_timeout(policy, rtt))
         observer = self._observer
         state = self._peer_state(peer)
         cap = self._cap
@@ -485,6 +519,14 @@ class UDPEndpoint(DatagramReceiver, trio.abc.AsyncResource):
             self._active -= 1
             if not self._closed:
                 self._end_turn(state)
+
+
+def _initial_timeout(policy: RetryPolicy, rtt: RttEstimator | None) -> float:
+    # A new estimator knows nothing of the path: its 1 s is RFC 6298's guess,
+    # and the policy's initial_timeout is the caller's (issue 14.9).
+    if rtt is None or (not rtt.samples and not rtt.backed_off):
+        return policy.initial_timeout
+    return rtt.rto
 
 
 def _check_int(name: str, value: object, minimum: int, maximum: int | None = None) -> None:
@@ -667,6 +709,10 @@ async def _open_endpoint(
             except OSError as exc:
                 raise OSError(exc.errno, f"cannot connect to {remote_address}: "
                                          f"{exc.strerror or exc}") from exc
+            # connect() chose the local address (route's source): report it,
+            # not the wildcard bound before (issue 14.9).
+            opened = dataclasses.replace(
+                opened, local=Address.from_sockaddr(opened.sock.getsockname()))
         return UDPEndpoint(
             opened, remote=remote_address, max_receive_size=max_receive_size,
             receive_queue_size=receive_queue_size,

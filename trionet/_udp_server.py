@@ -47,6 +47,10 @@ LOGGER: Final = logging.getLogger("trionet")
 # database or upstream call per request, few enough that a flood cannot make
 # the server hold unbounded work (each worker is one trio task).
 DEFAULT_MAX_CONCURRENCY: Final = 100
+# A worker serves at most this many already-received datagrams in a row with
+# no schedule point of its own (the handlers' awaits aside): the endpoint's
+# drain granularity (_DRAIN_EVERY), so other tasks run at least that often.
+_SERVE_BATCH: Final = 32
 # Handler exceptions caused by what the peer sent: logged at INFO, without a
 # traceback, so a peer sending garbage cannot flood the log (as for TCP).
 _PEER_ERRORS: Final = (FramingError,)
@@ -217,13 +221,14 @@ class UDPServer:
                 if self._busy:
                     emit(self._observer, "udp.shutdown.grace_expired", cancelled=self._busy)
                 nursery.cancel_scope.cancel()
-            emit(self._observer, "udp.shutdown.done")
         finally:
+            # Also when cancelled from outside (issue 12.2): one "done" per run.
             self._running = False
+            emit(self._observer, "udp.shutdown.done")
             self._stopped.set()
 
     async def _worker(self) -> None:
-        receive = self._endpoint.receive
+        receive, receive_nowait = self._endpoint.receive, self._endpoint.receive_nowait
         idle = self._idle_workers
         with trio.CancelScope() as scope:
             while not self._shutting_down:
@@ -234,11 +239,20 @@ class UDPServer:
                     del idle[scope]
                 if scope.cancel_called:
                     return  # shutdown began as it arrived: not ours to handle any more
-                self._busy += 1
-                try:
-                    await self._serve(datagram)
-                finally:
-                    self._handler_done()
+                # Serve what is already queued without a schedule point per
+                # datagram (issue 11.4), _SERVE_BATCH at most before receive()'s.
+                for _ in range(_SERVE_BATCH):
+                    self._busy += 1
+                    try:
+                        await self._serve(datagram)
+                    finally:
+                        self._handler_done()
+                    if self._shutdown_begun.is_set():  # take nothing more
+                        return
+                    try:
+                        datagram = receive_nowait()
+                    except trio.WouldBlock:
+                        break
 
     def _handler_done(self) -> None:
         self._busy -= 1
@@ -265,10 +279,17 @@ class UDPServer:
             reply = await self._handler(datagram)
             if reply is not None and not isinstance(reply, bytes):
                 reply = bytes(reply)
-            if key is not None:
-                self._cache.put(key, reply, trio.current_time())
             if reply is not None:
-                await self._endpoint.send(reply, datagram.address)
+                endpoint = self._endpoint
+                if not endpoint._send_nowait(reply, datagram.address):
+                    await endpoint.send(reply, datagram.address)
+                # Only a reply that was sent is cached (issue 14.3): a handler
+                # that returned None, or a reply that could not be sent, leaves
+                # nothing, so the client's retransmission is handled again.
+                # While the reply is being sent, duplicates are dropped as "in
+                # progress" (its key is still in _in_progress).
+                if key is not None:
+                    self._cache.put(key, reply, trio.current_time())
         except Exception as exc:  # the handler's, or sending its reply (DatagramTooLarge...)
             self._failed(datagram.address, exc)
         finally:
@@ -277,8 +298,6 @@ class UDPServer:
                 self._in_progress.discard(key)
 
     async def _is_duplicate(self, key: Hashable, datagram: Datagram, request_key: Hashable) -> bool:
-        # The cache first: a reply is cached before it is sent, so while it is
-        # being sent a duplicate gets it too, rather than nothing.
         cached = self._cache.get(key, trio.current_time())
         if cached is None:
             if key in self._in_progress:
@@ -359,8 +378,10 @@ async def serve_udp(
           ``(sender, key)`` was answered less than ``reply_cache_lifetime``
           seconds ago gets the cached reply again, without running the handler;
           one whose handler is still running is dropped (the reply will answer
-          it). A handler that raises caches nothing, so a retransmission runs it
-          again. An exception from ``request_key`` counts as a handler error.
+          it). Only replies that were sent are cached: a handler that raises or
+          returns ``None``, or a reply that could not be sent, caches nothing,
+          so a retransmission runs the handler again. An exception from
+          ``request_key`` counts as a handler error.
       reply_cache_lifetime: How long a reply is replayed, in seconds: at least
           the longest time a client keeps retransmitting (CoAP's
           EXCHANGE_LIFETIME by default).

@@ -21,11 +21,11 @@ from typing import Any, Final, final
 
 import trio
 
-from ._channel import MessageChannel
+from ._channel import DEFAULT_ABORT_TIMEOUT, MessageChannel
 from ._connection import UnixConnection, _path_text
 from ._observe import Observer
 from ._sansio.codecs import Codec
-from ._server_base import DEFAULT_SHUTDOWN_GRACE, BaseServer, open_server
+from ._server_base import DEFAULT_SHUTDOWN_GRACE, BaseServer, check_count, open_server
 from ._server_core import DEFAULT_TLS_HANDSHAKE_TIMEOUT, ServerCore
 
 __all__ = ["UnixServer", "connect_unix", "open_unix_server", "serve_unix"]
@@ -64,6 +64,17 @@ class UnixServer(BaseServer):
 
 def _is_abstract(path: str) -> bool:
     return path.startswith("\0")
+
+
+def _check_path(path: str | os.PathLike[str]) -> str:
+    text = os.fspath(path)
+    if not isinstance(text, str):
+        raise TypeError(f"path must be a str or an os.PathLike of str, not {path!r}")
+    if not text:
+        # trio's bind() would fail with an IndexError, connect() with EINVAL.
+        raise ValueError("path must not be empty: give the socket file's path "
+                         "(or \"\\0name\" for a Linux abstract socket)")
+    return text
 
 
 async def _remove_stale_socket(path: str) -> None:
@@ -130,8 +141,10 @@ async def serve_unix(
     max_connections: int | None = None,
     idle_timeout: float | None = None,
     frame_timeout: float | None = None,
+    abort_timeout: float = DEFAULT_ABORT_TIMEOUT,
     ssl_context: ssl.SSLContext | None = None,
     tls_handshake_timeout: float = DEFAULT_TLS_HANDSHAKE_TIMEOUT,
+    end_idle_on_shutdown: bool = True,
     strict: bool = False,
     backlog: int | None = None,
     mode: int | None = None,
@@ -155,10 +168,14 @@ async def serve_unix(
       codec: See :func:`~trionet.serve_tcp`.
       max_connections: See :func:`~trionet.serve_tcp`.
       idle_timeout: See :func:`~trionet.serve_tcp`.
+      frame_timeout: See :func:`~trionet.serve_tcp`.
+      abort_timeout: See :func:`~trionet.serve_tcp`.
       ssl_context: See :func:`~trionet.serve_tcp` (rarely useful on one machine).
       tls_handshake_timeout: See :func:`~trionet.serve_tcp`.
+      end_idle_on_shutdown: See :func:`~trionet.serve_tcp`.
       strict: See :func:`~trionet.serve_tcp`.
-      backlog: The listen backlog; ``None`` for the system's maximum.
+      backlog: The listen backlog, a positive int; ``None`` for the system's
+          maximum.
       mode: Permission bits for the socket file (for example ``0o660``); who may
           connect is who may write to it. ``None`` leaves the umask's choice.
       observer: See :func:`~trionet.serve_tcp`.
@@ -170,6 +187,8 @@ async def serve_unix(
     Raises:
       OSError: The socket could not be created or bound; ``EADDRINUSE`` when
           a server is already listening on ``path`` or it is not a socket.
+      ValueError: ``path`` is empty, or an option is out of range.
+      TypeError: An option has the wrong type (``max_connections=True``).
 
     Resource handling:
       The socket file is removed when shutdown starts (so new clients get
@@ -180,7 +199,8 @@ async def serve_unix(
       As :func:`~trionet.serve_tcp`: cancelling the surrounding scope stops the
       server at once and removes the socket file.
     """
-    path = os.fspath(path)
+    path = _check_path(path)
+    backlog = check_count("backlog", backlog)
     core: ServerCore[UnixConnection] = ServerCore(
         handler,
         kind="unix",
@@ -189,8 +209,10 @@ async def serve_unix(
         max_connections=max_connections,
         idle_timeout=idle_timeout,
         frame_timeout=frame_timeout,
+        abort_timeout=abort_timeout,
         ssl_context=ssl_context,
         tls_handshake_timeout=tls_handshake_timeout,
+        end_idle_on_shutdown=end_idle_on_shutdown,
         strict=strict,
         observer=observer,
     )
@@ -221,8 +243,10 @@ async def open_unix_server(
     max_connections: int | None = None,
     idle_timeout: float | None = None,
     frame_timeout: float | None = None,
+    abort_timeout: float = DEFAULT_ABORT_TIMEOUT,
     ssl_context: ssl.SSLContext | None = None,
     tls_handshake_timeout: float = DEFAULT_TLS_HANDSHAKE_TIMEOUT,
+    end_idle_on_shutdown: bool = True,
     strict: bool = False,
     backlog: int | None = None,
     mode: int | None = None,
@@ -248,8 +272,10 @@ async def open_unix_server(
         max_connections=max_connections,
         idle_timeout=idle_timeout,
         frame_timeout=frame_timeout,
+        abort_timeout=abort_timeout,
         ssl_context=ssl_context,
         tls_handshake_timeout=tls_handshake_timeout,
+        end_idle_on_shutdown=end_idle_on_shutdown,
         strict=strict,
         backlog=backlog,
         mode=mode,
@@ -283,6 +309,7 @@ async def connect_unix(
       ``aclose()`` or ``async with``.
 
     Raises:
+      ValueError: ``path`` is empty.
       FileNotFoundError: Nothing is at ``path``.
       ConnectionRefusedError: The file exists but nobody listens on it.
       PermissionError: The socket file is not writable by this process.
@@ -290,7 +317,8 @@ async def connect_unix(
     Cancellation:
       A cancelled call leaves no socket open.
     """
-    stream = await trio.open_unix_socket(os.fspath(path))
+    path = _check_path(path)
+    stream = await trio.open_unix_socket(path)
     channel = MessageChannel(stream, codec) if codec is not None else None
-    return UnixConnection(stream, socket=stream.socket, peer=os.fspath(path), local="",
+    return UnixConnection(stream, socket=stream.socket, peer=path, local="",
                           channel=channel)

@@ -105,11 +105,13 @@ class ResolutionError(TrionetError, OSError):
     Attributes:
       host: The name that was looked up.
       port: The port that was asked for.
+      reason: Why, without the host and port (the message starts with those).
     """
 
     def __init__(self, host: str, port: int | str | None, reason: str) -> None:
         self.host = host
         self.port = port
+        self.reason = reason
         where = host if port is None else f"{host!r} port {port}"
         super().__init__(f"cannot resolve {where}: {reason}")
 

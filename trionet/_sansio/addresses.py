@@ -22,6 +22,8 @@ from dataclasses import dataclass, field, replace
 from socket import AF_INET, AF_INET6, AddressFamily
 from typing import Final, NamedTuple, final
 
+import idna
+
 from .errors import AddressError
 
 __all__ = [
@@ -364,28 +366,118 @@ class HostPort(NamedTuple):
         return f"{self.host}:{self.port}"
 
 
-def _check_host_name(name: str, whole: str) -> None:
+def _shorten(name: str) -> str:
+    """``repr(name)``, cut short for a message if the name is long."""
+    return repr(name) if len(name) <= 60 else f"{name[:40]!r}... ({len(name)} characters)"
+
+
+def _encode_host_name(name: str, whole: str) -> str:
+    """Check a host name and return its ASCII form, in lower case.
+
+    A non-ASCII name is encoded as trio's getaddrinfo encodes it: IDNA 2008
+    with the UTS-46 mapping (the ``idna`` package), so ``BÜCHER.test`` becomes
+    ``xn--bcher-kva.test``. The length limits apply to that encoded form, as
+    they do on the wire. ASCII names are not held to IDNA's letters-digits-
+    hyphen rule, because names such as ``_srv.example`` or ``my_host`` are in
+    use and getaddrinfo resolves them; only their structure is checked.
+    """
+    where = "" if name == whole else f" in {_shorten(whole)}"
     bad = sorted(_FORBIDDEN_IN_NAMES.intersection(name))
     if bad or not name.isprintable():
         shown = repr(bad[0]) if bad else "a control character"
-        raise AddressError(f"invalid host name {name!r} in {whole!r}: it contains {shown}")
-    if len(name) > MAX_HOST_NAME_LENGTH:
+        raise AddressError(f"invalid host name {_shorten(name)}{where}: it contains {shown}")
+    # A cheap bound before the IDNA codec sees the text: the UTS-46 mapping
+    # can remove characters (U+00AD), but not this many.
+    if len(name) > 4 * MAX_HOST_NAME_LENGTH:
         raise AddressError(
-            f"host name in {whole!r} is {len(name)} characters long; the limit is {MAX_HOST_NAME_LENGTH}"
+            f"host name{where or ' ' + _shorten(name)} is {len(name)} characters long; "
+            f"the limit is {MAX_HOST_NAME_LENGTH}"
         )
-    labels = name[:-1].split(".") if name.endswith(".") and name != "." else name.split(".")
-    for label in labels:
-        if not label:
-            raise AddressError(f"invalid host name {name!r} in {whole!r}: empty label")
-        if label.isascii() and len(label) > MAX_LABEL_LENGTH:
+    if name.isascii():
+        encoded = name.lower()
+    else:
+        try:
+            encoded = idna.encode(name, uts46=True).decode("ascii")
+        except idna.IDNAError as exc:
             raise AddressError(
-                f"invalid host name {name!r} in {whole!r}: label {label[:20]!r}... is longer "
+                f"invalid host name {_shorten(name)}{where}: {exc} (as IDNA 2008 with UTS-46 mapping)"
+            ) from None
+    body = encoded[:-1] if encoded.endswith(".") and encoded != "." else encoded
+    if len(body) > MAX_HOST_NAME_LENGTH:
+        raise AddressError(
+            f"host name{where or ' ' + _shorten(name)} is {len(body)} characters long"
+            f"{'' if encoded == name else ' encoded'}; the limit is {MAX_HOST_NAME_LENGTH}"
+        )
+    for label in body.split("."):
+        if not label:
+            raise AddressError(f"invalid host name {_shorten(name)}{where}: empty label")
+        if len(label) > MAX_LABEL_LENGTH:
+            raise AddressError(
+                f"invalid host name {_shorten(name)}{where}: label {label[:20]!r}... is longer "
                 f"than {MAX_LABEL_LENGTH} characters"
             )
         if label.startswith("-") or label.endswith("-"):
             raise AddressError(
-                f"invalid host name {name!r} in {whole!r}: label {label!r} starts or ends with '-'"
+                f"invalid host name {_shorten(name)}{where}: label {label!r} starts or ends with '-'"
             )
+    return encoded
+
+
+def normalize_host(host: str) -> str:
+    """The form of ``host`` that name lookups use, checked before any lookup.
+
+    - An IP literal comes back as it is (a zone included); an IPv6 literal in
+      brackets (``"[::1]"``, as in URLs) comes back without them.
+    - A name comes back in ASCII and lower case: a non-ASCII name is encoded
+      as IDNA 2008 with the UTS-46 mapping, as :func:`trio.socket.getaddrinfo`
+      does, so ``"bücher.test"`` and ``"xn--bcher-kva.test"`` are the same
+      name. A trailing dot is kept.
+
+    Args:
+      host: A host name or an IP address.
+
+    Returns:
+      The text to look up.
+
+    Raises:
+      AddressError: ``host`` is not a str, is empty, has brackets around
+          something other than an IPv6 address, contains a character no host
+          name has (a space, ``/``, ``:``, a control character...), fails IDNA
+          encoding, or is too long (more than 253 characters, or a label of
+          more than 63, counted in its encoded form). The message says which.
+
+    Example:
+      >>> normalize_host("[::1]")
+      '::1'
+      >>> normalize_host("Bücher.Test")
+      'xn--bcher-kva.test'
+    """
+    if not isinstance(host, str) or not host:
+        raise AddressError(f"host must be a non-empty str, not {host!r}")
+    if host.startswith("[") or host.endswith("]"):
+        inner = host[1:-1] if host.startswith("[") and host.endswith("]") else ""
+        try:
+            ipaddress.IPv6Address(inner.partition("%")[0])
+        except ValueError:
+            raise AddressError(
+                f"invalid host {_shorten(host)}: brackets are for an IPv6 address alone, "
+                "as in '[::1]' (a port is a separate argument)"
+            ) from None
+        if "%" in inner:
+            _check_zone(inner.partition("%")[2], host)
+        return inner
+    try:
+        ipaddress.ip_address(host.partition("%")[0])
+    except ValueError:
+        pass
+    else:
+        return host
+    if ":" in host:
+        raise AddressError(
+            f"invalid host {_shorten(host)}: not an IP address, and ':' has no place in a host "
+            "name (a port is a separate argument)"
+        )
+    return _encode_host_name(host, host)
 
 
 def parse_host_port(text: str, *, default_port: int | None = None) -> HostPort:
@@ -423,7 +515,7 @@ def parse_host_port(text: str, *, default_port: int | None = None) -> HostPort:
     try:
         ip = ipaddress.ip_address(host)
     except ValueError:
-        _check_host_name(host, text)
+        _encode_host_name(host, text)
         return HostPort(host, port)
     return HostPort(str(ip), port)
 

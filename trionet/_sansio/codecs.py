@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Final, Literal, final
 from .delimited import Delimited, Lines
 from .errors import FrameTooLarge, ProtocolError
 from .framing import (
+    _SHRINK_CONSUMED,
     DEFAULT_MAX_FRAME_SIZE,
     DEFAULT_MAX_LINE_SIZE,
     Buffer,
@@ -68,18 +69,25 @@ class _LengthPrefixedDecoder(_BufferedDecoder):
         buf = self._buf
         pos = self._pos
         start = pos + self._width
-        if len(buf) >= start:
+        end = len(buf)
+        if end >= start:
             size = self._unpack_from(buf, pos)[0]
             if size > self._max_size:
                 raise self._fail(FrameTooLarge(size, self._max_size, self._base + pos))
             stop = start + size
-            if len(buf) < stop:
+            if end < stop:
+                if pos >= _SHRINK_CONSUMED:
+                    self._shrink()
                 return None
             self._pos = stop
+            if stop == end:
+                self._drop()
             if type(buf) is bytes:
                 return buf[start:stop]
-            return self._take(start, stop)
+            return self._take(buf, start, stop)
         self._raise_if_failed()
+        if pos >= _SHRINK_CONSUMED:
+            self._shrink()
         return None
 
 
@@ -211,45 +219,59 @@ class _VarintDecoder(_BufferedDecoder):
     def next_frame(self) -> bytes | None:
         buf = self._buf
         pos = self._pos
-        if pos < len(buf):
+        end = len(buf)
+        if pos < end:
             size = buf[pos]
             if size <= self._one_byte_max:
                 start = pos + 1
             else:
                 header = self._parse_header()
                 if header is None:
+                    if pos >= _SHRINK_CONSUMED:
+                        self._shrink()
                     return None
                 size, start = header
             stop = start + size
-            if len(buf) < stop:
+            if end < stop:
+                if pos >= _SHRINK_CONSUMED:
+                    self._shrink()
                 return None
             self._pos = stop
+            if stop == end:
+                self._drop()
             if type(buf) is bytes:
                 return buf[start:stop]
-            return self._take(start, stop)
+            return self._take(buf, start, stop)
         self._raise_if_failed()
         return None
 
     def _parse_header(self) -> tuple[int, int] | None:
-        # The value only grows with each byte, so a partial value above max_size
-        # already proves the frame too large.
+        # A partial value above max_size already proves the frame too large, but
+        # FrameTooLarge.size is the announced size: the whole header (at most 10
+        # bytes, none of them payload) is read before the error is raised.
         buf = self._buf
         pos = self._pos
         value = 0
         for index in range(pos, min(len(buf), pos + _MAX_VARINT_BYTES)):
             byte = buf[index]
             value |= (byte & 0x7F) << (7 * (index - pos))
-            if value > self._max_size:
-                raise self._fail(FrameTooLarge(value, self._max_size, self._base + pos))
             if byte < 0x80:
-                return value, index + 1
-            if index == pos + _MAX_VARINT_BYTES - 1:
-                raise self._fail(
-                    ProtocolError(
-                        f"varint length prefix does not end within {_MAX_VARINT_BYTES} bytes",
-                        self._base + index,
+                if value > _MAX_VARINT_VALUE:
+                    # A 10th byte above 1 sets bits past the 64 that protobuf's
+                    # varints carry.
+                    raise self._fail(
+                        ProtocolError("varint length prefix exceeds 64 bits", self._base + index)
                     )
+                if value > self._max_size:
+                    raise self._fail(FrameTooLarge(value, self._max_size, self._base + pos))
+                return value, index + 1
+        if len(buf) - pos >= _MAX_VARINT_BYTES:
+            raise self._fail(
+                ProtocolError(
+                    f"varint length prefix does not end within {_MAX_VARINT_BYTES} bytes",
+                    self._base + pos + _MAX_VARINT_BYTES - 1,
                 )
+            )
         return None
 
 
@@ -268,6 +290,12 @@ class Varint:
     This is what protobuf's ``writeDelimitedTo`` / ``parseDelimitedFrom`` (Java)
     and ``SerializeDelimitedToOstream`` (C++) read and write. The decoder accepts
     non-minimal varints (such as ``b"\\x82\\x00"`` for 2) up to 10 bytes.
+
+    A header announcing more than ``max_size`` raises
+    :exc:`~trionet.FrameTooLarge` whose ``size`` is the announced size, as soon
+    as the header ends (at most 10 bytes; no payload is buffered). A header that
+    does not end within 10 bytes, or announces more than ``2**64 - 1``, raises
+    :exc:`~trionet.ProtocolError`.
 
     >>> Varint().encode(b"hi")
     b'\\x02hi'
@@ -327,7 +355,10 @@ class _NetstringDecoder(_BufferedDecoder):
                 if size <= self._max_size:
                     start = colon + 1
                     stop = start + size
-                    if len(buf) <= stop:
+                    end = len(buf)
+                    if end <= stop:
+                        if pos >= _SHRINK_CONSUMED:
+                            self._shrink()
                         return None
                     if buf[stop] != 0x2C:
                         raise self._fail(
@@ -336,10 +367,14 @@ class _NetstringDecoder(_BufferedDecoder):
                             )
                         )
                     self._pos = stop + 1
+                    if stop + 1 == end:
+                        self._drop()
                     if type(buf) is bytes:
                         return buf[start:stop]
-                    return self._take(start, stop)
+                    return self._take(buf, start, stop)
         self._check_header()
+        if pos >= _SHRINK_CONSUMED:
+            self._shrink()
         return None
 
     def _check_header(self) -> None:
@@ -363,7 +398,11 @@ class _NetstringDecoder(_BufferedDecoder):
                 )
             value = value * 10 + byte - 0x30
             if value > self._max_size:
-                raise self._fail(FrameTooLarge(value, self._max_size, self._base + pos))
+                # More digits would only make it larger: exact once b":" follows.
+                ended = index + 1 < len(buf) and buf[index + 1] == 0x3A
+                raise self._fail(
+                    FrameTooLarge(value, self._max_size, self._base + pos, at_least=not ended)
+                )
 
 
 @final

@@ -33,18 +33,27 @@ class FrameTooLarge(FramingError):
     large.
 
     Attributes:
-      size: The announced (or, for a delimiter search, the examined) size in bytes.
+      size: The size in bytes: the size a header announced, the length of a
+          message given to an encoder, or, when ``at_least`` is true, a lower
+          bound (the bytes of the frame seen so far).
       max_size: The codec's limit.
       offset: The offset of the frame's first byte in the decoded stream, or
           ``None`` when raised by an encoder.
+      at_least: Whether ``size`` is only a lower bound: a delimiter search gave
+          up before the delimiter arrived, or a netstring's length digits exceeded
+          the limit before they ended. The message then says "at least".
     """
 
-    def __init__(self, size: int, max_size: int, offset: int | None = None) -> None:
+    def __init__(
+        self, size: int, max_size: int, offset: int | None = None, *, at_least: bool = False
+    ) -> None:
         self.size = size
         self.max_size = max_size
         self.offset = offset
+        self.at_least = at_least
         where = "" if offset is None else f" at stream offset {offset}"
-        super().__init__(f"frame of {size} bytes{where} exceeds max_size={max_size}")
+        bound = "at least " if at_least else ""
+        super().__init__(f"frame of {bound}{size} bytes{where} exceeds max_size={max_size}")
 
 
 @final

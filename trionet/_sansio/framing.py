@@ -38,6 +38,17 @@ DEFAULT_MAX_LINE_SIZE: Final = 64 * 1024
 # O(n) and not O(n**2).
 _COPY_PENDING_BELOW: Final = 512
 
+# An idle connection must not keep a copy of its last large message (issue 14):
+# a decoder drops its buffer as soon as a returned frame consumes the last byte
+# in it, and deletes a large frame's bytes from a bytearray as the frame is
+# returned (CPython reallocates a bytearray that shrinks below half its
+# allocation, so the memory is given back). When a decoder runs out of whole
+# frames with a consumed prefix of at least this many bytes in front of an
+# unfinished frame no longer than the prefix, it copies the unfinished frame out:
+# the copy is paid for by the bytes consumed, at most once per feed, so streams
+# of small frames never copy. 16 KiB: a quarter of MessageChannel's 64 KiB read.
+_SHRINK_CONSUMED: Final = 16 * 1024
+
 
 @runtime_checkable
 class Decoder(Protocol):
@@ -81,6 +92,18 @@ class Decoder(Protocol):
     @property
     def offset(self) -> int:
         """Stream offset of the first byte not yet consumed into a returned frame."""
+
+    @property
+    def held(self) -> int:
+        """Bytes of buffer memory the decoder retains: the capacity of its buffer.
+
+        At least :attr:`buffered`; more while bytes of frames already returned
+        share the buffer with an unfinished frame. A decoder gives its buffer
+        up when a returned frame consumes the last byte in it, and shrinks it
+        when a large frame is returned or a long consumed prefix sits in front
+        of a short unfinished frame, so an idle connection holds (nearly)
+        nothing after a large message.
+        """
 
 
 @runtime_checkable
@@ -140,7 +163,12 @@ class _BufferedDecoder:
     ``_buf[_pos:]`` holds the bytes not yet returned in a frame and ``_base`` is
     the stream offset of ``_buf[0]``. ``_buf`` is usually a ``bytes`` object (the
     fed chunk itself when nothing was pending) so that a frame costs one slice;
-    it is a ``bytearray`` only while a large frame accumulates.
+    it is a ``bytearray`` only while a large frame accumulates. A decoder passes
+    the buffer to :meth:`_take` for frames sliced from a ``bytearray`` (which
+    drops or shrinks it), calls :meth:`_drop` when a frame sliced from ``bytes``
+    ends at the end of ``_buf`` (the delimiter decoders do so on their next call
+    instead, when it finds no frame), and calls :meth:`_shrink` before returning
+    ``None`` with ``_pos >= _SHRINK_CONSUMED``.
     """
 
     __slots__ = ("_base", "_buf", "_error", "_pos")
@@ -186,6 +214,33 @@ class _BufferedDecoder:
     def offset(self) -> int:
         return self._base + self._pos
 
+    @property
+    def held(self) -> int:
+        buf = self._buf
+        # __alloc__ counts a bytearray's whole allocation, including any spare
+        # capacity and a deleted prefix that CPython has not reclaimed yet.
+        return buf.__alloc__() if type(buf) is bytearray else len(buf)
+
+    def _drop(self) -> None:
+        # A returned frame consumed every byte held: let the buffer go.
+        count = len(self._buf)
+        self._base += count
+        self._buf = b""
+        self._pos = 0
+        self._moved(count)
+
+    def _shrink(self) -> None:
+        # No whole frame is left: called by next_frame before it returns None
+        # once _pos >= _SHRINK_CONSUMED. Copies the unfinished frame out of a
+        # buffer mostly made of consumed bytes.
+        buf = self._buf
+        pos = self._pos
+        if len(buf) - pos <= pos:
+            self._buf = buf[pos:] if type(buf) is bytes else bytes(memoryview(buf)[pos:])
+            self._base += pos
+            self._pos = 0
+            self._moved(pos)
+
     def _fail(self, error: FramingError) -> FramingError:
         self._error = error
         self._base += self._pos
@@ -197,12 +252,30 @@ class _BufferedDecoder:
         if self._error is not None:
             raise self._error.with_traceback(None)
 
-    def _take(self, start: int, stop: int) -> bytes:
-        # Slow path of the frame slicing: _buf is a bytearray holding a large
+    def _take(self, buf: bytes | bytearray, start: int, stop: int) -> bytes:
+        # Slow path of the frame slicing: buf is a bytearray holding a large
         # frame. One copy through a view, released explicitly so the bytearray
-        # can be resized again (PyPy frees views late).
-        with memoryview(self._buf) as view, view[start:stop] as part:
-            return part.tobytes()
+        # can be resized again (PyPy frees views late). Then the consumed bytes
+        # (up to _pos, which the caller has moved past the frame and its
+        # trailer) are deleted from the bytearray, unless _drop() let it go
+        # already: CPython reallocates a bytearray at the remainder's size once
+        # it shrinks below half its allocation, so a large frame is not kept.
+        with memoryview(buf) as view, view[start:stop] as part:
+            frame = part.tobytes()
+        if buf is self._buf:
+            assert type(buf) is bytearray
+            consumed = self._pos
+            if consumed == len(buf):
+                self._drop()
+            else:
+                del buf[:consumed]
+                self._base += consumed
+                self._pos = 0
+                self._moved(consumed)
+        return frame
+
+    def _moved(self, count: int) -> None:
+        """Hook: the first ``count`` bytes of the buffer were dropped (``_base`` moved)."""
 
     def __repr__(self) -> str:
         state = "failed" if self._error is not None else f"buffered={self.buffered}"

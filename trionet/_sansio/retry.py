@@ -236,6 +236,9 @@ class RttEstimator:
 
     Args:
       initial_rto: RTO before the first sample (RFC 6298 section 2.1: 1 s).
+          :meth:`UDPEndpoint.request <trionet.UDPEndpoint.request>` does not
+          use it: until the estimator has a sample (or was backed off), a
+          request's first wait comes from its ``RetryPolicy``.
       min_rto: The floor of RTO (RFC 6298 section 2.4: 1 s). On a LAN, where
           round trips take well under a millisecond, a lower floor (such as
           Linux TCP's 200 ms, or less) recovers from a lost datagram sooner;
@@ -256,7 +259,8 @@ class RttEstimator:
       False
     """
 
-    __slots__ = ("_granularity", "_max_rto", "_min_rto", "_rto", "_rttvar", "_samples", "_srtt")
+    __slots__ = ("_backed_off", "_granularity", "_max_rto", "_min_rto", "_rto", "_rttvar",
+                 "_samples", "_srtt")
 
     def __init__(
         self,
@@ -275,6 +279,7 @@ class RttEstimator:
         self._srtt: float | None = None
         self._rttvar: float | None = None
         self._samples = 0
+        self._backed_off = False
 
     def _clamp(self, rto: float) -> float:
         return min(max(rto, self._min_rto), self._max_rto)
@@ -298,6 +303,11 @@ class RttEstimator:
     def samples(self) -> int:
         """How many samples have been taken (ignored ones not counted)."""
         return self._samples
+
+    @property
+    def backed_off(self) -> bool:
+        """Whether :meth:`backoff` raised :attr:`rto` since the last sample (or ever, before one)."""
+        return self._backed_off
 
     @property
     def min_rto(self) -> float:
@@ -337,6 +347,7 @@ class RttEstimator:
         self._srtt, self._rttvar = srtt, rttvar
         self._rto = self._clamp(srtt + max(self._granularity, RTO_K * rttvar))
         self._samples += 1
+        self._backed_off = False
         return True
 
     def backoff(self, expired_timeout: float | None = None) -> None:
@@ -346,14 +357,21 @@ class RttEstimator:
         timeout that expired, ``RTO = max(RTO, 2 * expired_timeout)``: the same
         for one request at a time, and when many concurrent requests sharing
         this estimator expire together, RTO doubles once, not once per request.
+        On a new estimator (no sample, no backoff yet) it is ``2 *
+        expired_timeout``: the caller's first timeout replaced the initial RTO.
         The backed-off value stays until the next sample replaces it (the second
         half of Karn's algorithm). Either way RTO stays at most ``max_rto``.
         """
         if expired_timeout is None:
             backed_off = 2 * self._rto
         else:
-            backed_off = max(self._rto, 2 * _positive("expired_timeout", expired_timeout))
+            expired = 2 * _positive("expired_timeout", expired_timeout)
+            # Before any sample or backoff, RTO is only RFC 6298's guess, which
+            # the caller's own first timeout replaced: back off from that.
+            fresh = not self._samples and not self._backed_off
+            backed_off = expired if fresh else max(self._rto, expired)
         self._rto = self._clamp(backed_off)
+        self._backed_off = True
 
     def __repr__(self) -> str:
         def show(value: float | None) -> str:

@@ -1,0 +1,63 @@
+"""The declared dependencies are the ones trionet imports, and CI tests the oldest trio allowed."""
+
+from __future__ import annotations
+
+import ast
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+import trionet
+
+ROOT = Path(trionet.__file__).parent.parent
+PACKAGE = Path(trionet.__file__).parent
+
+
+def declared() -> dict[str, str]:
+    """The runtime dependencies in pyproject.toml: name -> version specifier."""
+    tomllib = pytest.importorskip("tomllib")
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    found = {}
+    for requirement in project["dependencies"]:
+        match = re.fullmatch(r"([A-Za-z0-9_.-]+)\s*(.*)", requirement)
+        assert match is not None, requirement
+        found[match[1].lower()] = match[2]
+    return found
+
+
+def _runtime_imports(node: ast.AST, names: set[str]) -> None:
+    """Collect imported top-level modules, skipping ``if TYPE_CHECKING:`` blocks (typing only)."""
+    if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+        for child in node.orelse:
+            _runtime_imports(child, names)
+        return
+    if isinstance(node, ast.Import):
+        names.update(alias.name.split(".")[0] for alias in node.names)
+    elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+        names.add(node.module.split(".")[0])
+    for child in ast.iter_child_nodes(node):
+        _runtime_imports(child, names)
+
+
+def imported() -> set[str]:
+    """The top-level modules trionet's own code imports at run time, outside the standard library."""
+    names: set[str] = set()
+    for path in PACKAGE.rglob("*.py"):
+        _runtime_imports(ast.parse(path.read_text()), names)
+    return {name for name in names if name not in sys.stdlib_module_names and name != "trionet"}
+
+
+def test_every_declared_dependency_is_imported_and_every_import_declared() -> None:
+    assert set(declared()) == imported()
+
+
+def test_ci_tests_the_oldest_trio_that_the_bound_allows() -> None:
+    bound = declared()["trio"]
+    assert re.fullmatch(r">=\d+\.\d+", bound), f"trio's bound is not a plain lower bound: {bound!r}"
+    script = (ROOT / ".ci" / "run").read_text()
+    # .ci/run reads the bound from pyproject.toml and installs exactly that release series.
+    assert 'oldest_trio=$(sed -n \'s/^ *"trio>=' in script
+    assert '"trio==$oldest_trio.*"' in script
+    assert re.search(r"^\.venv-oldest/bin/python -m pytest ", script, re.MULTILINE)
