@@ -31,6 +31,14 @@ load (``benchmarks/_soak_load.py``)
     handlers are busy and every other connection is open and quiet: all
     served, the busy requests answered, the shutdown within its grace plus
     one second, no connection counted active and one close event each after.
+udp-cancel (``benchmarks/_soak_udp.py``)
+    ``request()`` cancelled at random moments during its retransmissions over
+    real loopback: every request ends by its cancellation, and file
+    descriptors and tasks are the same before and after.
+udp-proxy (``benchmarks/_soak_udp_proxy.py``)
+    ``serve_udp`` with duplicate suppression behind a loopback proxy that drops
+    30 % and duplicates 10 % of datagrams each way: every request answered
+    with its own reply, each handled exactly once.
 udp (``benchmarks/_soak_udp.py``)
     Requests over trionet's virtual network at 20% loss and 5% duplication
     each way, against ``serve_udp`` with duplicate suppression: every request
@@ -69,13 +77,14 @@ from ._soak_common import peak_rss, reset_peak_rss, tls_contexts
 from ._soak_hostile import CODECS, AttackReport, Hostile, attack, flood_streams, hostile_streams
 from ._soak_load import LoadReport, run_load
 from ._soak_peers import PeersReport, run_slow_and_idle
-from ._soak_udp import UdpReport, run_udp_under_loss
+from ._soak_udp import CancelReport, UdpReport, run_request_cancellations, run_udp_under_loss
+from ._soak_udp_proxy import ProxyReport, run_udp_behind_proxy
 
 __all__ = ["FORMS", "Sizes", "main"]
 
 T = TypeVar("T")
 
-SCENARIOS: Final = ("chaos", "hostile", "peers", "load", "udp")
+SCENARIOS: Final = ("chaos", "hostile", "peers", "load", "udp-cancel", "udp-proxy", "udp")
 
 
 @dataclass(frozen=True)
@@ -92,13 +101,15 @@ class Sizes:
     udp_requests: int
     load_connections: int
     load_messages: int
+    udp_cancellations: int
+    udp_proxy_requests: int
 
 
 #: The forms: ``short`` is what CI runs (tests/test_soak_*.py), ``long`` the soak.
 FORMS: Final = {
-    "quick": Sizes(20, 2_000, 20, 20, 1 << 16, 20, 20, 500, 50, 5),
-    "short": Sizes(200, 100_000, 200, 100, 1 << 20, 500, 500, 10_000, 2_000, 10),
-    "long": Sizes(200, 1_000_000, 1_000, 1_000, 1 << 20, 2_000, 2_000, 100_000, 5_000, 40),
+    "quick": Sizes(20, 2_000, 20, 20, 1 << 16, 20, 20, 500, 50, 5, 50, 100),
+    "short": Sizes(200, 100_000, 200, 100, 1 << 20, 500, 500, 10_000, 2_000, 10, 1_000, 2_000),
+    "long": Sizes(200, 1_000_000, 1_000, 1_000, 1 << 20, 2_000, 2_000, 100_000, 5_000, 40, 10_000, 20_000),
 }
 #: Hostile connections open at once.
 HOSTILE_CONCURRENCY: Final = 50
@@ -311,6 +322,39 @@ def _load(sizes: Sizes, seed: int) -> Outcome:
     return Outcome("load", rows, report.problems, dataclasses.asdict(report) | {"peak_rss": rss})
 
 
+def _udp_cancel(sizes: Sizes, seed: int) -> Outcome:
+    report: CancelReport
+    report, rss = _run(lambda: run_request_cancellations(requests=sizes.udp_cancellations, seed=seed))
+    rows: list[Sequence[str]] = [
+        ("requests cancelled during retransmission", f"{report.cancelled:,} of {report.requests:,}"),
+        ("transmissions the silent peer received", _count(report.transmissions)),
+        ("tasks before / after", f"{report.tasks_before} / {report.tasks_after}"),
+        ("fds before / after", f"{report.fds_before} / {report.fds_after}"),
+        ("peak traced / peak RSS", f"{_mib(report.peak_memory)} / {_mib(rss)}"),
+        ("time", f"{report.seconds:.1f} s"),
+    ]
+    return Outcome("udp-cancel", rows, report.problems, dataclasses.asdict(report) | {"peak_rss": rss})
+
+
+def _udp_proxy(sizes: Sizes, seed: int) -> Outcome:
+    report: ProxyReport
+    report, rss = _run(lambda: run_udp_behind_proxy(requests=sizes.udp_proxy_requests, seed=seed))
+    rows: list[Sequence[str]] = [
+        ("requests / client endpoints", f"{report.requests:,} / {report.clients}"),
+        ("proxy loss / duplication each way", f"{report.loss:.0%} / {report.duplicate:.0%}"),
+        ("answered with their own reply", _count(report.answered)),
+        ("handler runs / ids handled twice", f"{report.handler_runs:,} / {report.handled_twice:,}"),
+        ("datagrams the proxy got / dropped / duplicated",
+         f"{report.forwarded:,} / {report.dropped:,} / {report.duplicated:,}"),
+        ("client retransmissions", _count(report.retransmissions)),
+        ("tasks before / after", f"{report.tasks_before} / {report.tasks_after}"),
+        ("fds before / after", f"{report.fds_before} / {report.fds_after}"),
+        ("peak traced / peak RSS", f"{_mib(report.peak_memory)} / {_mib(rss)}"),
+        ("time", f"{report.seconds:.1f} s"),
+    ]
+    return Outcome("udp-proxy", rows, report.problems, dataclasses.asdict(report) | {"peak_rss": rss})
+
+
 def _udp(sizes: Sizes, seed: int) -> Outcome:
     report: UdpReport
     report, rss = _run(
@@ -338,6 +382,8 @@ _RUNNERS: Final[dict[str, Callable[[Sizes, int], Outcome]]] = {
     "hostile": _hostile,
     "peers": _peers,
     "load": _load,
+    "udp-cancel": _udp_cancel,
+    "udp-proxy": _udp_proxy,
     "udp": _udp,
 }
 

@@ -13,9 +13,10 @@ waits for it, one round trip after the other. Round trips per second, for:
     on a :mod:`trio.socket` socket: the obvious hand-written loop, with no
     timeout and no retransmission.
 ``trionet``
-    ``await endpoint.request(payload, address)``: with CoAP's retry policy
-    armed (a timeout per request, which is a cancel scope), the reply matched
-    to its request by peer, the address normalised.
+    ``await endpoint.request(payload, address, match=match_bytes(0, 8))``:
+    with CoAP's retry policy armed (a timeout per request, which is a cancel
+    scope), the reply matched to its request by peer and by an 8-byte id (as
+    a correct client must; ``match`` is required), the address normalised.
 ``asyncio`` / ``uvloop``
     A :class:`asyncio.DatagramProtocol` client: ``transport.sendto(payload)``,
     then awaiting a future that ``datagram_received`` completes. The uvloop
@@ -54,6 +55,7 @@ from typing import Any, Final
 
 import trio
 
+from trionet._sansio.matching import match_bytes
 from trionet._udp import Datagram, open_udp_endpoint
 from trionet._udp_server import UDPServer, serve_udp
 
@@ -105,9 +107,10 @@ async def _raw_client(address: Any, count: int, payload: bytes) -> float:
 async def _trionet_client(address: Any, count: int, payload: bytes) -> float:
     async with open_udp_endpoint(f"{LOOPBACK}:0") as endpoint:
         request = endpoint.request
+        match = match_bytes(0, 8)  # the payload's first 8 bytes, echoed
         start = time.perf_counter()
         for _ in range(count):
-            reply = await request(payload, address)
+            reply = await request(payload, address, match=match)
         elapsed = time.perf_counter() - start
         assert reply.data == payload
         assert endpoint.statistics().retransmissions == 0

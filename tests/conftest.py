@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import gc
 import os
+import ssl
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
 import trio
+import trustme
 from hypothesis import settings
 
 # Hypothesis: no per-example deadline (CI machines are noisy); example counts are
@@ -51,3 +53,18 @@ async def tcp_pair() -> AsyncIterator[tuple[trio.SocketStream, trio.SocketStream
     a, b = await tcp_stream_pair()
     async with a, b:
         yield a, b
+
+
+#: The name the ``contexts`` fixture's test certificate is issued for.
+TLS_HOSTNAME = "server.trionet.test"
+
+
+@pytest.fixture(scope="module")
+def contexts() -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """A TLS server context and a client context that trusts it (trustme)."""
+    ca = trustme.CA()
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert(TLS_HOSTNAME).configure_cert(server_context)
+    client_context = ssl.create_default_context()
+    ca.configure_trust(client_context)
+    return server_context, client_context

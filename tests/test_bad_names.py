@@ -157,19 +157,11 @@ ENTRY_POINTS: dict[str, Callable[[str], Awaitable[object]]] = {
 }
 
 
-# The UDP binding side takes "" for the wildcard, as socket.bind() does, where
-# serve_tcp(host="") raises AddressError; strict, so the mark must go when the
-# two agree.
-_EMPTY_IS_WILDCARD = {"open_udp_endpoint(local=)", "serve_udp(host=)"}
-
-
 @pytest.mark.parametrize("entry", list(ENTRY_POINTS))
 @pytest.mark.parametrize("host", BAD_NAMES)
 async def test_a_bad_name_raises_one_trionet_error_and_looks_nothing_up(
-    entry: str, host: str, fake: FakeResolver, request: pytest.FixtureRequest
+    entry: str, host: str, fake: FakeResolver
 ) -> None:
-    if host == "" and entry in _EMPTY_IS_WILDCARD:
-        request.applymarker(pytest.mark.xfail(strict=True, reason="UDP binds '' as the wildcard"))
     exc = await raised_by(lambda: ENTRY_POINTS[entry](host))
     only_trionet_error(exc)
     assert fake.calls == [], "a malformed name reached getaddrinfo"

@@ -18,7 +18,6 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
-import trustme
 
 from trionet._channel import MessageChannel
 from trionet._connection import Connection, TCPConnection
@@ -28,21 +27,12 @@ from trionet._tcp_server import open_tcp_server, serve_tcp
 from trionet._unix import open_unix_server
 from trionet.testing import VirtualNetwork
 
-HOSTNAME = "server.trionet.test"
+from .conftest import TLS_HOSTNAME as HOSTNAME
+
 #: A frame far larger than both sockets' buffers, so a never-reading client
 #: leaves the handler blocked in the middle of it.
 BIG = 4 * 1024 * 1024
 KINDS = ("tcp", "tls", "unix")
-
-
-@pytest.fixture(scope="module")
-def contexts() -> tuple[ssl.SSLContext, ssl.SSLContext]:
-    ca = trustme.CA()
-    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert(HOSTNAME).configure_cert(server_context)
-    client_context = ssl.create_default_context()
-    ca.configure_trust(client_context)
-    return server_context, client_context
 
 
 class Counter:

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-SCENARIOS = ["chaos", "hostile", "peers", "load", "udp"]
+SCENARIOS = ["chaos", "hostile", "peers", "load", "udp-cancel", "udp-proxy", "udp"]
 
 
 def test_the_quick_form_runs_every_scenario_in_its_own_process_and_passes(tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ import trio.testing
 
 from benchmarks._soak_common import count_tasks
 from benchmarks._soak_udp import run_request_cancellations, run_udp_under_loss
+from trionet import match_bytes
 from trionet._sansio.retry import RetryPolicy
 from trionet._udp import Datagram, PeerUnreachable, open_udp_endpoint
 from trionet._udp_server import open_udp_server
@@ -68,11 +69,16 @@ async def test_a_client_that_vanishes_mid_exchange_leaves_the_server_serving(
                 release = trio.Event()
                 async with open_udp_endpoint("127.0.0.1:0") as vanishing:
                     with trio.move_on_after(0.1):
-                        await vanishing.request(b"%d" % round_, ("127.0.0.1", server.port))
+                        await vanishing.request(
+                            b"%d" % round_, ("127.0.0.1", server.port),
+                            match=match_bytes(0, len(b"%d" % round_)),
+                        )
                 # Gone: the reply goes to a closed port (ICMP port unreachable).
                 release.set()
                 async with open_udp_endpoint("127.0.0.1:0") as good:
-                    reply = await good.request(b"good", ("127.0.0.1", server.port), policy=QUICK)
+                    reply = await good.request(
+                        b"good", ("127.0.0.1", server.port), policy=QUICK, match=match_bytes(0, 4)
+                    )
                     assert reply.data == b"good"
             statistics = server.statistics()
     assert statistics.handler_errors == 0
@@ -105,10 +111,10 @@ async def test_a_server_that_vanishes_mid_exchange_ends_the_request_with_a_typed
                     if connected:
                         # The kernel reports the ICMP error to a connected socket.
                         with pytest.raises(PeerUnreachable):
-                            await client.request(b"hello?", target, policy=QUICK)
+                            await client.request(b"hello?", target, policy=QUICK, match=match_bytes(0, 6))
                     else:
                         with pytest.raises(RequestTimeout) as raised:
-                            await client.request(b"hello?", target, policy=QUICK)
+                            await client.request(b"hello?", target, policy=QUICK, match=match_bytes(0, 6))
                         assert raised.value.attempts == QUICK.max_attempts
     assert count_tasks() == tasks_before
 

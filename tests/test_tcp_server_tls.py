@@ -8,7 +8,6 @@ import ssl
 import pytest
 import trio
 import trio.testing
-import trustme
 
 from trionet._channel import MessageChannel
 from trionet._connection import TCPConnection
@@ -16,17 +15,7 @@ from trionet._observe import Event, EventLog
 from trionet._sansio.codecs import LengthPrefixed
 from trionet._tcp_server import open_tcp_server
 
-HOSTNAME = "server.trionet.test"
-
-
-@pytest.fixture(scope="module")
-def contexts() -> tuple[ssl.SSLContext, ssl.SSLContext]:
-    ca = trustme.CA()
-    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert(HOSTNAME).configure_cert(server_context)
-    client_context = ssl.create_default_context()
-    ca.configure_trust(client_context)
-    return server_context, client_context
+from .conftest import TLS_HOSTNAME as HOSTNAME
 
 
 class Waiter:

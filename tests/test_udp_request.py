@@ -15,6 +15,7 @@ import trio.testing
 
 from trionet._observe import EventLog
 from trionet._sansio.addresses import Address
+from trionet._sansio.matching import match_address_only, match_bytes
 from trionet._sansio.retry import RetryPolicy, RttEstimator
 from trionet._udp import Datagram, PeerUnreachable, UDPEndpoint, open_udp_endpoint
 from trionet._udp_server import UDPServer, serve_udp
@@ -88,7 +89,7 @@ async def test_with_total_loss_a_request_gives_up_after_exactly_the_policys_atte
             async with open_udp_endpoint(observer=log) as ep:
                 start = trio.current_time()
                 with pytest.raises(RequestTimeout) as info:
-                    await ep.request(b"anyone?", SERVER, policy=policy)
+                    await ep.request(b"anyone?", SERVER, policy=policy, match=by_id(b"anyone?"))
                 assert trio.current_time() - start == pytest.approx(times[-1])
                 assert info.value.attempts == len(times) - 1
                 assert isinstance(info.value, trio.TooSlowError)
@@ -112,7 +113,7 @@ async def test_a_reply_arrives_after_one_round_trip(
         with net.host("client"):
             async with open_udp_endpoint(observer=log) as ep:
                 start = trio.current_time()
-                reply = await ep.request(b"ping", SERVER)
+                reply = await ep.request(b"ping", SERVER, match=match_bytes(0, 4))
                 assert trio.current_time() - start == pytest.approx(2 * LATENCY)
                 assert reply == Datagram(b"ping", Address("10.0.0.1", 7))
         nursery.cancel_scope.cancel()
@@ -133,7 +134,7 @@ async def test_a_late_reply_to_the_first_transmission_answers_the_request(
         with net.host("client"):
             async with open_udp_endpoint(observer=log) as ep:
                 start = trio.current_time()
-                await ep.request(b"slow", SERVER, policy=NO_JITTER)
+                await ep.request(b"slow", SERVER, policy=NO_JITTER, match=by_id(b"slow"))
                 assert trio.current_time() - start == pytest.approx(2.5 + 2 * LATENCY)
         assert server.statistics().duplicates_dropped == 1  # the retransmission, handled once
         nursery.cancel_scope.cancel()
@@ -203,14 +204,16 @@ async def test_duplicated_datagrams_run_the_handler_once(
                 for i in range(5):
                     await ep.request(b"%d" % i, SERVER, match=by_id(b"%d" % i))
                 await trio.sleep(1)
-                late = ep.statistics().datagrams_queued
+                late = ep.statistics()
         stats = server.statistics()
         nursery.cancel_scope.cancel()
     assert runs == [b"0", b"1", b"2", b"3", b"4"]
     # Each duplicate was replayed, or dropped while its first copy's reply was sent.
     assert stats.duplicates_replayed + stats.duplicates_dropped == 5
     assert len(log.of_kind("udp.duplicate_replayed")) == stats.duplicates_replayed > 0
-    assert late > 0  # duplicated replies that no request claimed wait for receive()
+    # Duplicated replies that no request claimed are late replies: dropped, counted.
+    assert late.late_replies_dropped > 0
+    assert late.datagrams_queued == 0
 
 
 # --------------------------------------------------------------- concurrency
@@ -312,7 +315,7 @@ async def test_cancelling_a_request_stops_its_retransmissions_at_once(
         with net.host("client"):
             async with open_udp_endpoint() as ep:
                 with trio.move_on_after(3):  # during the second wait (2 s to 6 s)
-                    await ep.request(b"x", SERVER, policy=NO_JITTER)
+                    await ep.request(b"x", SERVER, policy=NO_JITTER, match=by_id(b"x"))
                 await trio.sleep(100)
                 assert ep.statistics().requests_active == 0
         nursery.cancel_scope.cancel()
@@ -320,9 +323,39 @@ async def test_cancelling_a_request_stops_its_retransmissions_at_once(
     assert [t - sends[0] for t in sends] == [0, 2]
 
 
-async def test_a_reply_that_comes_after_its_request_was_cancelled_goes_to_the_queue(
+async def test_a_reply_that_comes_after_its_request_was_cancelled_is_dropped_and_counted(
     autojump_clock: trio.testing.MockClock, net: VirtualNetwork
 ) -> None:
+    # Issue 14.2: a late reply used to wait in the receive queue (and, without
+    # a match, to answer the next request).
+    async def slow(datagram: Datagram) -> bytes:
+        await trio.sleep(3 if datagram.data == b"too slow" else 0)
+        return datagram.data
+
+    log = EventLog()
+    async with trio.open_nursery() as nursery:
+        await start_server(net, nursery, slow)
+        with net.host("client"):
+            async with open_udp_endpoint(observer=log) as ep:
+                with trio.move_on_after(1):
+                    await ep.request(b"too slow", SERVER, policy=RetryPolicy(initial_timeout=5),
+                                     match=by_id(b"too"))
+                await trio.sleep(5)  # the late reply is in the socket's buffer
+                # Something the finished request's match does not accept still arrives.
+                await ep.send(b"other", SERVER)
+                assert (await ep.receive()).data == b"other"
+                stats = ep.statistics()
+                assert (stats.datagrams_received, stats.late_replies_dropped) == (2, 1)
+                assert stats.datagrams_queued == 0
+                assert log.of_kind("udp.dropped")[0].details["reason"] == "late reply"
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_late_reply_after_the_window_reaches_receive(
+    autojump_clock: trio.testing.MockClock, net: VirtualNetwork
+) -> None:
+    # The window is twice the latest wait (2 x 1 s here, counted from the
+    # cancellation at 0.5 s): a reply at 3 s is past it.
     async def slow(datagram: Datagram) -> bytes:
         await trio.sleep(3)
         return datagram.data
@@ -331,11 +364,11 @@ async def test_a_reply_that_comes_after_its_request_was_cancelled_goes_to_the_qu
         await start_server(net, nursery, slow)
         with net.host("client"):
             async with open_udp_endpoint() as ep:
-                with trio.move_on_after(1):
-                    await ep.request(b"too slow", SERVER, policy=RetryPolicy(initial_timeout=5))
-                late = await ep.receive()
-                assert late.data == b"too slow"
-                assert trio.current_time() == pytest.approx(3 + 2 * LATENCY, abs=0.1)
+                with trio.move_on_after(0.5):
+                    await ep.request(b"q", SERVER, policy=RetryPolicy(initial_timeout=1,
+                                     random_factor=1), match=by_id(b"q"))
+                assert (await ep.receive()).data == b"q"
+                assert ep.statistics().late_replies_dropped == 0
         nursery.cancel_scope.cancel()
 
 
@@ -346,7 +379,7 @@ async def test_a_request_cancelled_before_its_first_transmission_sends_nothing(
         async with open_udp_endpoint() as ep:
             with trio.CancelScope() as scope:
                 scope.cancel()
-                await ep.request(b"x", "10.0.0.1:7")
+                await ep.request(b"x", "10.0.0.1:7", match=by_id(b"x"))
             assert scope.cancelled_caught
     assert client_sends(net) == []
 
@@ -401,8 +434,8 @@ async def test_requests_to_different_peers_do_not_wait_for_each_other(
             async with open_udp_endpoint() as ep:
                 start = trio.current_time()
                 async with trio.open_nursery() as requests:
-                    requests.start_soon(ep.request, b"1", SERVER)
-                    requests.start_soon(ep.request, b"2", "other:7")
+                    requests.start_soon(functools.partial(ep.request, b"1", SERVER, match=by_id(b"1")))
+                    requests.start_soon(functools.partial(ep.request, b"2", "other:7", match=by_id(b"2")))
                 assert trio.current_time() - start == pytest.approx(2 * LATENCY)
         nursery.cancel_scope.cancel()
 
@@ -454,7 +487,8 @@ async def test_a_truncated_datagram_never_answers_a_request(
         with net.host("client"):
             async with open_udp_endpoint(max_receive_size=50) as ep:
                 with pytest.raises(RequestTimeout):
-                    await ep.request(b"q", SERVER, policy=RetryPolicy(max_attempts=1))
+                    await ep.request(b"q", SERVER, policy=RetryPolicy(max_attempts=1),
+                                     match=match_address_only)
                 cut = await ep.receive()
                 assert cut.truncated
                 assert len(cut.data) == 50
@@ -467,7 +501,7 @@ async def test_a_request_raises_datagram_too_large_before_sending(
     with net.host("client"):
         async with open_udp_endpoint() as ep:
             with pytest.raises(DatagramTooLarge):
-                await ep.request(b"x" * 65508, "10.0.0.1:7")
+                await ep.request(b"x" * 65508, "10.0.0.1:7", match=match_bytes(0, 2))
     assert client_sends(net) == []
 
 
@@ -478,7 +512,7 @@ async def test_a_connected_request_to_a_closed_port_raises_peer_unreachable(
         async with open_udp_endpoint(remote=SERVER) as ep:
             start = trio.current_time()
             with pytest.raises(PeerUnreachable):
-                await ep.request(b"anyone?")
+                await ep.request(b"anyone?", match=by_id(b"anyone?"))
             assert trio.current_time() - start == pytest.approx(2 * LATENCY)
 
 
@@ -489,7 +523,7 @@ async def test_closing_the_endpoint_fails_waiting_requests(
 
     async def wait(ep: UDPEndpoint) -> None:
         try:
-            await ep.request(b"x", "10.0.0.1:9")
+            await ep.request(b"x", "10.0.0.1:9", match=by_id(b"x"))
         except trio.ClosedResourceError as exc:
             failures.append(exc)
 
@@ -522,14 +556,14 @@ async def test_karns_rule_only_unretransmitted_requests_feed_the_estimator(
         await start_server(net, nursery, drop_first_copy)
         with net.host("client"):
             async with open_udp_endpoint(observer=log) as ep:
-                await ep.request(b"clean", SERVER, policy=NO_JITTER, rtt=rtt)
+                await ep.request(b"clean", SERVER, policy=NO_JITTER, rtt=rtt, match=by_id(b"clean"))
                 assert rtt.samples == 1
                 assert rtt.srtt == pytest.approx(2 * LATENCY)
                 assert rtt.rto == pytest.approx(0.06)  # SRTT + 4 * RTTVAR = 0.02 + 4 * 0.01
                 first_timeouts = [e.details["timeout"] for e in log.of_kind("udp.transmit")]
                 assert first_timeouts == [2.0]  # a new estimator defers to the policy
 
-                await ep.request(b"lossy", SERVER, policy=NO_JITTER, rtt=rtt)
+                await ep.request(b"lossy", SERVER, policy=NO_JITTER, rtt=rtt, match=by_id(b"lossy"))
                 assert rtt.samples == 1  # ambiguous sample ignored
                 assert rtt.rto == pytest.approx(2 * 0.06)  # backed off after the expiry
                 assert log.of_kind("udp.transmit")[1].details["timeout"] == pytest.approx(0.06)
@@ -547,11 +581,11 @@ async def test_a_new_estimator_does_not_override_the_policys_initial_timeout(
     with net.host("client"):
         async with open_udp_endpoint(observer=log) as ep:
             with pytest.raises(RequestTimeout):
-                await ep.request(b"x", SERVER, policy=policy, rtt=rtt)
+                await ep.request(b"x", SERVER, policy=policy, rtt=rtt, match=by_id(b"x"))
             assert rtt.backed_off
             assert rtt.rto == pytest.approx(0.8)  # 2 * the 0.4 s wait that expired
             with pytest.raises(RequestTimeout):
-                await ep.request(b"y", SERVER, policy=policy, rtt=rtt)
+                await ep.request(b"y", SERVER, policy=policy, rtt=rtt, match=by_id(b"y"))
     waits = [e.details["timeout"] for e in log.of_kind("udp.transmit")]
     assert waits == pytest.approx([0.2, 0.8])  # then the backed-off RTO is kept (Karn)
 
@@ -567,7 +601,7 @@ async def test_the_first_wait_from_an_estimator_is_its_rto_times_the_policys_spr
         await start_server(net, nursery)
         with net.host("client"):
             async with open_udp_endpoint(observer=log) as ep:
-                await ep.request(b"x", SERVER, policy=policy, rtt=rtt)
+                await ep.request(b"x", SERVER, policy=policy, rtt=rtt, match=by_id(b"x"))
         nursery.cancel_scope.cancel()
     [sent] = log.of_kind("udp.transmit")
     assert sent.details["timeout"] == pytest.approx(0.3 * 1.25)

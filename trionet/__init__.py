@@ -31,6 +31,11 @@ from ._sansio.codecs import LengthPrefixed as LengthPrefixed
 from ._sansio.codecs import Lines as Lines
 from ._sansio.codecs import Netstring as Netstring
 from ._sansio.codecs import Varint as Varint
+from ._sansio.matching import ReplyMatcher as ReplyMatcher
+from ._sansio.matching import match_address_only as match_address_only
+from ._sansio.matching import match_bytes as match_bytes
+from ._sansio.matching import match_coap_message_id as match_coap_message_id
+from ._sansio.matching import match_dns_id as match_dns_id
 from ._sansio.ordering import interleave_families as interleave_families
 from ._sansio.retry import RetryPolicy as RetryPolicy
 from ._sansio.retry import RttEstimator as RttEstimator
@@ -114,6 +119,11 @@ __all__ = [
     "PeerUnreachable",
     "RetryPolicy",
     "RttEstimator",
+    "ReplyMatcher",
+    "match_dns_id",
+    "match_coap_message_id",
+    "match_bytes",
+    "match_address_only",
     "serve_udp",
     "open_udp_server",
     "UDPServer",

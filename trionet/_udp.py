@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import socket
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Hashable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from ._observe import Observer, emit
 from ._resolver import Resolver
 from ._sansio.addresses import Address
 from ._sansio.errors import AddressError
+from ._sansio.matching import ReplyMatcher
 from ._sansio.retry import RetryPolicy, RttEstimator
 from ._udp_receive import Datagram, DatagramReceiver, PeerState, PeerUnreachable, Waiter
 from ._udp_socket import (
@@ -59,6 +61,17 @@ DEFAULT_MAX_OUTSTANDING_PER_PEER: Final = 1
 DEFAULT_RETRY_POLICY: Final = RetryPolicy()
 # Bound of the cache from destination arguments to resolved socket addresses.
 _TARGET_CACHE_SIZE: Final = 4096
+# Late replies (issue 14.2), trionet's choice: per peer, the matchers of this
+# many recently finished requests are remembered (32 requests in flight per peer
+# is already far beyond RFC 8085's advice), for at most this many peers, each
+# for _LATE_REPLY_WINDOW_FACTOR times the wait given to the request's latest
+# transmission (with a backoff multiplier of 2 or more, at least as long as the
+# request lasted: the span over which its copies and their replies travel).
+_LATE_REQUESTS_PER_PEER: Final = 32
+_LATE_PEERS: Final = 4096
+_LATE_REPLY_WINDOW_FACTOR: Final = 2.0
+
+_Predicate = Callable[[Datagram], bool]
 
 
 @final
@@ -76,6 +89,11 @@ class UDPEndpointStatistics:
       requests_completed: Requests that got their reply.
       requests_timed_out: Requests that raised :exc:`~trionet.RequestTimeout`.
       retransmissions: Transmissions beyond each request's first.
+      late_replies_dropped: Datagrams dropped as late replies: from a peer, not
+          claimed by a request in progress, and matched by the ``match`` of a
+          request to that peer that finished (answered, timed out, cancelled)
+          recently (see :meth:`UDPEndpoint.request`). They never reach
+          :meth:`~UDPEndpoint.receive`.
     """
 
     datagrams_sent: int
@@ -87,6 +105,7 @@ class UDPEndpointStatistics:
     requests_completed: int
     requests_timed_out: int
     retransmissions: int
+    late_replies_dropped: int = 0
 
 
 _Target = tuple[Address, Any, int]  # (peer, sockaddr or None when connected, size limit)
@@ -131,6 +150,9 @@ class UDPEndpoint(DatagramReceiver, trio.abc.AsyncResource):
         self._targets: dict[Hashable, _Target] = {}
         self._sent = 0
         self._active = self._completed = self._timed_out = self._retransmissions = 0
+        # peer -> (expiry time, match) of its recently finished requests
+        self._late: dict[Address, deque[tuple[float, _Predicate]]] = {}
+        self._late_dropped = 0
 
     # ---------------------------------------------------------------- state
 
@@ -171,6 +193,7 @@ class UDPEndpoint(DatagramReceiver, trio.abc.AsyncResource):
             requests_completed=self._completed,
             requests_timed_out=self._timed_out,
             retransmissions=self._retransmissions,
+            late_replies_dropped=self._late_dropped,
         )
 
     def __repr__(self) -> str:
@@ -186,6 +209,7 @@ class UDPEndpoint(DatagramReceiver, trio.abc.AsyncResource):
             return
         self._sock.close()  # wakes a driver waiting for readability
         self._close_receiving()
+        self._late.clear()
         for state in self._peers.values():
             if state.turns is not None:
                 state.turns.unpark_all()
@@ -377,16 +401,68 @@ class UDPEndpoint(DatagramReceiver, trio.abc.AsyncResource):
             return  # handed straight over, so that a newcomer cannot overtake
         state.outstanding -= 1
 
+    # --------------------------------------------------------- late replies
+
+    def _remember(self, peer: Address, match: _Predicate, window: float) -> None:
+        """Keep a finished request's ``match`` for ``window`` seconds, to drop its late replies."""
+        late = self._late
+        entries = late.get(peer)
+        if entries is None:
+            if len(late) >= _LATE_PEERS:
+                now = trio.current_time()
+                for key in [key for key, kept in late.items() if max(e for e, _ in kept) <= now]:
+                    del late[key]
+                if len(late) >= _LATE_PEERS:
+                    del late[next(iter(late))]  # the peer remembered longest ago
+            entries = late[peer] = deque(maxlen=_LATE_REQUESTS_PER_PEER)
+        entries.append((trio.current_time() + window, match))
+
+    def _is_late(self, datagram: Datagram) -> bool:
+        """Whether ``datagram`` (claimed by no request in progress) answers a finished request."""
+        address = datagram.address
+        state = self._peers.get(address)
+        if state is not None:
+            # Requests answered, whose task has not run yet to finish them.
+            for waiter in state.waiters:
+                if waiter.reply is not None and _accepts(waiter.match, datagram):
+                    return True
+        entries = self._late.get(address)
+        if entries is None:
+            return False
+        now = trio.current_time()
+        while entries and entries[0][0] <= now:
+            entries.popleft()
+        if not entries:
+            del self._late[address]
+            return False
+        return any(expires > now and _accepts(match, datagram) for expires, match in entries)
+
+    def _enqueue(self, datagram: Datagram) -> None:
+        if (
+            (self._late or self._requests_waiting)
+            and not datagram.truncated
+            and self._is_late(datagram)
+        ):
+            self._late_dropped += 1
+            if self._observer is not None:
+                emit(self._observer, "udp.dropped", peer=datagram.address, reason="late reply")
+            return
+        super()._enqueue(datagram)
+
     async def request(
         self,
         data: bytes | bytearray | memoryview,
         address: AddressLike | None = None,
         *,
         policy: RetryPolicy = DEFAULT_RETRY_POLICY,
-        match: Callable[[Datagram], bool] | None = None,
+        match: ReplyMatcher | Callable[[Datagram], bool],
         rtt: RttEstimator | None = None,
     ) -> Datagram:
         """Send a request and retransmit it until a reply arrives.
+
+        ::
+
+            reply = await endpoint.request(query, "192.0.2.53:53", match=trionet.match_dns_id)
 
         The datagram is sent, then sent again each time a timeout of ``policy``
         expires without a reply, until ``policy``'s attempts or deadline are
@@ -396,16 +472,52 @@ class UDPEndpoint(DatagramReceiver, trio.abc.AsyncResource):
         are in progress per peer; more wait their turn, in order, before their
         first transmission.
 
+        Why ``match`` is required: a UDP reply carries nothing that ties it to
+        its request but what the protocol puts in it. The sender's address and
+        port are the only authentication a reply has (anyone who can send from,
+        or forge, that address can answer), and they say nothing about *which*
+        request is answered: the reply to a cancelled request, to an earlier
+        copy of a retransmitted one, or a duplicate, arrives from the same
+        address as the next request's. Only an id echoed from request to reply
+        tells them apart; choose ids that are unique among a peer's recent
+        requests (and random, where a forger off the path must not guess them).
+
+        Late replies: when a request ends (answered, timed out, cancelled) its
+        ``match`` is remembered for twice the wait given to its latest
+        transmission (with a backoff
+        multiplier of 2 or more, longer than the request lasted), for the last
+        32 finished requests per peer. A datagram from the peer, taken from the
+        socket within that window, that no request in progress claims and that
+        one of them matches is dropped, counted in
+        ``late_replies_dropped`` of :meth:`statistics` and reported as
+        ``udp.dropped`` (reason ``"late reply"``), instead of waiting in the
+        receive queue for :meth:`receive`. Older or evicted ones reach
+        :meth:`receive`.
+
         Args:
           data: The request's payload, the same for every transmission.
           address: The peer, as for :meth:`send`; ``None`` on a connected
               endpoint.
           policy: When to retransmit and when to give up.
-          match: Whether a datagram from the peer answers this request (by
-              comparing an id in it, say). ``None`` accepts the first one, which
-              is right only with one outstanding request per peer and a protocol
-              whose late duplicate replies cannot be mistaken for new ones. An
-              exception it raises is raised by this call.
+          match: Which datagram from the peer answers this request. Required,
+              keyword-only. One of:
+
+              - :data:`~trionet.match_dns_id` (DNS: the first 2 bytes, the
+                message ID, equal the request's),
+                :data:`~trionet.match_coap_message_id` (CoAP: bytes 2-3),
+                :func:`~trionet.match_bytes` ``(offset, length)`` for an id at
+                a fixed place in request and reply. A request too short to
+                hold the id is a :exc:`ValueError`.
+              - a callable taking the candidate :class:`Datagram` and
+                returning whether it answers (compare an id, say); an
+                exception it raises is raised by this call.
+              - :data:`~trionet.match_address_only`: any datagram from the
+                peer. Unsafe with retransmission (a late reply to this
+                request, or a duplicate, can answer the next one) and with
+                concurrent requests to the peer (replies can be swapped); an
+                explicit opt-in for protocols without ids, one request at a
+                time. Its late-reply memory drops *every* datagram from the
+                peer for the window above.
           rtt: The peer's round-trip estimator. Once it has a sample, or has
               been backed off, its ``rto`` replaces ``policy.initial_timeout``:
               the first wait is then ``rto`` times the policy's random spread
@@ -426,6 +538,8 @@ class UDPEndpoint(DatagramReceiver, trio.abc.AsyncResource):
           PeerUnreachable: The connected endpoint's peer is unreachable.
           trio.ClosedResourceError: The endpoint was closed.
           AddressError, ResolutionError, OSError: As for :meth:`send`.
+          ValueError: ``data`` is too short for the id ``match`` compares.
+          TypeError: ``match`` is missing or not a matcher.
 
         Events:
           ``udp.transmit`` (peer, attempt, timeout, size) for the first
@@ -437,8 +551,8 @@ class UDPEndpoint(DatagramReceiver, trio.abc.AsyncResource):
 
         Cancellation:
           A cancelled request stops at once: no transmission follows, and a
-          reply that arrives later is treated as unmatched (it goes to the
-          receive queue). If it raises :exc:`trio.Cancelled` before its first
+          reply that arrives later is a late reply (dropped and counted, see
+          above). If it raises :exc:`trio.Cancelled` before its first
           transmission, nothing was sent.
         """
         if address is None:
@@ -454,6 +568,7 @@ class UDPEndpoint(DatagramReceiver, trio.abc.AsyncResource):
         size = data.nbytes if isinstance(data, memoryview) else len(data)
         if size > limit:
             raise DatagramTooLarge(size, limit)
+        predicate = _predicate(match, data)
         timeout = policy.first_timeout(_initial_timeout(policy, rtt))
         observer = self._observer
         state = self._peer_state(peer)
@@ -467,7 +582,7 @@ class UDPEndpoint(DatagramReceiver, trio.abc.AsyncResource):
         except BaseException:
             self._active -= 1
             raise
-        waiter = Waiter(True, match)
+        waiter = Waiter(True, predicate)
         state.waiters.append(waiter)
         self._requests_waiting += 1
         attempts = 0
@@ -519,6 +634,43 @@ class UDPEndpoint(DatagramReceiver, trio.abc.AsyncResource):
             self._active -= 1
             if not self._closed:
                 self._end_turn(state)
+                if attempts:
+                    self._remember(peer, predicate, _LATE_REPLY_WINDOW_FACTOR * timeout)
+
+
+def _accept_any(datagram: Datagram) -> bool:
+    return True
+
+
+def _predicate(
+    match: ReplyMatcher | Callable[[Datagram], bool], data: bytes | bytearray | memoryview
+) -> _Predicate:
+    """The test a datagram from the peer must pass to answer the request ``data``."""
+    if isinstance(match, ReplyMatcher):
+        if not match.length:
+            return _accept_any
+        key = match.key(data)
+        start, end = match.offset, match.offset + match.length
+
+        def has_key(datagram: Datagram) -> bool:
+            return datagram.data[start:end] == key
+
+        return has_key
+    if not callable(match):
+        raise TypeError(
+            "match must be a ReplyMatcher (match_dns_id, match_bytes(...), ...) or a "
+            f"callable taking the reply Datagram, not {match!r}"
+        )
+    return match
+
+
+def _accepts(match: _Predicate | None, datagram: Datagram) -> bool:
+    if match is None:
+        return False
+    try:
+        return match(datagram)
+    except Exception:  # raised to its request already, or a bug that request will meet
+        return False
 
 
 def _initial_timeout(policy: RetryPolicy, rtt: RttEstimator | None) -> float:
@@ -560,7 +712,8 @@ async def open_udp_endpoint(
     ::
 
         async with trionet.open_udp_endpoint() as endpoint:
-            reply = await endpoint.request(b"ping", "example.net:7")
+            reply = await endpoint.request(b"\x00\x01ping", "example.net:7",
+                                           match=trionet.match_bytes(0, 2))
             print(reply.data, "from", reply.address)
 
     Without ``local`` and ``remote`` the endpoint is dual-stack: one IPv6

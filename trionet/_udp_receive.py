@@ -377,8 +377,10 @@ class DatagramReceiver:
 
         Datagrams come in the order the system received them, except those
         that answer a :meth:`~trionet.UDPEndpoint.request`, which go to it.
-        Datagrams that no request claims (late or duplicated replies among
-        them) come here.
+        Late or duplicated replies to requests that finished a moment ago are
+        dropped and counted (``late_replies_dropped``; see
+        :meth:`~trionet.UDPEndpoint.request`); other datagrams that no request
+        claims come here.
 
         Returns:
           The :class:`Datagram`. Check :attr:`Datagram.truncated` if datagrams

@@ -67,7 +67,11 @@ def host_port(address: object, *, what: str) -> tuple[str | None, int]:
         host, port = address
         if host is not None and not isinstance(host, str):
             raise AddressError(f"{what}: host must be a str, not {host!r}")
-        return host or None, validate_port(port)
+        if host == "":
+            # serve_tcp refuses "" too: the wildcard is spelled None, so that an
+            # empty string from a config file cannot open every interface.
+            raise AddressError(f"{what}: the host is empty; use None to mean every address")
+        return host, validate_port(port)
     raise AddressError(
         f"{what} must be an Address, 'host:port' text or a (host, port) tuple, not {address!r}"
     )
