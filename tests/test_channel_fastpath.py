@@ -372,6 +372,20 @@ async def test_end_when_idle_delivers_frames_already_readable_first_socket() -> 
             await channel.receive()
 
 
+async def test_receive_nowait_after_end_when_idle_ends_only_once_nothing_is_left() -> None:
+    client, server = await tcp_stream_pair()
+    async with MessageChannel(client) as peer, MessageChannel(server) as channel:
+        channel.end_when_idle()
+        await peer.send(b"late")
+        await wait_for_frames_readable(server, 4 + 4)
+        # Readable in the kernel: receive() would deliver it, so this must not end.
+        with pytest.raises(trio.WouldBlock):
+            channel.receive_nowait()
+        assert await channel.receive() == b"late"
+        with pytest.raises(trio.EndOfChannel):
+            channel.receive_nowait()
+
+
 async def test_end_when_idle_lets_a_frame_in_progress_finish_socket() -> None:
     client, server = await tcp_stream_pair()
     async with client, MessageChannel(server) as channel:

@@ -336,6 +336,9 @@ class MessageChannel(trio.abc.Channel[bytes]):
 
         Raises:
           trio.WouldBlock: No whole frame is buffered; :meth:`receive` would wait.
+          trio.EndOfChannel: After :meth:`end_when_idle`, when :meth:`receive`
+              would end the channel instead of waiting: nothing of a frame is
+              buffered and nothing is readable.
           The same as :meth:`receive` otherwise.
         """
         if self._receiving:
@@ -345,6 +348,8 @@ class MessageChannel(trio.abc.Channel[bytes]):
         frame = self._decoder.next_frame()
         if frame is None:
             self._check_receive_state()
+            if self._ending and not self._decoder.buffered and not self._readable_now():
+                raise trio.EndOfChannel
             raise trio.WouldBlock
         self._messages_received += 1
         return frame
