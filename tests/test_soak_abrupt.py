@@ -16,7 +16,6 @@ import struct
 
 import pytest
 import trio
-import trustme
 
 from benchmarks._soak_common import count_tasks
 from trionet import (
@@ -30,24 +29,15 @@ from trionet import (
 )
 from trionet.errors import FramingError
 
+from .conftest import TLS_HOSTNAME as HOSTNAME
+
 ROUNDS = 50
-HOSTNAME = "soak.trionet.test"
 LINGER_RESET = struct.pack("ii", 1, 0)
 
 
 def reset_on_close(sock: trio.socket.SocketType) -> None:
     """SO_LINGER with a zero timeout: close() sends a TCP reset."""
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_RESET)
-
-
-@pytest.fixture(scope="module")
-def contexts() -> tuple[ssl.SSLContext, ssl.SSLContext]:
-    ca = trustme.CA()
-    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert(HOSTNAME).configure_cert(server_context)
-    client_context = ssl.create_default_context()
-    ca.configure_trust(client_context)
-    return server_context, client_context
 
 
 def client_hello(client_context: ssl.SSLContext) -> bytes:
