@@ -37,39 +37,42 @@ async def test_trio_still_keeps_the_stdlib_socket_where_the_accept_loop_reads_it
         assert raw.fileno() == sock.fileno()
 
 
+class TaskSteps(trio.abc.Instrument):
+    """Counts each task's steps: one step runs a task from one schedule point to the next."""
+
+    def __init__(self) -> None:
+        self.steps: collections.Counter[trio.lowlevel.Task] = collections.Counter()
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        self.steps[task] += 1
+
+
 async def test_a_backlog_is_accepted_in_batches_of_accept_batch_per_scheduler_pass(
     no_fd_leak: None,
 ) -> None:
     # Before: trio's accept() took one connection per scheduler pass, so a
-    # backlog of 100 took 100 passes.
+    # backlog of 100 took 100 passes. Each accept is stamped with the step of the
+    # task that accepted it (exact, unlike counting passes from another task,
+    # which trio's shuffled batches make uncertain by one).
     count = ACCEPT_BATCH + 36
-    passes = 0
-    accepted_at: list[int] = []
+    steps = TaskSteps()
+    accepted_at: list[tuple[trio.lowlevel.Task, int]] = []
     all_accepted = trio.Event()
 
     def observer(event: Event) -> None:
         if event.kind == "tcp.accept":
-            accepted_at.append(passes)
+            task = trio.lowlevel.current_task()
+            accepted_at.append((task, steps.steps[task]))
             if len(accepted_at) == count:
                 all_accepted.set()
 
-    async def count_passes(task_status: trio.TaskStatus[None]) -> None:
-        nonlocal passes
-        task_status.started()
-        for _ in range(1_000_000):  # bounded; each iteration is one scheduler pass
-            if all_accepted.is_set():
-                return
-            passes += 1
-            await trio.lowlevel.checkpoint()
-
     clients: list[socket.socket] = []
+    trio.lowlevel.add_instrument(steps)
     try:
         with trio.fail_after(10):
             async with trio.open_nursery() as nursery:
                 server = await nursery.start(functools.partial(
                     serve_tcp, forever, 0, host="127.0.0.1", observer=observer))
-                await nursery.start(count_passes)
-                await trio.lowlevel.checkpoint()  # the counter is running now
                 # Blocking connects, without a checkpoint: the kernel completes
                 # them into the backlog before the server runs again.
                 for _ in range(count):
@@ -78,8 +81,10 @@ async def test_a_backlog_is_accepted_in_batches_of_accept_batch_per_scheduler_pa
                 assert server.connection_count == count
                 nursery.cancel_scope.cancel()
     finally:
+        trio.lowlevel.remove_instrument(steps)
         for client in clients:
             client.close()
+    assert len({task for task, _ in accepted_at}) == 1  # one listener, one accept loop
     batches = sorted(collections.Counter(accepted_at).values(), reverse=True)
     assert batches == [ACCEPT_BATCH, count - ACCEPT_BATCH]
 
