@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import functools
+import math
 import socket as _stdlib_socket
 import struct
 from collections.abc import Awaitable, Callable, Iterable
@@ -13,7 +14,7 @@ from typing import Final, TypeVar, final
 
 import trio
 
-from ._idle import IdleTrackingStream
+from ._idle import FrameLate, IdleTrackingStream, TLSRecordStream
 from ._sansio.codecs import Buffer, Codec, Decoder, LengthPrefixed
 from ._trio_compat import stdlib_socket_of
 from .errors import FrameTimeout, FramingError, IncompleteFrame
@@ -89,12 +90,17 @@ class MessageChannel(trio.abc.Channel[bytes]):
           parsed from one read.
       abort_timeout: Seconds a started frame may take to finish after its sender is
           cancelled (see "Cancellation" below). ``math.inf`` waits for ever.
-      frame_timeout: If given, :meth:`receive` waits at most this many seconds in
-          all for the rest of a frame whose first bytes have arrived, then raises
-          :exc:`~trionet.FrameTimeout`. Only time spent waiting counts (not time
-          the caller spends between receives), and waiting between frames is not
-          limited (use an idle timeout, or a cancel scope, for that). It sheds
-          peers that trickle bytes to hold a connection open.
+      frame_timeout: If given, a frame must be complete this many seconds after
+          the channel read its first byte (wall clock, whether or not a
+          :meth:`receive` is waiting meanwhile), else :meth:`receive` raises
+          :exc:`~trionet.FrameTimeout`. Only a wait for more bytes is ever cut,
+          and only when nothing is readable: bytes that arrived while the
+          caller was busy are read first and complete the frame if they can.
+          Waiting between frames is not limited (use an idle timeout, or a
+          cancel scope, for that). It sheds peers that trickle bytes to hold a
+          connection open. (On a server's TLS connection, the bytes of a TLS
+          record not yet whole count as a started frame.) ``None`` (the
+          default for a channel of your own): no limit.
 
     Cancellation:
       Both directions are safe to cancel, which ``send_all`` on a trio stream is
@@ -156,11 +162,12 @@ class MessageChannel(trio.abc.Channel[bytes]):
         "_eof_received",
         "_eof_sent",
         "_first_byte_scope",
+        "_frame_deadline",
         "_frame_timeout",
+        "_last_feed_at",
         "_messages_received",
         "_messages_sent",
         "_partial_offset",
-        "_partial_waited",
         "_raw",
         "_read_size",
         "_receive_failure",
@@ -169,6 +176,7 @@ class MessageChannel(trio.abc.Channel[bytes]):
         "_sending",
         "_socket",
         "_stream",
+        "_tls",
         "_waiting_first_byte",
     )
 
@@ -195,16 +203,25 @@ class MessageChannel(trio.abc.Channel[bytes]):
         self._read_size = read_size
         self._abort_timeout = float(abort_timeout)
         self._frame_timeout = frame_timeout
-        # For frame_timeout: where in the stream the unfinished frame starts, and
-        # how long receive() has waited for the rest of it so far.
+        # For frame_timeout: where in the stream the unfinished frame starts, the
+        # moment it must be complete by, and when bytes were last read.
         self._partial_offset = -1
-        self._partial_waited = 0.0
+        self._frame_deadline = math.inf
+        self._last_feed_at = 0.0
         self._receive_failure: FrameTimeout | None = None
+        # A server's TLS connection: the transport under the SSLStream follows the
+        # TLS records, so that a record trickled byte by byte counts as a started
+        # frame, and this channel reports application bytes as progress.
+        self._tls: TLSRecordStream | None = None
+        if isinstance(stream, trio.SSLStream) and isinstance(stream.transport_stream, TLSRecordStream):
+            self._tls = stream.transport_stream
         # Writing through the socket tells us exactly how many bytes left; see
         # _write_socket. trio.SocketStream is final, so the check is exact. A
         # server's idle-timeout wrapper is seen through, and told of each write.
-        self._activity = stream if isinstance(stream, IdleTrackingStream) else None
-        inner = self._activity.inner if self._activity is not None else stream
+        self._activity: IdleTrackingStream | TLSRecordStream | None = (
+            stream if isinstance(stream, IdleTrackingStream) else self._tls
+        )
+        inner = stream.inner if isinstance(stream, IdleTrackingStream) else stream
         self._socket = inner.socket if isinstance(inner, trio.SocketStream) else None
         # The fast path (docs/design/fast-path.rst) calls the stdlib socket under a
         # trio socket directly; None for the virtual network's sockets, which keep
@@ -214,7 +231,9 @@ class MessageChannel(trio.abc.Channel[bytes]):
         # side; later senders park here and are handed the ownership in FIFO
         # order, as trio's StrictFIFOLock does, without its two checkpoints.
         self._sending = False
-        self._send_waiters = trio.lowlevel.ParkingLot()
+        # Created by the first sender that has to wait: most channels never need
+        # one, and a server holds a channel per connection.
+        self._send_waiters: trio.lowlevel.ParkingLot | None = None
         self._receiving = False
         # end_when_idle(): set once; a receive waiting for a frame's first byte is
         # woken through _waiting_first_byte (fast path: notify_closing) or
@@ -246,7 +265,7 @@ class MessageChannel(trio.abc.Channel[bytes]):
             messages_sent=self._messages_sent,
             messages_received=self._messages_received,
             buffered_bytes=decoder.buffered,
-            tasks_waiting_send=len(self._send_waiters),
+            tasks_waiting_send=len(self._send_waiters) if self._send_waiters is not None else 0,
             aborted=self._aborted is not None,
             held_bytes=getattr(decoder, "held", decoder.buffered),
         )
@@ -428,8 +447,11 @@ class MessageChannel(trio.abc.Channel[bytes]):
                 raise trio.ClosedResourceError("the stream was closed") from None
             raise trio.BrokenResourceError(f"socket connection broken: {exc}") from exc
         if data:
-            if self._activity is not None:
-                self._activity.last_activity = trio.current_time()
+            if self._activity is not None or self._frame_timeout is not None:
+                now = trio.current_time()
+                if self._activity is not None:
+                    self._activity.last_activity = now
+                self._last_feed_at = now
         else:
             self._eof_received = True
             self._check_receive_state()
@@ -480,6 +502,11 @@ class MessageChannel(trio.abc.Channel[bytes]):
             if not data:
                 self._eof_received = True
                 self._check_receive_state()
+            elif self._tls is not None or self._frame_timeout is not None:
+                now = trio.current_time()
+                if self._tls is not None:
+                    self._tls.last_activity = now  # application bytes: progress
+                self._last_feed_at = now
             decoder.feed(data)
             frame = decoder.next_frame()
             if frame is not None:
@@ -493,6 +520,9 @@ class MessageChannel(trio.abc.Channel[bytes]):
         if self._ending and not self._readable_now():
             await trio.lowlevel.checkpoint()
             raise trio.EndOfChannel
+        tls = self._tls if self._frame_timeout is not None else None
+        if tls is not None:
+            return await self._receive_first_bytes_tls(tls)
         with trio.CancelScope() as scope:
             self._first_byte_scope = scope
             try:
@@ -501,35 +531,82 @@ class MessageChannel(trio.abc.Channel[bytes]):
                 self._first_byte_scope = None
         raise trio.EndOfChannel
 
+    async def _receive_first_bytes_tls(self, tls: TLSRecordStream) -> bytes | bytearray:
+        # Under TLS the first byte of a frame is preceded by the first byte of
+        # the record that carries it, and a record can be trickled for ever
+        # without a byte reaching us. The transport arms the frame's deadline
+        # when a record starts (or has started: its first byte came with the
+        # previous frame), and cuts a wait that would pass it (issue 15.3).
+        timeout = self._frame_timeout
+        assert timeout is not None
+        armed = math.inf
+        with trio.CancelScope() as scope:
+            self._first_byte_scope = scope
+            tls.arm_after = timeout
+            if tls.partial_since is not None:
+                tls.frame_deadline = tls.partial_since + timeout
+            try:
+                data = await self._stream.receive_some(self._read_size)
+            except FrameLate:
+                raise self._frame_timed_out() from None
+            finally:
+                self._first_byte_scope = None
+                armed = tls.frame_deadline
+                tls.arm_after = None
+                tls.frame_deadline = math.inf
+            if data:
+                # The frame that begins here started when its record did.
+                self._partial_offset = self._decoder.offset
+                self._frame_deadline = armed if armed != math.inf else trio.current_time() + timeout
+            return data
+        raise trio.EndOfChannel
+
     def _readable_now(self) -> bool:
         # Whether the socket under the stream (also under TLS) has bytes or an end
         # to read; False where the stream cannot tell (memory streams).
         stream = self._stream
         if isinstance(stream, trio.SSLStream):
             stream = stream.transport_stream
-        if isinstance(stream, IdleTrackingStream):
+        if isinstance(stream, (IdleTrackingStream, TLSRecordStream)):
             stream = stream.inner
         if isinstance(stream, trio.SocketStream):
             return stream.socket.is_readable()
         return False
 
     async def _within_frame_timeout(self, wait: Callable[[], Awaitable[_T]]) -> _T:
-        # The budget is time spent waiting here for the rest of one frame, not
-        # time since its first byte: a handler busy elsewhere while the bytes sit
-        # in the kernel's buffer must not make the peer look slow.
-        assert self._frame_timeout is not None
+        # A started frame must be complete frame_timeout after its first byte was
+        # read (wall clock: also while the handler is elsewhere). Only a wait is
+        # ever cut, and only when nothing is readable: bytes that arrived while a
+        # slow handler was busy are read first, so they cannot shed a good peer.
+        timeout = self._frame_timeout
+        assert timeout is not None
         decoder = self._decoder
         if decoder.offset != self._partial_offset:
+            # A new frame: its first bytes came with the last read.
             self._partial_offset = decoder.offset
-            self._partial_waited = 0.0
-        started = trio.current_time()
-        with trio.move_on_at(started + self._frame_timeout - self._partial_waited):
+            self._frame_deadline = self._last_feed_at + timeout
+        deadline = self._frame_deadline
+        tls = self._tls
+        if tls is not None:
+            # The transport under TLS cuts the waits, also those inside one record.
+            tls.frame_deadline = deadline
             try:
                 return await wait()
+            except FrameLate:
+                pass
             finally:
-                self._partial_waited += trio.current_time() - started
-        self._receive_failure = FrameTimeout(self._frame_timeout, decoder.buffered)
-        raise self._receive_failure
+                tls.frame_deadline = math.inf
+        else:
+            if trio.current_time() >= deadline and self._readable_now():
+                return await wait()
+            with trio.move_on_at(deadline):
+                return await wait()
+        raise self._frame_timed_out()
+
+    def _frame_timed_out(self) -> FrameTimeout:
+        assert self._frame_timeout is not None
+        self._receive_failure = FrameTimeout(self._frame_timeout, self._decoder.buffered)
+        return self._receive_failure
 
     def _check_receive_state(self) -> None:
         if self._receive_failure is not None:
@@ -644,6 +721,8 @@ class MessageChannel(trio.abc.Channel[bytes]):
             # Queued behind another sender: cancellable, and nothing is written.
             # The sender ahead hands the ownership over when it leaves, so the
             # woken task owns the channel even if it is cancelled meanwhile.
+            if self._send_waiters is None:
+                self._send_waiters = trio.lowlevel.ParkingLot()
             await self._send_waiters.park()
             return True
         await trio.lowlevel.checkpoint_if_cancelled()
@@ -651,7 +730,7 @@ class MessageChannel(trio.abc.Channel[bytes]):
         return False
 
     def _release_sender(self) -> None:
-        if self._send_waiters:
+        if self._send_waiters:  # None or empty: nobody waits
             self._send_waiters.unpark()  # handed over: _sending stays True
         else:
             self._sending = False
@@ -789,6 +868,9 @@ class MessageChannel(trio.abc.Channel[bytes]):
                 # cancellation at the caller's next checkpoint, after the frame.
                 write_scope.deadline = trio.current_time() + self._abort_timeout
 
+        tls = self._tls  # application bytes leaving are progress (see _read_frame)
+        if tls is not None:
+            tls.last_activity = trio.current_time()
         async with trio.open_nursery() as nursery:
             nursery.start_soon(start_abort_timer_when_cancelled)
             with write_scope:
@@ -797,6 +879,8 @@ class MessageChannel(trio.abc.Channel[bytes]):
                 except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
                     failure = exc
             nursery.cancel_scope.cancel()
+        if tls is not None:
+            tls.last_activity = trio.current_time()
         if isinstance(failure, trio.BrokenResourceError):
             self._aborted = failure
         if failure is not None:

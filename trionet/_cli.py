@@ -19,6 +19,7 @@ import trio
 from ._sansio.addresses import validate_port
 from ._sansio.codecs import Codec, LengthPrefixed, Lines, Netstring, Varint
 from ._sansio.errors import AddressError
+from ._server_core import DEFAULT_FRAME_TIMEOUT, DEFAULT_IDLE_TIMEOUT
 
 __all__ = ["CODECS", "PROG", "build_parser", "main"]
 
@@ -122,6 +123,12 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _seconds_or_off(text: str) -> float | None:
+    """Seconds for a limit; 0 turns the limit off (``None``)."""
+    value = _seconds(text)
+    return value if value > 0 else None
+
+
 def _add_codec_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--codec", choices=list(CODECS), default="lines",
@@ -177,8 +184,15 @@ def build_parser() -> argparse.ArgumentParser:
                        help="stop after N connections have ended (TCP) or N datagrams (UDP)")
     serve.add_argument("--max-connections", type=_positive_int, metavar="N",
                        help="serve at most N connections at once; more wait their turn (TCP)")
-    serve.add_argument("--idle-timeout", type=_seconds, metavar="SECONDS",
-                       help="close connections silent for this long (TCP)")
+    serve.add_argument("--idle-timeout", type=_seconds_or_off, metavar="SECONDS",
+                       default=DEFAULT_IDLE_TIMEOUT,
+                       help=f"close connections silent for this long (TCP; default "
+                       f"{DEFAULT_IDLE_TIMEOUT:g}; 0: never)")
+    serve.add_argument("--frame-timeout", type=_seconds_or_off, metavar="SECONDS",
+                       default=DEFAULT_FRAME_TIMEOUT,
+                       help=f"drop a connection whose message is not complete this long after "
+                       f"its first byte, a slow-loris defence (TCP; default "
+                       f"{DEFAULT_FRAME_TIMEOUT:g}; 0: no limit)")
     serve.add_argument("--grace", type=_seconds, default=5.0, metavar="SECONDS",
                        help="how long open connections may finish at shutdown (default 5)")
 

@@ -9,24 +9,28 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ipaddress
 import os
 import signal
 import socket
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Final
 
 import trio
 
-from ._cli import EXIT_OK, EXIT_USAGE, CommandError, make_codec
+from ._cli import EXIT_OK, EXIT_USAGE, PROG, CommandError, make_codec
 from ._connection import TCPConnection
 from ._happy_eyeballs_input import FamilyAnswer, resolve_happy_eyeballs
 from ._sansio.addresses import Address, normalize_host
 from ._sansio.codecs import Codec, Delimited, Lines
+from ._sansio.escape import escape_text
 from ._sansio.ordering import interleave_families
+from ._sansio.ratelimit import SourceRateLimit
 from ._tcp_client import ConnectAttempt, connect_tcp
 from ._tcp_server import open_tcp_server
 from ._udp import PeerUnreachable, UDPEndpoint, open_udp_endpoint
+from ._udp_socket import is_local_address
 from .errors import AddressError, ConnectError, FramingError, TrionetError
 
 __all__ = ["connect", "resolve", "serve"]
@@ -40,13 +44,20 @@ def say(line: str) -> None:
 
 
 def show(message: bytes) -> str:
-    """A message as text for the transcript; bytes that are not UTF-8 as escapes."""
-    return message.decode("utf-8", "backslashreplace")
+    """A message as one line of the transcript: printable text as is, the rest as escapes.
+
+    A peer chooses the bytes: a newline would let it forge a transcript line
+    (``127.0.0.1:4444 connected``), and ESC, CR or an OSC sequence would move
+    the cursor, erase lines or set the operator's window title. Controls and
+    other non-printable characters show as ``\\n``, ``\\x1b``, ``\\u202e``, and
+    bytes that are not UTF-8 as ``\\xff`` (:func:`escape_text`).
+    """
+    return escape_text(message)
 
 
 def describe(exc: BaseException) -> str:
-    """An exception as one short line: its message, or its type when it has none."""
-    return " ".join(str(exc).split()) or type(exc).__name__
+    """An exception as one short, escaped line: its message, or its type when it has none."""
+    return escape_text(" ".join(str(exc).split())) or type(exc).__name__
 
 
 def _reason(error: BaseException | None) -> str:
@@ -107,6 +118,15 @@ async def serve(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _warn_if_reachable(addresses: Sequence[Address]) -> None:
+    """Warn on stderr when a server listens beyond loopback (issue 15.7)."""
+    if all(ipaddress.ip_address(address.host).is_loopback for address in addresses):
+        return
+    print(f"{PROG}: warning: listening beyond loopback: anyone who can reach this machine "
+          "can use this server; --host 127.0.0.1 or --host ::1 keeps it local",
+          file=sys.stderr, flush=True)
+
+
 async def _serve_tcp(
     args: argparse.Namespace, codec: Codec, stop: trio.Event, summary: list[str]
 ) -> None:
@@ -138,10 +158,11 @@ async def _serve_tcp(
         async with open_tcp_server(
             handle, args.port, host=args.host, codec=codec,
             max_connections=args.max_connections, idle_timeout=args.idle_timeout,
-            shutdown_grace=args.grace,
+            frame_timeout=args.frame_timeout, shutdown_grace=args.grace,
         ) as server:
             where = ", ".join(str(address) for address in server.addresses)
             say(f"listening on {where} (tcp, codec {args.codec}, {args.mode})")
+            _warn_if_reachable(server.addresses)
             summary[0] = "stopped after 0 connection(s)"
             await stop.wait()
     except OSError as exc:
@@ -159,12 +180,17 @@ async def _serve_udp(
             # TCP lists a socket per family; one dual-stack UDP socket serves both.
             stack = ", dual-stack: IPv6 and IPv4" if endpoint.dual_stack else ""
             say(f"listening on {endpoint.local_address}{stack} (udp, codec {args.codec}, {args.mode})")
+            _warn_if_reachable([endpoint.local_address])
             summary[0] = "stopped after 0 datagram(s)"
             async with trio.open_nursery() as nursery:
+
+                guard = _EchoGuard(endpoint.local_address.port)
 
                 async def receive_all() -> None:
                     nonlocal count
                     async for datagram in endpoint:
+                        if args.mode == "echo" and not await guard.admit(datagram.address):
+                            continue
                         await _answer(args, codec, endpoint.send, datagram.data, datagram.address)
                         count += 1
                         summary[0] = f"stopped after {count} datagram(s)"
@@ -178,6 +204,51 @@ async def _serve_udp(
     except OSError as exc:
         where = f"{args.host or 'every address'} port {args.port}"
         raise CommandError(f"cannot listen on {where}: {describe(exc)}") from exc
+
+
+# Echoing to any source makes a reflector (issue 15.2): a datagram forged to
+# come from another echo-like service, or from this server itself, starts a
+# loop that never ends. The CLI's echo answers no privileged source port (echo
+# 7, chargen 19, DNS 53, NTP 123, ...) and none of these well-known UDP
+# services above 1023: SSDP 1900, WS-Discovery 3702, mDNS 5353, CoAP 5683,
+# memcached 11211. It answers each source at most _ECHO_RATE times a second.
+_REFLECTING_PORTS: Final = frozenset({1900, 3702, 5353, 5683, 11211})
+_ECHO_RATE: Final = 100.0
+_ECHO_BURST: Final = 200.0
+# How many refused sources are reported by name; the rest only counted.
+_REPORTED_REFUSALS: Final = 20
+
+
+class _EchoGuard:
+    """Which datagrams the CLI's UDP echo answers; says why it refuses the others."""
+
+    def __init__(self, port: int) -> None:
+        self._port = port
+        self._limit = SourceRateLimit(_ECHO_RATE, _ECHO_BURST)
+        self._local: dict[str, bool] = {}
+        self._reported: set[tuple[str, str]] = set()
+
+    async def admit(self, peer: Address) -> bool:
+        if peer.port < 1024 or peer.port in _REFLECTING_PORTS:
+            return self._refuse(peer, "a privileged or well-known service port")
+        if peer.port == self._port:
+            local = self._local.get(peer.host)
+            if local is None:
+                local = await is_local_address(peer)
+                if len(self._local) < 1024:
+                    self._local[peer.host] = local
+            if local:
+                return self._refuse(peer, "this server's own address")
+        if not self._limit.allow(peer.host, trio.current_time()):
+            return self._refuse(peer, f"over {_ECHO_RATE:g} datagrams a second")
+        return True
+
+    def _refuse(self, peer: Address, why: str) -> bool:
+        key = (peer.host, why)
+        if key not in self._reported and len(self._reported) < _REPORTED_REFUSALS:
+            self._reported.add(key)
+            say(f"{escape_text(str(peer))}: not echoing ({why}); such datagrams are dropped")
+        return False
 
 
 async def _answer(

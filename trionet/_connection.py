@@ -18,6 +18,7 @@ import trio
 
 from ._channel import MessageChannel
 from ._sansio.addresses import Address
+from ._sansio.escape import escape_text
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -229,9 +230,14 @@ class UnixConnection(Connection["UnixServer"]):
       stream: See :attr:`Connection.stream`.
       channel: See :attr:`Connection.channel`.
       peer: The peer's socket path; ``""`` for an unnamed socket, which is what
-          clients usually have.
+          clients usually have. The peer chooses this name, so on the server
+          side it is display text, safe to log or print: control and other
+          non-printable characters, and bytes that are not UTF-8, are shown as
+          escapes (``\\n``, ``\\x1b``, ``\\udcff``), and a Linux abstract
+          name starts with ``\\x00``. The raw name is
+          ``conn.socket.getpeername()``.
       local: This end's socket path (the server's path on the server side;
-          usually ``""`` on the client side).
+          usually ``""`` on the client side), escaped as ``peer`` is.
       server: The :class:`~trionet.UnixServer`, or ``None`` on the client side.
     """
 
@@ -248,17 +254,17 @@ class UnixConnection(Connection["UnixServer"]):
         server: UnixServer | None = None,
     ) -> None:
         super().__init__(stream, socket=socket, channel=channel, server=server)
-        self._peer = peer
+        # Escaped now, also when it is already text (accept() gives the name
+        # as a str): a raw name must never be what .peer returns.
+        self._peer = None if peer is None else _path_text(peer)
         self._local = local
 
     @property
     def peer(self) -> str:
         """The peer's path, ``""`` when it is unnamed; see the class documentation."""
         peer = self._peer
-        if not isinstance(peer, str):
-            peer = self._peer = _path_text(
-                self._socket.getpeername() if peer is None else peer
-            )
+        if peer is None:
+            peer = self._peer = _path_text(self._socket.getpeername())
         return peer
 
     @property
@@ -277,7 +283,12 @@ class UnixConnection(Connection["UnixServer"]):
 
 
 def _path_text(sockaddr: object) -> str:
-    """A Unix socket address as text: Linux reports abstract names as bytes."""
-    if isinstance(sockaddr, bytes):
-        return sockaddr.decode("utf-8", "backslashreplace")
-    return str(sockaddr) if sockaddr else ""
+    """A Unix socket address as display text, escaped: a peer chooses its name.
+
+    Linux reports abstract names as bytes; a path that is not UTF-8 comes as
+    text with lone surrogates ("surrogateescape"). Both, and any control
+    character, are shown as escapes, so the name can be logged and printed.
+    """
+    if isinstance(sockaddr, (bytes, str)):
+        return escape_text(sockaddr)
+    return escape_text(str(sockaddr)) if sockaddr else ""

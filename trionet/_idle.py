@@ -8,27 +8,85 @@ connection could have gone idle, rechecks, and pushes the connection back if
 bytes moved meanwhile. Nothing is rescheduled on each read or write, which is
 what pushing a cancel scope's deadline forward would cost, and no connection has
 a task of its own for it. :func:`wait_idle` is the same rule for one stream.
+
+Under TLS a raw byte is not progress: a peer can trickle one TLS record a byte at a
+time, and neither the application nor the channel sees anything until the record is
+whole. There the server puts a :class:`TLSRecordStream` under the
+:class:`trio.SSLStream` instead: it counts progress in whole TLS records (or lets the
+channel above report application bytes), remembers when the incomplete record began,
+and bounds the waits for the rest of it when a frame's timeout is armed (issue 15.3).
 """
 
 from __future__ import annotations
 
 import heapq
+import math
 from collections.abc import Callable
-from typing import Any, Final, final
+from typing import Any, Final, Protocol, final
 
 import trio
 
-__all__ = ["IdleEntry", "IdleTimer", "IdleTrackingStream", "wait_idle"]
+__all__ = [
+    "ActivityStream",
+    "FrameLate",
+    "IdleEntry",
+    "IdleTimer",
+    "IdleTrackingStream",
+    "TLSRecordStream",
+    "wait_idle",
+]
 
 # Idle connections the timer handles before it lets other tasks run.
 _BATCH: Final = 256
 # Finished connections left in the heap before it is rebuilt without them (and
 # only once they are more than half of it).
 _STALE_MIN: Final = 64
+# A TLS record starts with a 5-byte header: content type, version (2 bytes), and
+# the length of the body (2 bytes, big endian) (RFC 8446 section 5.1; RFC 5246 6.2).
+_TLS_HEADER_SIZE: Final = 5
+
+
+class ActivityStream(Protocol):
+    """What :class:`IdleTimer` reads of a watched stream."""
+
+    last_activity: float
+    sending: int
+
+
+class FrameLate(Exception):
+    """Raised by :meth:`TLSRecordStream.receive_some` when a wait would pass ``frame_deadline``.
+
+    It crosses the :class:`trio.SSLStream` above (whose receiving side stays
+    usable, as after a cancellation) and the channel turns it into
+    :exc:`~trionet.FrameTimeout`.
+    """
+
+
+class _ActivityWrapper(trio.abc.HalfCloseableStream):
+    """What the two activity-tracking wrappers share: ``inner`` and the calls passed through."""
+
+    __slots__ = ("inner", "last_activity", "sending")
+
+    def __init__(self, inner: trio.abc.Stream) -> None:
+        self.inner = inner
+        self.last_activity = trio.current_time()
+        self.sending = 0
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self.inner.wait_send_all_might_not_block()
+
+    async def send_eof(self) -> None:
+        inner = self.inner
+        if not isinstance(inner, trio.abc.HalfCloseableStream):
+            raise TypeError(f"{type(inner).__name__} cannot half-close: it has no send_eof()")
+        await inner.send_eof()
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
 
 
 @final
-class IdleTrackingStream(trio.abc.HalfCloseableStream):
+class IdleTrackingStream(_ActivityWrapper):
     """A stream that remembers when bytes last moved through it, in either direction.
 
     Every operation is passed to ``inner`` unchanged. ``last_activity`` is
@@ -48,12 +106,7 @@ class IdleTrackingStream(trio.abc.HalfCloseableStream):
           through the socket underneath counts its writes here too).
     """
 
-    __slots__ = ("inner", "last_activity", "sending")
-
-    def __init__(self, inner: trio.abc.Stream) -> None:
-        self.inner = inner
-        self.last_activity = trio.current_time()
-        self.sending = 0
+    __slots__ = ()
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         self.last_activity = trio.current_time()
@@ -64,23 +117,141 @@ class IdleTrackingStream(trio.abc.HalfCloseableStream):
             self.sending -= 1
         self.last_activity = trio.current_time()
 
-    async def wait_send_all_might_not_block(self) -> None:
-        await self.inner.wait_send_all_might_not_block()
-
     async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
         data = await self.inner.receive_some(max_bytes)
         if data:
             self.last_activity = trio.current_time()
         return data
 
-    async def send_eof(self) -> None:
-        inner = self.inner
-        if not isinstance(inner, trio.abc.HalfCloseableStream):
-            raise TypeError(f"{type(inner).__name__} cannot half-close: it has no send_eof()")
-        await inner.send_eof()
 
-    async def aclose(self) -> None:
-        await self.inner.aclose()
+def _readable_now(stream: trio.abc.Stream) -> bool:
+    return isinstance(stream, trio.SocketStream) and stream.socket.is_readable()
+
+
+@final
+class TLSRecordStream(_ActivityWrapper):
+    """The transport under a server's :class:`trio.SSLStream`: progress in whole TLS records.
+
+    Passes every operation to ``inner`` and follows the TLS record boundaries in
+    the bytes received (5-byte headers announce each record's length; nothing is
+    decrypted). Bytes of a record that is not yet whole cannot reach the
+    application, so they are not progress:
+
+    * ``last_activity`` moves when a record completes (with ``count_records``),
+      and when :meth:`send_all` starts and finishes, as in
+      :class:`IdleTrackingStream`. Without ``count_records`` the layer above (a
+      :class:`~trionet.MessageChannel`) moves it when application bytes arrive or
+      leave, so that only application progress counts.
+    * ``partial_since`` is when the first byte of the incomplete record arrived
+      (``None`` at a record boundary): for the channel, such bytes are a frame
+      that has started.
+    * ``frame_deadline``: a wait for more bytes that would pass it raises
+      :exc:`FrameLate` (bytes that are already readable are still read).
+      ``arm_after``: when set, a record that starts while no deadline is set
+      sets ``frame_deadline`` to its first byte's time plus ``arm_after``. The
+      channel sets both while it receives.
+
+    A stream that does not begin like a TLS record (an SSLv2-style hello) is
+    not followed: every byte received then counts, as before this class.
+    """
+
+    __slots__ = (
+        "_body_left",
+        "_header",
+        "arm_after",
+        "count_records",
+        "frame_deadline",
+        "partial_since",
+    )
+
+    def __init__(self, inner: trio.abc.Stream, *, count_records: bool = True) -> None:
+        super().__init__(inner)
+        self.count_records = count_records
+        self.partial_since: float | None = None
+        self.frame_deadline = math.inf
+        self.arm_after: float | None = None
+        # The header bytes of the record being read (None: not following
+        # records), and how many bytes of its body are still to come.
+        self._header: bytes | None = b""
+        self._body_left = 0
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        counted = self.count_records
+        if counted:
+            self.last_activity = trio.current_time()
+        self.sending += 1
+        try:
+            await self.inner.send_all(data)
+        finally:
+            self.sending -= 1
+        if counted:
+            self.last_activity = trio.current_time()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        if self.arm_after is not None and self.partial_since is None:
+            # Armed, and the records so far were whole but brought the layer above
+            # nothing (else it would not wait again): no frame has started yet.
+            self.frame_deadline = math.inf
+        deadline = self.frame_deadline
+        if deadline == math.inf or (trio.current_time() >= deadline and _readable_now(self.inner)):
+            data = await self.inner.receive_some(max_bytes)
+        else:
+            with trio.move_on_at(deadline):
+                data = await self.inner.receive_some(max_bytes)
+                self._advance(data)
+                return data
+            raise FrameLate
+        self._advance(data)
+        return data
+
+    def _advance(self, data: bytes | bytearray) -> None:
+        if not data:
+            return
+        was_partial = self.partial_since is not None
+        header = self._header
+        if header is None:
+            completed = True
+        elif not header and not self._body_left and data[0] & 0x80:
+            # Not a TLS record header (an SSLv2-compatible hello): stop following.
+            self._header = None
+            self.partial_since = None
+            completed = True
+        else:
+            completed = self._scan(data, header)
+        now = trio.current_time()
+        if completed and self.count_records:
+            self.last_activity = now
+        if self._header is None or (not self._header and not self._body_left):
+            self.partial_since = None
+        elif completed or not was_partial:
+            self.partial_since = now
+            if self.arm_after is not None and self.frame_deadline == math.inf:
+                self.frame_deadline = now + self.arm_after
+
+    def _scan(self, data: bytes | bytearray, header: bytes) -> bool:
+        # Walk the record boundaries in ``data``; True if a record ended in it.
+        completed = False
+        left = self._body_left
+        size = len(data)
+        at = 0
+        while at < size:
+            if left:
+                step = min(left, size - at)
+                left -= step
+                at += step
+                completed = completed or not left
+                continue
+            take = min(_TLS_HEADER_SIZE - len(header), size - at)
+            header += bytes(data[at : at + take])
+            at += take
+            if len(header) == _TLS_HEADER_SIZE:
+                left = (header[3] << 8) | header[4]
+                header = b""
+                completed = completed or not left
+        self._header = header
+        self._body_left = left
+        return completed
+
 
 
 async def wait_idle(stream: IdleTrackingStream, period: float) -> None:
@@ -121,7 +292,7 @@ class IdleEntry:
 
     def __init__(
         self,
-        stream: IdleTrackingStream,
+        stream: ActivityStream,
         scope: trio.CancelScope,
         sock: trio.socket.SocketType,
         address: Any,
@@ -173,7 +344,7 @@ class IdleTimer:
         return len(self._heap)
 
     def watch(
-        self, stream: IdleTrackingStream, scope: trio.CancelScope, sock: trio.socket.SocketType,
+        self, stream: ActivityStream, scope: trio.CancelScope, sock: trio.socket.SocketType,
         address: Any,
     ) -> IdleEntry:
         """Start watching ``stream``; pass the entry to :meth:`unwatch` when it is done."""

@@ -6,10 +6,19 @@ won; a connection accepted or shed by a limit; a retransmission scheduled...).
 :class:`EventLog` is a ready-made observer that keeps the events and prints them
 as a timeline, which is how the examples and the CLI show a Happy Eyeballs race
 or a request being retransmitted.
+
+An event's details are the raw values (a peer's address, the exception a
+handler raised), which may hold text a peer chose; its string form and the
+timeline show them through :func:`~trionet._sansio.escape.escape_text`, so no
+control character from a peer reaches a terminal. :func:`log_peer_error` does
+the same for the servers' log records, and rate-limits them per peer.
 """
 
 from __future__ import annotations
 
+import logging
+import traceback as tb
+import weakref
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -17,7 +26,11 @@ from typing import Final, final
 
 import trio
 
-__all__ = ["Event", "EventLog", "Observer", "emit"]
+from ._sansio.addresses import Address
+from ._sansio.escape import escape_text
+from ._sansio.loglimit import Admission, RecordLimiter
+
+__all__ = ["Event", "EventLog", "Observer", "emit", "log_peer_error"]
 
 
 @final
@@ -29,7 +42,10 @@ class Event:
       kind: A dotted name, such as ``"connect.attempt"`` or ``"udp.retransmit"``.
           Each component documents the kinds it reports.
       time: :func:`trio.current_time` when it happened.
-      details: What it concerns: addresses, sizes, timeouts, errors.
+      details: What it concerns: addresses, sizes, timeouts, errors. These are
+          the raw values, which may hold peer-controlled text (a Unix peer's
+          socket name, an exception's message): escape them before showing
+          them, as ``str(event)`` and :meth:`EventLog.format_timeline` do.
     """
 
     kind: str
@@ -37,7 +53,9 @@ class Event:
     details: Mapping[str, object] = field(default_factory=lambda: MappingProxyType({}))
 
     def __str__(self) -> str:
-        return f"{self.time:9.3f}s  {self.kind:<{_KIND_WIDTH}} {_format_details(self.details)}".rstrip()
+        """One line: the time, the kind and the details, escaped (no control characters)."""
+        kind = escape_text(self.kind)
+        return f"{self.time:9.3f}s  {kind:<{_KIND_WIDTH}} {_format_details(self.details)}".rstrip()
 
 
 # The kind column's width: room for "connect.cancelled" and "udp.retransmit";
@@ -46,14 +64,17 @@ _KIND_WIDTH: Final = 20
 
 
 def _format_value(value: object) -> str:
-    """A detail as text; floats to the microsecond, so 0.7 never shows as 0.7000000000000001."""
+    """A detail as text; floats to the microsecond, so 0.7 never shows as 0.7000000000000001.
+
+    Text a peer chose (a Unix socket name, an exception's message) is escaped.
+    """
     if isinstance(value, float):
         return repr(round(value, 6))
-    return str(value)
+    return escape_text(str(value))
 
 
 def _format_details(details: Mapping[str, object]) -> str:
-    return " ".join(f"{key}={_format_value(value)}" for key, value in details.items())
+    return " ".join(f"{escape_text(key)}={_format_value(value)}" for key, value in details.items())
 
 
 #: Receives events. It is called synchronously from the task that acts, so it
@@ -109,10 +130,119 @@ class EventLog:
         if not self.events:
             return ""
         origin = self.events[0].time if start is None else start
-        width = max(_KIND_WIDTH, *(len(event.kind) for event in self.events))
+        kinds = [escape_text(event.kind) for event in self.events]
+        width = max(_KIND_WIDTH, *(len(kind) for kind in kinds))
         lines = []
-        for event in self.events:
+        for event, kind in zip(self.events, kinds, strict=True):
             details = _format_details(event.details)
-            lines.append(f"{(event.time - origin) * 1000:9.1f} ms  {event.kind:<{width}} {details}".rstrip())
+            lines.append(f"{(event.time - origin) * 1000:9.1f} ms  {kind:<{width}} {details}".rstrip())
         return "\n".join(lines)
 
+
+
+# ----------------------------------------------------------------- logging
+
+# One limiter per server, created on its first error and gone with the server.
+_LogKey = tuple[int, str, str]  # level, peer host, error type
+_LIMITERS: Final[weakref.WeakKeyDictionary[object, RecordLimiter[_LogKey]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _peer_host(peer: object) -> str:
+    """What a peer's records are grouped by: its host (not its port), or its text."""
+    return escape_text(peer.host if isinstance(peer, Address) else str(peer))
+
+
+def log_peer_error(
+    logger: logging.Logger,
+    owner: object,
+    level: int,
+    message: str,
+    *args: object,
+    peer: object,
+    error: BaseException,
+    traceback: bool,
+) -> None:
+    """Log an error a peer's traffic led to: escaped, and rate-limited per peer.
+
+    Every argument of ``message`` is shown with :func:`escape_text` (so
+    ``message`` must use ``%s`` placeholders only), and so is the ``peer``
+    attribute of the record, so no control character from a peer reaches the
+    log. The record carries ``error``'s traceback if ``traceback`` is true.
+
+    Records are rate-limited with a :class:`~trionet._sansio.loglimit.RecordLimiter`
+    per ``owner`` (the server), keyed by the peer's host and the error's type:
+    the first ``DEFAULT_LOG_BURST`` records of a key in each
+    ``DEFAULT_LOG_WINDOW`` seconds are logged in full, the next one as a
+    single line without traceback saying that similar records are suppressed,
+    and the rest are only counted, until a later record of that server reports
+    ``suppressed N similar records``. The caller's own statistics count every
+    error regardless.
+    """
+    if not logger.isEnabledFor(level):
+        return
+    limiter = _LIMITERS.get(owner)
+    if limiter is None:
+        limiter = _LIMITERS[owner] = RecordLimiter()
+    now = trio.current_time()
+    for key, count in limiter.expire(now):
+        what = "from other peers" if key is None else f"{key[2]} from {key[1]}"
+        logger.log(logging.WARNING if key is None else key[0],
+                   "suppressed %s similar records (%s) in %s s", count, what, limiter.window)
+    host = _peer_host(peer)
+    name = type(error).__name__
+    admission = limiter.admit((level, host, name), now)
+    if admission is Admission.SUPPRESS:
+        return
+    escaped = tuple(escape_text(arg if isinstance(arg, (str, bytes)) else str(arg)) for arg in args)
+    extra = {"peer": escape_text(str(peer))}
+    if admission is Admission.NOTICE:
+        logger.log(level, message + "; further %s records from %s are suppressed for %s s",
+                   *escaped, name, host, limiter.window, extra=extra, stacklevel=2)
+    elif not traceback:
+        logger.log(level, message, *escaped, extra=extra, stacklevel=2)
+    else:
+        # The record keeps the exception (exc_info, for handlers that want the
+        # object), and its text is pre-rendered escaped (exc_text, which every
+        # logging.Formatter uses as it is once set): an exception's message
+        # may quote what the peer sent.
+        filename, lineno, function, _ = logger.findCaller(False, 2)
+        record = logger.makeRecord(
+            logger.name, level, filename, lineno, message, escaped,
+            (type(error), error, error.__traceback__), function, extra,
+        )
+        record.exc_text = escaped_traceback(error)
+        logger.handle(record)
+
+
+def escaped_traceback(error: BaseException) -> str:
+    """``error``'s traceback as :mod:`logging` shows it, with no control character from its messages.
+
+    Each exception's message (and notes) in the chain is escaped with
+    :func:`escape_text`, so a message cannot add a line; the lines of the
+    traceback are escaped too, which covers what the first step cannot reach.
+    """
+    exception = tb.TracebackException.from_exception(error)
+    _escape_messages(exception, set())
+    text = "".join(exception.format()).removesuffix("\n")
+    return "\n".join(escape_text(line) for line in text.split("\n"))
+
+
+def _escape_messages(exception: tb.TracebackException, seen: set[int]) -> None:
+    # TracebackException keeps str(exception) in _str (CPython 3.10 to 3.13):
+    # escaping it there keeps the traceback's layout; without it, the lines
+    # are still escaped one by one by escaped_traceback.
+    if id(exception) in seen:
+        return
+    seen.add(id(exception))
+    message = getattr(exception, "_str", None)
+    if isinstance(message, str):
+        setattr(exception, "_str", escape_text(message))  # noqa: B010
+    notes = getattr(exception, "__notes__", None)
+    if isinstance(notes, list):
+        setattr(exception, "__notes__", [escape_text(str(note)) for note in notes])  # noqa: B010
+    nested = getattr(exception, "exceptions", None) or []
+    for inner in (exception.__cause__, exception.__context__, *nested):
+        if isinstance(inner, tb.TracebackException):
+            _escape_messages(inner, seen)

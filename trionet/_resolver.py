@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import math
 import socket
+import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Final, final
@@ -23,6 +24,7 @@ from .errors import ResolutionError
 
 __all__ = [
     "DEFAULT_LOOKUP_TIMEOUT",
+    "DEFAULT_MAX_CACHE_BYTES",
     "DEFAULT_MAX_CACHE_ENTRIES",
     "DEFAULT_MAX_CONCURRENT_LOOKUPS",
     "DEFAULT_NEGATIVE_TTL",
@@ -49,6 +51,23 @@ DEFAULT_LOOKUP_TIMEOUT: Final = 30.0
 # trionet's choice: bounds memory on a server that resolves many names; far
 # above a client's working set.
 DEFAULT_MAX_CACHE_ENTRIES: Final = 1024
+# trionet's choice: 1,024 failures of names as long as DNS allows (253
+# characters, 888 bytes an entry as counted below) fit in it, and so do 1,024
+# short names with one address each; with two addresses about 950 fit, with
+# three about 780: there it binds before DEFAULT_MAX_CACHE_ENTRIES does.
+DEFAULT_MAX_CACHE_BYTES: Final = 1 << 20
+
+# How the cache's bytes are counted (see _entry_size). The constants are
+# upper bounds of what tracemalloc measures on CPython 3.11 for each part (a
+# negative entry's key tuple, entry and answer objects and dict slot take
+# about 300 bytes; an IPv6 address with its text, about 170), so the memory a
+# full cache holds stays under max_cache_bytes (1,000 failed 253-character
+# names: 888,000 bytes counted, 604,000 measured).
+_ENTRY_OVERHEAD: Final = 512
+_ADDRESS_SIZE: Final = 256
+# A failure's reason text is kept up to this many characters (a custom
+# resolver's error message could be of any length).
+_MAX_REASON_LENGTH: Final = 200
 
 _FAMILY_NAMES: Final = {0: "any family", socket.AF_INET: "IPv4", socket.AF_INET6: "IPv6"}
 
@@ -72,6 +91,8 @@ class ResolverStatistics:
       static_hits: Calls answered by the hosts table.
       in_flight: System lookups running now.
       cache_entries: Unexpired entries in the cache now.
+      cache_bytes: The bytes the cache holds now, as counted against
+          ``max_cache_bytes`` (expired entries not yet dropped included).
     """
 
     hits: int
@@ -83,6 +104,7 @@ class ResolverStatistics:
     static_hits: int
     in_flight: int
     cache_entries: int
+    cache_bytes: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,25 +114,56 @@ class _Answer:
     Not an :class:`outcome.Outcome`: an outcome can be unwrapped once, and
     re-raising one exception instance in several tasks would pile their
     tracebacks onto it. Each caller gets its own result or ResolutionError.
+
+    A cacheable failure keeps the system's error as data (its type, errno and
+    text), never as the exception object: that object's traceback holds every
+    frame of the lookup, with their locals, for as long as the failure is
+    cached (issue 15: a few KiB per failed name).
     """
 
     addresses: tuple[Address, ...] = ()  # port 0; callers substitute theirs
     reason: str | None = None  # set on failure
-    cause: BaseException | None = None
+    error_type: type[OSError] | None = None  # socket.gaierror or OSError: the system's error ...
+    error_code: int | None = None  # ... and its errno, rebuilt for each caller's __cause__
+    cause: BaseException | None = None  # only on answers that are never cached
     cacheable: bool = True
 
     def result(self, host: str, port: int) -> list[Address]:
         if self.reason is not None:
             # A new exception per caller: one instance raised in several tasks
             # would accumulate their tracebacks.
-            raise ResolutionError(host, port, self.reason) from self.cause
+            raise ResolutionError(host, port, self.reason) from self._cause()
         return [address.with_port(port) for address in self.addresses]
+
+    def _cause(self) -> BaseException | None:
+        if self.cause is not None or self.error_type is None:
+            return self.cause
+        if self.error_code is None:
+            return self.error_type(self.reason)
+        return self.error_type(self.error_code, self.reason)
+
+
+def _failure(error: OSError) -> _Answer:
+    """A cacheable answer for a lookup that failed with ``error``, without ``error`` itself."""
+    reason = error.strerror or str(error) or repr(error)
+    if len(reason) > _MAX_REASON_LENGTH:
+        reason = reason[: _MAX_REASON_LENGTH - 3] + "..."
+    code = error.errno if isinstance(error.errno, int) else None
+    kind = socket.gaierror if isinstance(error, socket.gaierror) else OSError
+    return _Answer(reason=reason, error_type=kind, error_code=code)
+
+
+def _entry_size(key: _Key, answer: _Answer) -> int:
+    """The bytes a cache entry counts for against ``max_cache_bytes``."""
+    reason = 0 if answer.reason is None else sys.getsizeof(answer.reason)
+    return _ENTRY_OVERHEAD + sys.getsizeof(key[0]) + reason + _ADDRESS_SIZE * len(answer.addresses)
 
 
 @dataclass(slots=True)
 class _CacheEntry:
     answer: _Answer
     expires_at: float
+    size: int  # _entry_size
 
 
 @dataclass(slots=True, eq=False)
@@ -181,10 +234,14 @@ def _filter_family(
     return interleave_families(_usable(a, host, port) for a in found)
 
 
-def _hosts_key(name: str) -> str:
-    """The hosts table's key for a name: its lookup form, without a trailing dot."""
-    name = normalize_host(name)
+def _table_key(name: str) -> str:
+    """The hosts table's key for a lookup name (from normalize_host): without a trailing dot."""
     return name[:-1] if name.endswith(".") and len(name) > 1 else name
+
+
+def _hosts_key(name: str) -> str:
+    """The hosts table's key for a name as given: checked and normalised as a looked-up name is."""
+    return _table_key(normalize_host(name))
 
 
 # Single-flight without background tasks
@@ -230,6 +287,32 @@ class Resolver:
     waiting. At most ``max_concurrent_lookups`` system lookups run at once; more
     wait their turn.
 
+    Memory: the cache holds at most ``max_cache_entries`` answers and at most
+    ``max_cache_bytes`` bytes (1 MiB by default); past either bound the
+    oldest answers go first, and an answer larger than the whole bound is not
+    cached. An entry counts 512 bytes, plus its name's and its failure
+    reason's size (``sys.getsizeof``), plus 256 bytes per address: more
+    than CPython 3.11 allocates for it, so a full cache stays under the bound
+    (:meth:`statistics` reports the count as ``cache_bytes``). A failure is
+    cached as text: the system error's type, number and message (up to 200
+    characters), never the exception object and its traceback, and each
+    caller's :exc:`ResolutionError` gets a new exception built from them as
+    its ``__cause__``. Names are checked (at most 253 characters, labels of
+    at most 63) before anything is looked up or cached, so a long or
+    malformed name costs nothing here.
+
+    Names: a looked-up name and a name in the hosts table go through the
+    same normalisation (one function): ASCII is compared in lower case, and
+    a non-ASCII name is mapped and encoded with UTS-46 and IDNA
+    2008, as :func:`trio.socket.getaddrinfo` encodes it (``idna.encode(name,
+    uts46=True)``). So every spelling that UTS-46 folds together is one
+    name: ``"db.test"`` pinned in the hosts table answers ``"DB.test"``,
+    ``"db.test"`` in fullwidth letters (U+FF44, U+FF42), ``"db\u3002test"``
+    (the ideographic full stop), ``"d\u00adb.test"`` (a soft hyphen) and
+    ``"d\u200bb.test"`` (a zero-width space), and ``"bücher.test"``
+    answers ``"xn--bcher-kva.test"``; none of them is sent to DNS. The cache
+    is keyed the same way.
+
     A Resolver belongs to one :func:`trio.run`, whose clock it reads.
 
     Args:
@@ -241,10 +324,14 @@ class Resolver:
           one of the ``max_concurrent_lookups`` slots is included. ``None``
           for no limit.
       max_cache_entries: How many answers the cache holds; the oldest go first.
+      max_cache_bytes: How many bytes the cache holds, counted as above
+          (``DEFAULT_MAX_CACHE_BYTES``, 1 MiB); the oldest answers go
+          first.
       hosts: Static overrides, like ``/etc/hosts``: a name maps to IP
           addresses (str), returned without any lookup. Names are compared
-          in their lookup form (see :meth:`resolve`): case does not matter,
-          and ``"bücher.test"`` is ``"xn--bcher-kva.test"``.
+          in their lookup form (see "Names" above): case does not matter,
+          ``"bücher.test"`` is ``"xn--bcher-kva.test"``, and ``"db.test"``
+          in fullwidth letters is ``"db.test"``.
 
     Raises:
       ValueError: A duration is negative, or a count is less than 1.
@@ -267,6 +354,7 @@ class Resolver:
         max_concurrent_lookups: int = DEFAULT_MAX_CONCURRENT_LOOKUPS,
         lookup_timeout: float | None = DEFAULT_LOOKUP_TIMEOUT,
         max_cache_entries: int = DEFAULT_MAX_CACHE_ENTRIES,
+        max_cache_bytes: int = DEFAULT_MAX_CACHE_BYTES,
         hosts: Mapping[str, str | Iterable[str]] | None = None,
     ) -> None:
         for name, value in (("ttl", ttl), ("negative_ttl", negative_ttl)):
@@ -275,14 +363,17 @@ class Resolver:
         if lookup_timeout is not None and not lookup_timeout > 0:
             raise ValueError(f"lookup_timeout must be > 0 or None, not {lookup_timeout!r}")
         _check_count("max_cache_entries", max_cache_entries)
+        _check_count("max_cache_bytes", max_cache_bytes)
         _check_count("max_concurrent_lookups", max_concurrent_lookups)
         self._ttl = float(ttl)
         self._negative_ttl = float(negative_ttl)
         self._lookup_timeout = math.inf if lookup_timeout is None else float(lookup_timeout)
         self._max_cache_entries = max_cache_entries
+        self._max_cache_bytes = max_cache_bytes
         self._limiter = trio.CapacityLimiter(max_concurrent_lookups)
         self._hosts: dict[str, tuple[Address, ...]] = {}
-        self._cache: dict[_Key, _CacheEntry] = {}
+        self._cache: dict[_Key, _CacheEntry] = {}  # oldest first
+        self._cache_bytes = 0  # the sizes of the entries in _cache
         self._flights: dict[_Key, _Flight] = {}
         self._hits = self._negative_hits = self._misses = self._coalesced = 0
         self._lookups = self._failures = self._static_hits = self._in_flight = 0
@@ -295,8 +386,10 @@ class Resolver:
         """Make ``name`` resolve to ``addresses``, without any lookup.
 
         Args:
-          name: The host name; case, one trailing dot and the form of a
-              non-ASCII name (Unicode or ``xn--`` ASCII) do not matter.
+          name: The host name; case, one trailing dot, the form of a
+              non-ASCII name (Unicode or ``xn--`` ASCII) and any other
+              spelling that UTS-46 folds together do not matter (see the
+              class's "Names" paragraph).
           addresses: IP addresses, in order of preference (a single str is
               one address).
 
@@ -327,13 +420,14 @@ class Resolver:
         """Forget cached answers (and failures) for ``host``, or for every name."""
         if host is None:
             self._cache.clear()
+            self._cache_bytes = 0
             return
         try:
             name = normalize_host(host)
         except AddressError:
             return  # a malformed name is never cached
         for key in [key for key in self._cache if key[0] == name]:
-            del self._cache[key]
+            self._uncache(key)
 
     def statistics(self) -> ResolverStatistics:
         """Return the resolver's counters, as a frozen snapshot."""
@@ -351,6 +445,7 @@ class Resolver:
             static_hits=self._static_hits,
             in_flight=self._in_flight,
             cache_entries=sum(1 for e in self._cache.values() if e.expires_at > now),
+            cache_bytes=self._cache_bytes,
         )
 
     # -- resolving ----------------------------------------------------------
@@ -412,7 +507,7 @@ class Resolver:
         if literal is not None:
             await trio.lowlevel.checkpoint()
             return _filter_family([literal], family, host, port, "it is not an {} address")
-        static = self._hosts.get(name[:-1] if name.endswith(".") else name)
+        static = self._hosts.get(_table_key(name))
         if static is not None:
             await trio.lowlevel.checkpoint()
             self._static_hits += 1
@@ -426,7 +521,7 @@ class Resolver:
                 if entry.answer.reason is not None:
                     self._negative_hits += 1
                 return entry.answer.result(host, port)
-            del self._cache[key]
+            self._uncache(key)
         self._misses += 1
         answer = await self._wait_for_lookup(key)
         return answer.result(host, port)
@@ -511,7 +606,7 @@ class Resolver:
         finally:
             self._in_flight -= 1
         if error is not None:
-            return _Answer(reason=error.strerror or str(error) or repr(error), cause=error)
+            return _failure(error)
         if raw is None:
             return _Answer(reason=f"the lookup took longer than {self._lookup_timeout:g} s")
         found: list[Address] = []
@@ -531,13 +626,21 @@ class Resolver:
             self._failures += 1
         ttl = self._ttl if answer.reason is None else self._negative_ttl
         if answer.cacheable and ttl > 0:
-            self._cache.pop(key, None)
-            self._cache[key] = _CacheEntry(answer, trio.current_time() + ttl)
-            while len(self._cache) > self._max_cache_entries:
-                del self._cache[next(iter(self._cache))]
+            self._uncache(key)
+            size = _entry_size(key, answer)
+            if size <= self._max_cache_bytes:  # else it would evict everything, and still not fit
+                self._cache[key] = _CacheEntry(answer, trio.current_time() + ttl, size)
+                self._cache_bytes += size
+                while len(self._cache) > self._max_cache_entries or self._cache_bytes > self._max_cache_bytes:
+                    self._uncache(next(iter(self._cache)))
         flight.answer = answer
         self._drop_flight(key, flight)
         flight.changed.set()
+
+    def _uncache(self, key: _Key) -> None:
+        entry = self._cache.pop(key, None)
+        if entry is not None:
+            self._cache_bytes -= entry.size
 
     def _drop_flight(self, key: _Key, flight: _Flight) -> None:
         if self._flights.get(key) is flight:

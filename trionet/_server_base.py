@@ -51,7 +51,8 @@ class ServerStatistics:
       accept_errors: ``accept()`` failures survived (EMFILE, ENFILE, ENOBUFS,
           ENOMEM), each followed by a back-off.
       accepting: Whether the server is accepting: ``False`` while it is paused at
-          ``max_connections``, and once shutdown has started.
+          ``max_connections`` or ``max_pending_handshakes``, and once shutdown
+          has started.
       shutting_down: Whether shutdown has started.
     """
 

@@ -29,10 +29,11 @@ import trio
 
 from ._channel import DEFAULT_ABORT_TIMEOUT, MessageChannel
 from ._connection import Connection
-from ._idle import IdleEntry, IdleTimer, IdleTrackingStream
-from ._observe import Observer, emit
+from ._idle import IdleEntry, IdleTimer, IdleTrackingStream, TLSRecordStream
+from ._observe import Observer, emit, log_peer_error
 from ._sansio.codecs import Codec
 from ._sansio.errors import FramingError
+from ._sansio.escape import escape_text
 from ._server_base import BaseServer, ServerStatistics, check_count
 from ._trio_compat import stdlib_socket_of
 
@@ -40,6 +41,9 @@ __all__ = [
     "ACCEPT_BACKOFF_INITIAL",
     "ACCEPT_BACKOFF_MAX",
     "ACCEPT_BATCH",
+    "DEFAULT_FRAME_TIMEOUT",
+    "DEFAULT_IDLE_TIMEOUT",
+    "DEFAULT_MAX_PENDING_HANDSHAKES",
     "DEFAULT_TLS_HANDSHAKE_TIMEOUT",
     "ServerCore",
     "stdlib_socket",
@@ -58,8 +62,30 @@ ACCEPT_BACKOFF_MAX: Final = 1.0
 # a backlog of N waited N passes (issue 11.3); bounded so that a flood of
 # connects cannot starve the connections already open.
 ACCEPT_BATCH: Final = 64
-# asyncio's ssl_handshake_timeout default (asyncio.constants.SSL_HANDSHAKE_TIMEOUT).
-DEFAULT_TLS_HANDSHAKE_TIMEOUT: Final = 60.0
+# The defaults below bound what a peer can hold without sending anything useful
+# (docs/howto/limits.rst has the table; issue 15.4). Each can be passed as None
+# for "no limit".
+#
+# A started frame must finish: nginx gives a client 60 s to send a whole request
+# header (client_header_timeout, default 60 s) and a body 60 s between reads
+# (client_body_timeout); Apache's mod_reqtimeout allows 20-40 s for a header. At
+# 60 s a max_size frame (8 MiB) still arrives over a 140 KB/s link.
+DEFAULT_FRAME_TIMEOUT: Final = 60.0
+# A connection on which nothing moves is closed: nginx's stream (TCP) proxy closes
+# one after 10 minutes without a byte in either direction (proxy_timeout 10m).
+# Generous for keep-alive protocols that ping (most do every 30-60 s), and a
+# silent peer holds its memory 10 minutes, not for ever.
+DEFAULT_IDLE_TIMEOUT: Final = 600.0
+# A TLS handshake takes round trips, not minutes: Go's http.DefaultTransport gives
+# it 10 s (TLSHandshakeTimeout), as connect_tcp does (asyncio's 60 s let 2,000
+# silent clients hold 51.5 KiB each for a minute).
+DEFAULT_TLS_HANDSHAKE_TIMEOUT: Final = 10.0
+# Connections still in their TLS handshake, at most: beyond it accepting pauses
+# (they wait in the kernel's backlog) until one finishes. 128 is what Linux's
+# SOMAXCONN was for decades (before 5.4): the accept queue of connections whose
+# TCP handshake is done but that the application has not taken yet, the stage
+# before this one. 128 of them cost about 6.5 MiB.
+DEFAULT_MAX_PENDING_HANDSHAKES: Final = 128
 # SO_LINGER on with a zero timeout: close() sends a TCP reset.
 _LINGER_ABORT: Final = struct.pack("ii", 1, 0)
 # After a handler returns, a TLS connection sends close_notify (so the peer can
@@ -169,6 +195,7 @@ class ServerCore(Generic[ConnT]):
         abort_timeout: float = DEFAULT_ABORT_TIMEOUT,
         ssl_context: ssl.SSLContext | None,
         tls_handshake_timeout: float,
+        max_pending_handshakes: int | None = DEFAULT_MAX_PENDING_HANDSHAKES,
         end_idle_on_shutdown: bool = True,
         strict: bool,
         observer: Observer | None,
@@ -187,6 +214,9 @@ class ServerCore(Generic[ConnT]):
         self._abort_timeout = abort
         self._ssl_context = ssl_context
         self._handshake_timeout = _check_timeout("tls_handshake_timeout", tls_handshake_timeout)
+        pending = check_count("max_pending_handshakes", max_pending_handshakes)
+        self._handshake_limit = pending if ssl_context is not None else None
+        self._handshaking = 0
         self._end_idle = bool(end_idle_on_shutdown)
         self._strict = strict
         self._observer = observer
@@ -372,12 +402,12 @@ class ServerCore(Generic[ConnT]):
         # waits for readability only when the backlog is empty. The limit is
         # checked before each call, so a connection is never taken past it, and a
         # close of the listener (shutdown) wakes the wait (notify_closing).
-        limit = self._limit
+        limited = self._limit is not None or self._handshake_limit is not None
         from_stdlib = trio.socket.from_stdlib_socket
         delay = 0.0
         taken = 0
         while True:
-            if limit is not None and self._active >= limit:
+            if limited and self._at_capacity():
                 self._pause()
                 await self._slot_freed.park()
                 taken = 0
@@ -421,14 +451,14 @@ class ServerCore(Generic[ConnT]):
 
     async def _accept_one_at_a_time(self, listener: trio.socket.SocketType) -> None:
         accept = listener.accept
-        limit = self._limit
+        limited = self._limit is not None or self._handshake_limit is not None
         delay = 0.0
         while True:
             try:
-                if limit is None:
+                if not limited:
                     sock, address = await accept()
                 else:
-                    accepted = await self._accept_within_limit(listener, limit)
+                    accepted = await self._accept_within_limit(listener)
                     if accepted is None:
                         continue
                     sock, address = accepted
@@ -452,20 +482,30 @@ class ServerCore(Generic[ConnT]):
         self._active += 1
         self._accepted += 1
         self._connections[sock] = None
+        if self._handshake_limit is not None:
+            self._handshaking += 1  # from now: the accept loop must see it at once
         if self._observer is not None:
             emit(self._observer, f"{self._kind}.accept", peer=self._describe_peer(address),
                  active=self._active)
-        if self._limit is not None and self._active >= self._limit:
+        if self._at_capacity():
             self._pause()
         assert self._handlers is not None
         self._handlers.start_soon(self._serve, sock, address)
 
+    def _at_capacity(self) -> bool:
+        # At max_connections, or at max_pending_handshakes: accepting pauses.
+        limit = self._limit
+        if limit is not None and self._active >= limit:
+            return True
+        pending = self._handshake_limit
+        return pending is not None and self._handshaking >= pending
+
     async def _accept_within_limit(
-        self, listener: trio.socket.SocketType, limit: int
+        self, listener: trio.socket.SocketType
     ) -> tuple[trio.socket.SocketType, Any] | None:
         # Accepting pauses at the limit: connections wait in the kernel's backlog
-        # (nothing is refused) until a handler finishes.
-        while self._active >= limit:
+        # (nothing is refused) until a handler (or a TLS handshake) finishes.
+        while self._at_capacity():
             self._pause()
             await self._slot_freed.park()
         # With several listeners (IPv4 and IPv6), each waits in accept() while
@@ -480,11 +520,11 @@ class ServerCore(Generic[ConnT]):
                 self._accept_scopes.remove(scope)
         if scope.cancelled_caught:
             return None
-        if self._active >= limit:
+        if self._at_capacity():
             # A sibling's accept completed in the same instant as the cancellation
             # that should have stopped it: hold the connection until a slot frees.
             try:
-                while self._active >= limit:
+                while self._at_capacity():
                     await self._slot_freed.park()
             except BaseException:
                 accepted[0].close()
@@ -515,7 +555,11 @@ class ServerCore(Generic[ConnT]):
         if self._shutting_down:
             if self._active == 0:
                 self._all_closed.set()
-        elif self._limit is not None and self._active < self._limit:
+        elif self._limit is not None:
+            self._capacity_freed()
+
+    def _capacity_freed(self) -> None:
+        if not self._at_capacity():
             if self._paused:
                 self._paused = False
                 emit(self._observer, f"{self._kind}.resumed", active=self._active)
@@ -526,15 +570,30 @@ class ServerCore(Generic[ConnT]):
     async def _serve(self, sock: trio.socket.SocketType, address: Any) -> None:
         stream: trio.abc.Stream | None = None
         error: Exception | None = None
+        handshaking = self._handshake_limit is not None  # counted by _start_connection
         try:
             stream = trio.SocketStream(sock)
-            idle = None
-            if self._idle_timeout is not None:
-                stream = idle = IdleTrackingStream(stream)
-            if self._ssl_context is not None:
+            idle: IdleTrackingStream | TLSRecordStream | None = None
+            if self._ssl_context is None:
+                if self._idle_timeout is not None:
+                    stream = idle = IdleTrackingStream(stream)
+            else:
+                if self._idle_timeout is not None or self._frame_timeout is not None:
+                    # Under TLS a raw byte is not progress (a record trickled a byte
+                    # at a time reaches nobody): count whole records, or, with a
+                    # codec, the channel's application bytes (issue 15.3).
+                    stream = idle = TLSRecordStream(stream, count_records=self._codec is None)
                 stream = trio.SSLStream(stream, self._ssl_context, server_side=True)
-                if not await self._handshake(stream, address):
+                try:
+                    shaken = await self._handshake(stream, address)
+                finally:
+                    if handshaking:
+                        handshaking = False
+                        self._handshake_done()
+                if not shaken:
                     return
+                if idle is not None:
+                    idle.last_activity = trio.current_time()
             channel = None
             if self._codec is not None:
                 channel = MessageChannel(
@@ -547,14 +606,13 @@ class ServerCore(Generic[ConnT]):
                     channel.end_when_idle()
             assert self._make_connection is not None
             conn = self._make_connection(stream, sock, address, channel)
-            if idle is None:
+            if idle is None or self._idle_timer is None:
                 try:
                     await self._handler(conn)
                 except Exception as exc:
                     error = exc
             else:
                 # Inline, not a coroutine of its own: a frame less per connection.
-                assert self._idle_timer is not None
                 scope = trio.CancelScope()
                 entry = self._idle_timer.watch(idle, scope, sock, address)
                 try:
@@ -575,6 +633,8 @@ class ServerCore(Generic[ConnT]):
                 with trio.move_on_after(_TLS_CLOSE_TIMEOUT):
                     await conn.aclose()  # sends close_notify
         finally:
+            if handshaking:
+                self._handshake_done()
             try:
                 if stream is None:
                     sock.close()
@@ -584,6 +644,11 @@ class ServerCore(Generic[ConnT]):
                 self._connection_done(sock)
                 if self._observer is not None:
                     emit(self._observer, f"{self._kind}.closed", peer=self._describe_peer(address))
+
+    def _handshake_done(self) -> None:
+        self._handshaking -= 1
+        if not self._shutting_down:
+            self._capacity_freed()
 
     async def _handshake(self, stream: trio.SSLStream[Any], address: Any) -> bool:
         # A handshake that fails is a handshake failure; one that does not finish
@@ -597,8 +662,8 @@ class ServerCore(Generic[ConnT]):
                 self._handshake_failures += 1
                 peer = self._describe_peer(address)
                 reason = exc.__cause__ or exc
-                LOGGER.info("TLS handshake with %s failed: %s", peer, reason,
-                            extra={"peer": str(peer)})
+                log_peer_error(LOGGER, self, logging.INFO, "TLS handshake with %s failed: %s",
+                               peer, reason, peer=peer, error=reason, traceback=False)
                 emit(self._observer, f"{self._kind}.handshake_failed", peer=peer, error=reason)
                 return False
             return True
@@ -623,7 +688,9 @@ class ServerCore(Generic[ConnT]):
     def _shed_connection(self, address: Any, reason: str) -> None:
         self._shed += 1
         peer = self._describe_peer(address)
-        LOGGER.debug("closing the connection from %s: %s", peer, reason, extra={"peer": str(peer)})
+        if LOGGER.isEnabledFor(logging.DEBUG):
+            text = escape_text(str(peer))
+            LOGGER.debug("closing the connection from %s: %s", text, reason, extra={"peer": text})
         emit(self._observer, f"{self._kind}.shed", peer=peer, reason=reason)
 
     def _handler_failed(self, address: Any, error: Exception) -> None:
@@ -633,10 +700,11 @@ class ServerCore(Generic[ConnT]):
         if self._strict:
             raise error
         name = type(error).__name__
+        # Escaped, and rate-limited per peer host and error type (see log_peer_error).
         if isinstance(error, _PEER_ERRORS):
-            LOGGER.info("connection from %s ended by %s: %s", peer, name, error,
-                        extra={"peer": str(peer)})
+            log_peer_error(LOGGER, self, logging.INFO, "connection from %s ended by %s: %s",
+                           peer, name, error, peer=peer, error=error, traceback=False)
         else:
-            LOGGER.error("handler for the connection from %s raised %s; the connection was "
-                         "closed and the server keeps serving", peer, name,
-                         exc_info=error, extra={"peer": str(peer)})
+            log_peer_error(LOGGER, self, logging.ERROR, "handler for the connection from %s "
+                           "raised %s; the connection was closed and the server keeps serving",
+                           peer, name, peer=peer, error=error, traceback=True)

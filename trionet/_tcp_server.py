@@ -17,7 +17,13 @@ from ._observe import Observer
 from ._sansio.addresses import Address
 from ._sansio.codecs import Codec
 from ._server_base import DEFAULT_SHUTDOWN_GRACE, BaseServer, open_server
-from ._server_core import DEFAULT_TLS_HANDSHAKE_TIMEOUT, ServerCore
+from ._server_core import (
+    DEFAULT_FRAME_TIMEOUT,
+    DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_MAX_PENDING_HANDSHAKES,
+    DEFAULT_TLS_HANDSHAKE_TIMEOUT,
+    ServerCore,
+)
 
 __all__ = ["TCPServer", "open_tcp_server", "serve_tcp"]
 
@@ -67,11 +73,12 @@ async def serve_tcp(
     host: str | None = None,
     codec: Codec | None = None,
     max_connections: int | None = None,
-    idle_timeout: float | None = None,
-    frame_timeout: float | None = None,
+    idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT,
+    frame_timeout: float | None = DEFAULT_FRAME_TIMEOUT,
     abort_timeout: float = DEFAULT_ABORT_TIMEOUT,
     ssl_context: ssl.SSLContext | None = None,
     tls_handshake_timeout: float = DEFAULT_TLS_HANDSHAKE_TIMEOUT,
+    max_pending_handshakes: int | None = DEFAULT_MAX_PENDING_HANDSHAKES,
     end_idle_on_shutdown: bool = True,
     strict: bool = False,
     reuse_port: bool = False,
@@ -110,15 +117,22 @@ async def serve_tcp(
       max_connections: At most this many connections are open at once. At the
           limit the server stops calling ``accept()``: further clients wait in
           the kernel's backlog (nothing is refused) and are accepted, in order,
-          as handlers finish. ``None``: no limit.
+          as handlers finish. ``None`` (the default): no limit but the process's
+          file descriptors (running out of them is survived, see "Error
+          handling").
       idle_timeout: Close a connection when no byte has moved in either
-          direction for this many seconds (its handler is cancelled). ``None``:
-          never.
+          direction for this many seconds (its handler is cancelled). 600 s by
+          default (nginx's TCP proxy_timeout); ``None``: never. Over TLS only
+          progress above TLS counts: with a codec the channel's application
+          bytes, without one whole TLS records (a record trickled byte by byte
+          is no progress).
       frame_timeout: With a codec: a message must be complete this many seconds
-          after its first bytes arrived, or the channel's ``receive()`` raises
+          after its first byte arrived (wall clock; over TLS, the first byte of
+          the TLS record that begins it), or the channel's ``receive()`` raises
           :exc:`~trionet.FrameTimeout` (see :class:`~trionet.MessageChannel`).
           Together with ``idle_timeout`` it sheds slow-loris peers, which keep a
-          connection busy by trickling bytes. ``None``: no limit.
+          connection busy by trickling bytes. 60 s by default (nginx's
+          client_header_timeout); ``None``: no limit.
       abort_timeout: With a codec: seconds a message whose sending has started
           may take to finish after its handler is cancelled (an idle timeout
           that fired, an error elsewhere with ``strict=True``), before the
@@ -130,10 +144,15 @@ async def serve_tcp(
       ssl_context: Serve TLS over TCP with this server-side context (a
           :class:`trio.SSLStream` is the connection's stream).
       tls_handshake_timeout: Seconds a client may take to complete the TLS
-          handshake before it is disconnected. The handler does not run for a
+          handshake before it is disconnected (10 s by default, as Go's
+          ``http.DefaultTransport``). The handler does not run for a
           connection whose handshake failed or timed out. A timed-out
           handshake counts in ``connections_shed`` (reason
           ``"tls_handshake_timeout"``), a failed one in ``handshake_failures``.
+      max_pending_handshakes: With ``ssl_context``: at most this many
+          connections are in their TLS handshake at once (128 by default);
+          beyond it accepting pauses, as at ``max_connections``, until one
+          finishes. ``None``: no limit.
       end_idle_on_shutdown: ``True`` (the default): when a graceful shutdown
           begins, each connection's channel ends its receiving direction at the
           next frame boundary (:meth:`~trionet.MessageChannel.end_when_idle`): a
@@ -191,7 +210,7 @@ async def serve_tcp(
     Events:
       Reported to ``observer`` as ``tcp.<name>``: ``listening`` (addresses),
       ``accept`` (peer, active), ``paused`` (active, limit: accepting paused at
-      ``max_connections``), ``resumed`` (active), ``shed`` (peer, reason:
+      ``max_connections`` or ``max_pending_handshakes``), ``resumed`` (active), ``shed`` (peer, reason:
       ``"idle_timeout"`` or ``"tls_handshake_timeout"``), ``handshake_failed``
       (peer, error), ``handler_error`` (peer, error), ``closed`` (peer),
       ``accept_error`` (errno, delay), ``shutdown.begin`` (grace, active),
@@ -218,6 +237,7 @@ async def serve_tcp(
         abort_timeout=abort_timeout,
         ssl_context=ssl_context,
         tls_handshake_timeout=tls_handshake_timeout,
+        max_pending_handshakes=max_pending_handshakes,
         end_idle_on_shutdown=end_idle_on_shutdown,
         strict=strict,
         observer=observer,
@@ -258,11 +278,12 @@ async def open_tcp_server(
     host: str | None = None,
     codec: Codec | None = None,
     max_connections: int | None = None,
-    idle_timeout: float | None = None,
-    frame_timeout: float | None = None,
+    idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT,
+    frame_timeout: float | None = DEFAULT_FRAME_TIMEOUT,
     abort_timeout: float = DEFAULT_ABORT_TIMEOUT,
     ssl_context: ssl.SSLContext | None = None,
     tls_handshake_timeout: float = DEFAULT_TLS_HANDSHAKE_TIMEOUT,
+    max_pending_handshakes: int | None = DEFAULT_MAX_PENDING_HANDSHAKES,
     end_idle_on_shutdown: bool = True,
     strict: bool = False,
     reuse_port: bool = False,
@@ -308,6 +329,7 @@ async def open_tcp_server(
         abort_timeout=abort_timeout,
         ssl_context=ssl_context,
         tls_handshake_timeout=tls_handshake_timeout,
+        max_pending_handshakes=max_pending_handshakes,
         end_idle_on_shutdown=end_idle_on_shutdown,
         strict=strict,
         reuse_port=reuse_port,

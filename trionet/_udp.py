@@ -35,6 +35,7 @@ from .errors import DatagramTooLarge, RequestTimeout
 __all__ = [
     "DEFAULT_MAX_OUTSTANDING_PER_PEER",
     "DEFAULT_MAX_RECEIVE_SIZE",
+    "DEFAULT_RECEIVE_QUEUE_BYTES",
     "DEFAULT_RECEIVE_QUEUE_SIZE",
     "DEFAULT_RETRY_POLICY",
     "MAX_DATAGRAM_SIZE",
@@ -54,6 +55,11 @@ DEFAULT_MAX_RECEIVE_SIZE: Final = 65535
 # charged about 1 KiB each, the kernel's per-packet overhead included). Memory
 # is at most receive_queue_size * max_receive_size bytes.
 DEFAULT_RECEIVE_QUEUE_SIZE: Final = 4096
+# trionet's choice (issue 15.2): the queue also holds at most 4 MiB of payload,
+# about 20 times Linux's default receive buffer, so that a sender of large
+# datagrams cannot make an endpoint that is not reading hold
+# receive_queue_size * 64 KiB (268 MB); one datagram is always let in.
+DEFAULT_RECEIVE_QUEUE_BYTES: Final = 4 * 1024 * 1024
 # One outstanding request per peer: CoAP's NSTART = 1 (RFC 7252 section 4.7),
 # the limit RFC 8085 section 3.1.3 recommends to applications that, like most
 # request/response protocols over UDP, run without congestion control.
@@ -72,6 +78,8 @@ _LATE_PEERS: Final = 4096
 _LATE_REPLY_WINDOW_FACTOR: Final = 2.0
 
 _Predicate = Callable[[Datagram], bool]
+# A reply no larger than this fits a datagram of either family.
+_SMALLEST_DATAGRAM_LIMIT: Final = min(MAX_DATAGRAM_SIZE.values())
 
 
 @final
@@ -83,6 +91,7 @@ class UDPEndpointStatistics:
       datagrams_sent: Datagrams handed to the system, retransmissions included.
       datagrams_received: Datagrams taken from the system.
       datagrams_queued: Datagrams waiting in the receive queue now.
+      bytes_queued: Their payload bytes (bounded by ``receive_queue_bytes``).
       datagrams_dropped: Datagrams dropped because the receive queue was full.
       datagrams_truncated: Datagrams larger than ``max_receive_size``.
       requests_active: Requests in progress now, those waiting for a turn included.
@@ -106,6 +115,7 @@ class UDPEndpointStatistics:
     requests_timed_out: int
     retransmissions: int
     late_replies_dropped: int = 0
+    bytes_queued: int = 0
 
 
 _Target = tuple[Address, Any, int]  # (peer, sockaddr or None when connected, size limit)
@@ -127,6 +137,7 @@ class UDPEndpoint(DatagramReceiver, trio.abc.AsyncResource):
         remote: Address | None,
         max_receive_size: int,
         receive_queue_size: int,
+        receive_queue_bytes: int,
         max_outstanding_per_peer: int | None,
         resolver: Resolver | None,
         observer: Observer | None,
@@ -137,6 +148,7 @@ class UDPEndpoint(DatagramReceiver, trio.abc.AsyncResource):
             remote=remote,
             max_receive_size=max_receive_size,
             receive_queue_size=receive_queue_size,
+            receive_queue_bytes=receive_queue_bytes,
             observer=observer,
         )
         self._family = opened.sock.family
@@ -194,6 +206,7 @@ class UDPEndpoint(DatagramReceiver, trio.abc.AsyncResource):
             requests_timed_out=self._timed_out,
             retransmissions=self._retransmissions,
             late_replies_dropped=self._late_dropped,
+            bytes_queued=self._queued_bytes,
         )
 
     def __repr__(self) -> str:
@@ -340,6 +353,27 @@ class UDPEndpoint(DatagramReceiver, trio.abc.AsyncResource):
         self._sent += 1
         return True
 
+    def _send_to_nowait(self, data: bytes, sockaddr: Any, address: Address) -> bool:
+        """:meth:`_send_nowait` to ``sockaddr`` as a datagram came from it (no lookup).
+
+        A server's reply goes back to the socket address its request came
+        from; ``sockaddr`` is ``None`` when not known (then ``address`` is used).
+        """
+        std = self._std
+        if (
+            sockaddr is None or std is None or self._closed or self._remote_target is not None
+            or len(data) > _SMALLEST_DATAGRAM_LIMIT
+        ):
+            return self._send_nowait(data, address)
+        try:
+            std.sendto(data, sockaddr)
+        except BlockingIOError:
+            return False
+        except ConnectionRefusedError as exc:
+            raise self._unreachable(address) from exc
+        self._sent += 1
+        return True
+
     async def _transmit(self, data: bytes | bytearray | memoryview, sockaddr: Any, peer: Address) -> None:
         # trio's own sequence for a non-blocking call (trio._socket._try_sync):
         # a cancellation point before the system call, a cancel-shielded yield
@@ -437,7 +471,7 @@ class UDPEndpoint(DatagramReceiver, trio.abc.AsyncResource):
             return False
         return any(expires > now and _accepts(match, datagram) for expires, match in entries)
 
-    def _enqueue(self, datagram: Datagram) -> None:
+    def _drop_late(self, datagram: Datagram) -> bool:
         if (
             (self._late or self._requests_waiting)
             and not datagram.truncated
@@ -446,8 +480,8 @@ class UDPEndpoint(DatagramReceiver, trio.abc.AsyncResource):
             self._late_dropped += 1
             if self._observer is not None:
                 emit(self._observer, "udp.dropped", peer=datagram.address, reason="late reply")
-            return
-        super()._enqueue(datagram)
+            return True
+        return False
 
     async def request(
         self,
@@ -702,6 +736,7 @@ async def open_udp_endpoint(
     broadcast: bool = False,
     max_receive_size: int = DEFAULT_MAX_RECEIVE_SIZE,
     receive_queue_size: int = DEFAULT_RECEIVE_QUEUE_SIZE,
+    receive_queue_bytes: int = DEFAULT_RECEIVE_QUEUE_BYTES,
     receive_buffer_size: int | None = None,
     max_outstanding_per_peer: int | None = DEFAULT_MAX_OUTSTANDING_PER_PEER,
     resolver: Resolver | None = None,
@@ -750,6 +785,11 @@ async def open_udp_endpoint(
       receive_queue_size: How many received datagrams may wait for
           :meth:`~UDPEndpoint.receive`; more are dropped (and counted, and
           reported as ``udp.dropped``), as a full socket buffer drops them.
+      receive_queue_bytes: How many payload bytes those datagrams may hold
+          (4 MiB by default); past it datagrams are dropped the same way, so
+          a sender of large datagrams cannot make an endpoint that is not
+          reading hold ``receive_queue_size`` times 64 KiB. One datagram is
+          always let in, whatever its size.
       receive_buffer_size: Ask the system for a receive buffer of this many
           bytes (SO_RCVBUF; ``None`` keeps the system's default, 208 KiB on
           Linux). The endpoint drains the socket whenever a task waits on it,
@@ -792,7 +832,7 @@ async def open_udp_endpoint(
     endpoint = await _open_endpoint(
         local, remote, family=family, reuse_port=reuse_port, broadcast=broadcast,
         max_receive_size=max_receive_size, receive_queue_size=receive_queue_size,
-        receive_buffer_size=receive_buffer_size,
+        receive_queue_bytes=receive_queue_bytes, receive_buffer_size=receive_buffer_size,
         max_outstanding_per_peer=max_outstanding_per_peer, resolver=resolver, observer=observer,
     )
     try:
@@ -810,6 +850,7 @@ async def _open_endpoint(
     broadcast: bool,
     max_receive_size: int,
     receive_queue_size: int,
+    receive_queue_bytes: int,
     receive_buffer_size: int | None,
     max_outstanding_per_peer: int | None,
     resolver: Resolver | None,
@@ -819,6 +860,7 @@ async def _open_endpoint(
         raise ValueError(f"family must be 0, AF_INET or AF_INET6, not {family!r}")
     _check_int("max_receive_size", max_receive_size, 1, DEFAULT_MAX_RECEIVE_SIZE)
     _check_int("receive_queue_size", receive_queue_size, 1)
+    _check_int("receive_queue_bytes", receive_queue_bytes, 1)
     if receive_buffer_size is not None:
         _check_int("receive_buffer_size", receive_buffer_size, 1)
     if max_outstanding_per_peer is not None:
@@ -868,7 +910,7 @@ async def _open_endpoint(
                 opened, local=Address.from_sockaddr(opened.sock.getsockname()))
         return UDPEndpoint(
             opened, remote=remote_address, max_receive_size=max_receive_size,
-            receive_queue_size=receive_queue_size,
+            receive_queue_size=receive_queue_size, receive_queue_bytes=receive_queue_bytes,
             max_outstanding_per_peer=max_outstanding_per_peer, resolver=resolver,
             observer=observer,
         )

@@ -129,6 +129,7 @@ class DatagramReceiver:
         remote: Address | None,
         max_receive_size: int,
         receive_queue_size: int,
+        receive_queue_bytes: int,
         observer: Observer | None,
     ) -> None:
         self._sock = sock
@@ -142,6 +143,8 @@ class DatagramReceiver:
         self._bufsize = max_receive_size + 1  # one byte more, to see truncation
         self._queue: deque[Datagram] = deque()
         self._queue_limit = receive_queue_size
+        self._queue_bytes_limit = receive_queue_bytes
+        self._queued_bytes = 0  # payload bytes in the queue (issue 15.2: a byte budget)
         self._driver: Waiter | None = None
         self._parked_requests: dict[Waiter, None] = {}
         self._parked_receivers: dict[Waiter, None] = {}
@@ -158,6 +161,7 @@ class DatagramReceiver:
     def _close_receiving(self) -> None:
         self._closed = True
         self._queue.clear()
+        self._queued_bytes = 0
         for parked in (self._parked_requests, self._parked_receivers):
             for waiter in list(parked):
                 self._wake(waiter, parked)
@@ -182,7 +186,9 @@ class DatagramReceiver:
         bufsize = self._bufsize
         queue, limit = self._queue, self._queue_limit
         for _ in range(_DRAIN_LIMIT):
-            if len(queue) >= limit and not self._requests_waiting:
+            if (len(queue) >= limit or self._queued_bytes >= self._queue_bytes_limit) and (
+                not self._requests_waiting
+            ):
                 # Nothing taken now could be kept: let the system drop it, at no
                 # cost to this process (a request's reply would still be looked for).
                 return False
@@ -217,6 +223,12 @@ class DatagramReceiver:
         raise self._unreachable(self._remote) from exc
 
     def _dispatch(self, data: bytes, sockaddr: Any) -> None:
+        datagram = self._route(data, sockaddr)
+        if datagram is not None:
+            self._enqueue(datagram)
+
+    def _route(self, data: bytes, sockaddr: Any) -> Datagram | None:
+        """The datagram to hand out, or ``None`` if a request claimed it or it was dropped."""
         address = self._addresses.get(sockaddr)
         if address is None:
             address = Address.from_sockaddr(sockaddr)
@@ -228,14 +240,58 @@ class DatagramReceiver:
             self._truncated += 1
             if self._observer is not None:
                 emit(self._observer, "udp.truncated", peer=address, limit=self._max_receive)
-            self._enqueue(Datagram(data[: self._max_receive], address, True))
-            return
+            return Datagram(data[: self._max_receive], address, True)
         datagram = Datagram(data, address)
         if self._peers:
             state = self._peers.get(address)
             if state is not None and state.waiters and self._claim(state.waiters, datagram):
-                return
-        self._enqueue(datagram)
+                return None
+        if self._drop_late(datagram):
+            return None
+        return datagram
+
+    def _drop_late(self, datagram: Datagram) -> bool:
+        """Whether to drop ``datagram``, claimed by no request, as a late reply (see UDPEndpoint)."""
+        return False
+
+    def _take_nowait(self) -> tuple[Datagram, Any]:
+        """The next datagram and the socket address it came from (``None`` if not known).
+
+        The servers' receive path (issue 11.4): what the queue holds, else one
+        ``recvfrom`` straight from the socket, with no queue in between. The
+        socket address lets the reply go back without converting the address.
+
+        Raises:
+          trio.WouldBlock: Nothing has arrived.
+        """
+        self._check_open()
+        queue = self._queue
+        if queue:
+            return self._take(queue.popleft()), None
+        std = self._std
+        if std is None:
+            raise trio.WouldBlock
+        recvfrom, bufsize, addresses = std.recvfrom, self._bufsize, self._addresses
+        for _ in range(_DRAIN_LIMIT):
+            try:
+                data, sockaddr = recvfrom(bufsize)
+            except BlockingIOError:
+                break
+            except OSError as exc:
+                self._receive_failed(exc)
+                continue
+            address = addresses.get(sockaddr)
+            if address is not None and len(data) < bufsize and not self._peers:
+                # The common case, _route() inlined: a known sender, no request waiting.
+                self._received += 1
+                datagram = Datagram(data, address)
+                if not self._drop_late(datagram):
+                    return datagram, sockaddr
+                continue
+            routed = self._route(data, sockaddr)
+            if routed is not None:
+                return routed, sockaddr
+        raise trio.WouldBlock
 
     def _claim(self, waiters: list[Waiter], datagram: Datagram) -> bool:
         for waiter in waiters:
@@ -256,17 +312,26 @@ class DatagramReceiver:
         return False
 
     def _enqueue(self, datagram: Datagram) -> None:
-        if len(self._queue) >= self._queue_limit:
+        size = len(datagram.data)
+        if len(self._queue) >= self._queue_limit or (
+            self._queued_bytes + size > self._queue_bytes_limit and self._queue
+        ):
             self._dropped += 1
             if self._observer is not None:
                 emit(self._observer, "udp.dropped", peer=datagram.address,
                      reason="receive queue full")
             return
         self._queue.append(datagram)
+        self._queued_bytes += size
         parked = self._parked_receivers
         # A driving receiver takes the first queued datagram itself.
         if parked and (self._driver is None or self._driver.request or len(self._queue) > 1):
             self._wake(next(iter(parked)), parked)
+
+    def _take(self, datagram: Datagram) -> Datagram:
+        """Account for ``datagram`` leaving the queue."""
+        self._queued_bytes -= len(datagram.data)
+        return datagram
 
     # --------------------------------------------------------- turn-taking
 
@@ -402,7 +467,7 @@ class DatagramReceiver:
             self._drain()
         if queue:
             self._taken += 1
-            datagram = queue.popleft()
+            datagram = self._take(queue.popleft())
             await trio.lowlevel.cancel_shielded_checkpoint()
             return datagram
         waiter = Waiter(False)
@@ -415,7 +480,7 @@ class DatagramReceiver:
                     await self._drive(waiter)
                 else:
                     await self._park(waiter, self._parked_receivers)
-            return queue.popleft()
+            return self._take(queue.popleft())
         finally:
             self._handover()
 
@@ -437,7 +502,7 @@ class DatagramReceiver:
             self._drain()
         if queue:
             self._taken += 1
-            return queue.popleft()
+            return self._take(queue.popleft())
         raise trio.WouldBlock
 
     def __aiter__(self) -> DatagramReceiver:

@@ -17,21 +17,34 @@ import math
 from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Final, final
+from typing import Any, Final, final
 
 import trio
 
-from ._observe import Observer, emit
+from ._observe import Observer, emit, log_peer_error
 from ._resolver import Resolver
 from ._sansio.addresses import Address
 from ._sansio.errors import FramingError
-from ._sansio.replies import DEFAULT_REPLY_CACHE_LIFETIME, DEFAULT_REPLY_CACHE_SIZE, ReplyCache
+from ._sansio.replies import (
+    DEFAULT_REPLY_CACHE_BYTES,
+    DEFAULT_REPLY_CACHE_LIFETIME,
+    DEFAULT_REPLY_CACHE_SIZE,
+    ReplyCache,
+)
 from ._server_base import DEFAULT_SHUTDOWN_GRACE, open_server
-from ._udp import DEFAULT_MAX_RECEIVE_SIZE, DEFAULT_RECEIVE_QUEUE_SIZE, UDPEndpoint, open_udp_endpoint
+from ._udp import (
+    DEFAULT_MAX_RECEIVE_SIZE,
+    DEFAULT_RECEIVE_QUEUE_BYTES,
+    DEFAULT_RECEIVE_QUEUE_SIZE,
+    UDPEndpoint,
+    open_udp_endpoint,
+)
 from ._udp_receive import Datagram
+from ._udp_socket import is_local_address
 
 __all__ = [
     "DEFAULT_MAX_CONCURRENCY",
+    "DEFAULT_REPLY_CACHE_BYTES",
     "DEFAULT_REPLY_CACHE_LIFETIME",
     "DEFAULT_REPLY_CACHE_SIZE",
     "UDPServer",
@@ -54,6 +67,8 @@ _SERVE_BATCH: Final = 32
 # Handler exceptions caused by what the peer sent: logged at INFO, without a
 # traceback, so a peer sending garbage cannot flood the log (as for TCP).
 _PEER_ERRORS: Final = (FramingError,)
+# Bound of the cache of "is this host one of ours" answers (issue 15.2).
+_LOCAL_HOSTS_CACHE: Final = 1024
 
 Reply = bytes | bytearray | memoryview
 UDPHandler = Callable[[Datagram], Awaitable[Reply | None]]
@@ -75,6 +90,9 @@ class UDPServerStatistics:
       reply_cache_entries: Replies in the cache now (expired ones not yet purged
           included).
       shutting_down: Whether shutdown has started.
+      reply_cache_bytes: The bytes of those replies.
+      from_self_dropped: Datagrams dropped because they claimed to come from
+          the server's own address (see :func:`serve_udp`).
     """
 
     handlers_active: int
@@ -84,6 +102,8 @@ class UDPServerStatistics:
     duplicates_dropped: int
     reply_cache_entries: int
     shutting_down: bool
+    reply_cache_bytes: int = 0
+    from_self_dropped: int = 0
 
 
 @final
@@ -117,6 +137,13 @@ class UDPServer:
         self._strict = strict
         self._observer = observer
         self._idle_workers: dict[trio.CancelScope, None] = {}
+        self._parked = trio.lowlevel.ParkingLot()
+        self._standby = False  # a worker waits in the endpoint's receive()
+        self._woken = 0  # parked workers woken that have not run yet
+        self._parked_workers = 0
+        self._port = endpoint.local_address.port
+        self._local_hosts: dict[str, bool] = {}
+        self._from_self_dropped = 0
         self._shutdown_begun = trio.Event()
         self._all_idle = trio.Event()
         self._stopped = trio.Event()
@@ -152,6 +179,8 @@ class UDPServer:
             duplicates_dropped=self._duplicates_dropped,
             reply_cache_entries=len(self._cache),
             shutting_down=self._shutting_down,
+            reply_cache_bytes=self._cache.held_bytes,
+            from_self_dropped=self._from_self_dropped,
         )
 
     def __repr__(self) -> str:
@@ -227,41 +256,91 @@ class UDPServer:
             emit(self._observer, "udp.shutdown.done")
             self._stopped.set()
 
+    # One waiting worker, the others parked
+    # ======================================
+    #
+    # A worker takes what the endpoint already holds without waiting
+    # (receive_nowait(), which drains the socket when its queue is empty) and
+    # runs the handler inline. Only when nothing is there does it wait, and only
+    # one worker waits in the endpoint at a time (the "standby"): the others
+    # park here, at no cost per datagram. A handler that never blocks is thus
+    # run by one task back to back, with a schedule point per _SERVE_BATCH
+    # datagrams and no task switch per datagram (issue 11.4: the earlier pool
+    # woke a parked worker for each queued datagram, about two task switches
+    # per reply).
+    #
+    # A handler may block, though (an upstream call): the other datagrams must
+    # not wait for it. So whenever a worker starts a handler with no standby
+    # and nobody woken to become one, it wakes one parked worker first. If the
+    # handler blocks, that worker runs at once and takes the next datagrams; if
+    # it does not, the woken worker runs at the next schedule point, finds the
+    # socket empty or serves a batch of its own, and parks again. The cost is
+    # one task switch per batch, not per datagram.
+
     async def _worker(self) -> None:
-        receive, receive_nowait = self._endpoint.receive, self._endpoint.receive_nowait
-        idle = self._idle_workers
+        endpoint = self._endpoint
+        receive, take_nowait = endpoint.receive, endpoint._take_nowait
+        idle, lot = self._idle_workers, self._parked
         with trio.CancelScope() as scope:
+            datagram: Datagram | None = None
+            sockaddr: Any = None  # where the datagram came from, if known
             while not self._shutting_down:
-                idle[scope] = None
-                try:
-                    datagram = await receive()
-                finally:
-                    del idle[scope]
-                if scope.cancel_called:
-                    return  # shutdown began as it arrived: not ours to handle any more
-                # Serve what is already queued without a schedule point per
-                # datagram (issue 11.4), _SERVE_BATCH at most before receive()'s.
+                if datagram is None:
+                    try:
+                        datagram, sockaddr = take_nowait()
+                    except trio.WouldBlock:
+                        idle[scope] = None
+                        try:
+                            if self._standby:
+                                self._parked_workers += 1
+                                try:
+                                    await lot.park()
+                                finally:
+                                    self._parked_workers -= 1
+                                self._woken -= 1
+                                continue
+                            self._standby = True
+                            try:
+                                datagram, sockaddr = await receive(), None
+                            finally:
+                                self._standby = False
+                        finally:
+                            del idle[scope]
+                        if scope.cancel_called:
+                            return  # shutdown began as it arrived: not ours to handle any more
                 for _ in range(_SERVE_BATCH):
+                    if not self._standby and not self._woken and self._parked_workers:
+                        self._woken += 1
+                        lot.unpark()
                     self._busy += 1
                     try:
-                        await self._serve(datagram)
+                        await self._serve(datagram, sockaddr)
                     finally:
-                        self._handler_done()
+                        self._busy -= 1
+                        if not self._busy and self._shutdown_begun.is_set():
+                            self._all_idle.set()
                     if self._shutdown_begun.is_set():  # take nothing more
                         return
                     try:
-                        datagram = receive_nowait()
+                        datagram, sockaddr = take_nowait()
                     except trio.WouldBlock:
+                        datagram = None
                         break
+                else:
+                    # A batch served with no schedule point of ours: let the others run.
+                    await trio.lowlevel.checkpoint()
 
-    def _handler_done(self) -> None:
-        self._busy -= 1
-        if self._shutting_down and not self._busy:
-            self._all_idle.set()
-
-    async def _serve(self, datagram: Datagram) -> None:
+    async def _serve(self, datagram: Datagram, sockaddr: Any) -> None:
         if datagram.truncated:
             LOGGER.debug("ignoring a truncated datagram from %s", datagram.address)
+            return
+        if datagram.address.port == self._port and await self._from_self(datagram.address):
+            # A datagram forged to come from this server (or another socket of
+            # this host on its port): its reply would come back as a new
+            # request, and an echo handler would loop for ever (issue 15.2).
+            self._from_self_dropped += 1
+            emit(self._observer, "udp.dropped", peer=datagram.address,
+                 reason="from the server's own address")
             return
         key: Hashable | None = None
         if self._request_key is not None:
@@ -277,11 +356,11 @@ class UDPServer:
                 self._in_progress.add(key)
         try:
             reply = await self._handler(datagram)
-            if reply is not None and not isinstance(reply, bytes):
-                reply = bytes(reply)
             if reply is not None:
+                if type(reply) is not bytes:
+                    reply = bytes(reply)
                 endpoint = self._endpoint
-                if not endpoint._send_nowait(reply, datagram.address):
+                if not endpoint._send_to_nowait(reply, sockaddr, datagram.address):
                     await endpoint.send(reply, datagram.address)
                 # Only a reply that was sent is cached (issue 14.3): a handler
                 # that returned None, or a reply that could not be sent, leaves
@@ -289,7 +368,7 @@ class UDPServer:
                 # While the reply is being sent, duplicates are dropped as "in
                 # progress" (its key is still in _in_progress).
                 if key is not None:
-                    self._cache.put(key, reply, trio.current_time())
+                    self._cache.put(key, reply, trio.current_time(), datagram.address.host)
         except Exception as exc:  # the handler's, or sending its reply (DatagramTooLarge...)
             self._failed(datagram.address, exc)
         finally:
@@ -316,19 +395,35 @@ class UDPServer:
                 self._failed(datagram.address, exc)
         return True
 
+    async def _from_self(self, peer: Address) -> bool:
+        """Whether ``peer`` (which has the server's port) is an address of this host.
+
+        Asked only for datagrams from the server's own port, and cached: a
+        throwaway socket binds the address, which only a local address allows.
+        """
+        local = self._local_hosts.get(peer.host)
+        if local is None:
+            local = await is_local_address(peer)
+            if len(self._local_hosts) >= _LOCAL_HOSTS_CACHE:
+                self._local_hosts.clear()
+            self._local_hosts[peer.host] = local
+        return local
+
     def _failed(self, peer: Address, error: Exception) -> None:
         self._errors += 1
         emit(self._observer, "udp.handler_error", peer=peer, error=error)
         if self._strict:
             raise error
         name = type(error).__name__
+        # Escaped, and rate-limited per sender host and error type (log_peer_error):
+        # any host can send datagrams that make a handler raise, one per packet.
         if isinstance(error, _PEER_ERRORS):
-            LOGGER.info("datagram from %s rejected by %s: %s", peer, name, error,
-                        extra={"peer": str(peer)})
+            log_peer_error(LOGGER, self, logging.INFO, "datagram from %s rejected by %s: %s",
+                           peer, name, error, peer=peer, error=error, traceback=False)
         else:
-            LOGGER.error("handler for a datagram from %s raised %s; no reply was sent and "
-                         "the server keeps serving", peer, name,
-                         exc_info=error, extra={"peer": str(peer)})
+            log_peer_error(LOGGER, self, logging.ERROR, "handler for a datagram from %s raised "
+                           "%s; no reply was sent and the server keeps serving",
+                           peer, name, peer=peer, error=error, traceback=True)
 
 
 async def serve_udp(
@@ -340,10 +435,12 @@ async def serve_udp(
     request_key: RequestKey | None = None,
     reply_cache_lifetime: float = DEFAULT_REPLY_CACHE_LIFETIME,
     reply_cache_size: int = DEFAULT_REPLY_CACHE_SIZE,
+    reply_cache_bytes: int = DEFAULT_REPLY_CACHE_BYTES,
     strict: bool = False,
     reuse_port: bool = False,
     max_receive_size: int = DEFAULT_MAX_RECEIVE_SIZE,
     receive_queue_size: int = DEFAULT_RECEIVE_QUEUE_SIZE,
+    receive_queue_bytes: int = DEFAULT_RECEIVE_QUEUE_BYTES,
     receive_buffer_size: int | None = None,
     resolver: Resolver | None = None,
     observer: Observer | None = None,
@@ -385,17 +482,26 @@ async def serve_udp(
       reply_cache_lifetime: How long a reply is replayed, in seconds: at least
           the longest time a client keeps retransmitting (CoAP's
           EXCHANGE_LIFETIME by default).
-      reply_cache_size: The most replies cached; the oldest go first.
+      reply_cache_size: The most replies cached.
+      reply_cache_bytes: The most reply bytes cached (16 MiB by default).
+          Past either bound, a sender holding more than its fair share of the
+          cache loses its own oldest reply, else the oldest reply of all goes:
+          a sender flooding new keys cannot evict another client's replies.
       strict: What a handler's exception does. ``False``: it is logged through
           the ``"trionet"`` logger with the sender's address (at INFO without a
           traceback for a :exc:`~trionet.FramingError`, which the peer caused;
           at ERROR with one otherwise), no reply is sent, and the server keeps
-          serving. ``True``: it propagates, as in any nursery, and stops the
+          serving. Logged records are escaped (no control character a peer
+          sent reaches the log) and rate-limited per sender host and exception
+          type: at most 5 records with a traceback per 60 seconds, then one
+          line saying that similar records are suppressed, and a later record
+          reports how many were; ``statistics().handler_errors`` counts every
+          error. ``True``: it propagates, as in any nursery, and stops the
           server.
       reuse_port: Set SO_REUSEPORT, so several processes can serve the port.
       max_receive_size: The largest datagram handled, in bytes; a larger one is
           truncated, and dropped without running the handler.
-      receive_queue_size, receive_buffer_size: As for
+      receive_queue_size, receive_queue_bytes, receive_buffer_size: As for
           :func:`~trionet.open_udp_endpoint`. A server that must absorb bursts
           while its handlers are busy needs a larger ``receive_buffer_size``.
       resolver: For a ``host`` name.
@@ -409,6 +515,24 @@ async def serve_udp(
       OSError: The socket could not be opened or bound (``EADDRINUSE``, ...).
       ValueError: An option is out of range.
       ResolutionError: ``host`` could not be resolved.
+
+    Security:
+      A UDP sender's address is whatever its datagram claims: anyone on the
+      path can forge it. A datagram claiming to come from one of this host's
+      own addresses on the server's port is dropped without running the
+      handler (``from_self_dropped``, event ``udp.dropped``), so a forged
+      datagram cannot make the server answer itself for ever. Replies go to
+      the claimed sender, so a server whose replies are larger than its
+      requests can be used to flood a third party: keep replies small for
+      requests from unverified peers (see :doc:`/security`).
+
+    Performance:
+      A handler that never blocks runs inline, back to back, in one worker:
+      datagrams are taken from the socket with no task switch each, and the
+      reply goes out with one non-blocking ``sendto``. Whenever a handler
+      starts with no other worker waiting for datagrams, one parked worker is
+      woken, so a handler that blocks (an upstream call) does not hold up the
+      next datagrams.
 
     Events:
       Reported to ``observer``: ``udp.listening`` (address),
@@ -429,13 +553,14 @@ async def serve_udp(
         raise ValueError(f"max_concurrency must be an int >= 1, not {max_concurrency!r}")
     if not callable(handler):
         raise TypeError(f"handler must be an async callable, not {handler!r}")
-    cache = ReplyCache(reply_cache_lifetime, reply_cache_size)
+    cache = ReplyCache(reply_cache_lifetime, reply_cache_size, reply_cache_bytes)
     local: tuple[str, int] | int = port if host is None else (host, port)
     async with open_udp_endpoint(
         local,
         reuse_port=reuse_port,
         max_receive_size=max_receive_size,
         receive_queue_size=receive_queue_size,
+        receive_queue_bytes=receive_queue_bytes,
         receive_buffer_size=receive_buffer_size,
         max_outstanding_per_peer=None,
         resolver=resolver,
@@ -463,10 +588,12 @@ async def open_udp_server(
     request_key: RequestKey | None = None,
     reply_cache_lifetime: float = DEFAULT_REPLY_CACHE_LIFETIME,
     reply_cache_size: int = DEFAULT_REPLY_CACHE_SIZE,
+    reply_cache_bytes: int = DEFAULT_REPLY_CACHE_BYTES,
     strict: bool = False,
     reuse_port: bool = False,
     max_receive_size: int = DEFAULT_MAX_RECEIVE_SIZE,
     receive_queue_size: int = DEFAULT_RECEIVE_QUEUE_SIZE,
+    receive_queue_bytes: int = DEFAULT_RECEIVE_QUEUE_BYTES,
     receive_buffer_size: int | None = None,
     resolver: Resolver | None = None,
     observer: Observer | None = None,
@@ -507,10 +634,12 @@ async def open_udp_server(
         request_key=request_key,
         reply_cache_lifetime=reply_cache_lifetime,
         reply_cache_size=reply_cache_size,
+        reply_cache_bytes=reply_cache_bytes,
         strict=strict,
         reuse_port=reuse_port,
         max_receive_size=max_receive_size,
         receive_queue_size=receive_queue_size,
+        receive_queue_bytes=receive_queue_bytes,
         receive_buffer_size=receive_buffer_size,
         resolver=resolver,
         observer=observer,
@@ -518,3 +647,4 @@ async def open_udp_server(
     async with open_server(serve, shutdown_grace) as server:
         assert isinstance(server, UDPServer)
         yield server
+

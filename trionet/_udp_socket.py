@@ -25,6 +25,7 @@ __all__ = [
     "AddressLike",
     "OpenedSocket",
     "host_port",
+    "is_local_address",
     "multicast_request",
     "open_socket",
 ]
@@ -239,3 +240,21 @@ def multicast_request(
         index = interface or 0
     value = ip.packed + struct.pack("@I", index)  # struct ipv6_mreq
     return socket.IPPROTO_IPV6, socket.IPV6_JOIN_GROUP, socket.IPV6_LEAVE_GROUP, value
+
+
+async def is_local_address(address: Address) -> bool:
+    """Whether ``address``'s host is an address of this host (of the virtual one, on a virtual network).
+
+    A throwaway socket binds it, with port 0, which only a local address
+    allows (EADDRNOTAVAIL otherwise). For the servers' guard against
+    datagrams forged to come from themselves (issue 15.2).
+    """
+    host, _, *rest = address.to_sockaddr()
+    sock = trio.socket.socket(address.family, trio.socket.SOCK_DGRAM)
+    try:
+        await sock.bind((host, 0, *rest))
+    except OSError:
+        return False
+    finally:
+        sock.close()
+    return True

@@ -39,10 +39,53 @@ MAX_FLOWINFO: Final = 0xFFFFF  # the IPv6 flow label is 20 bits (RFC 6437 sectio
 MAX_SCOPE_ID: Final = 0xFFFFFFFF  # sin6_scope_id is a uint32_t (RFC 3493 section 3.3)
 MAX_HOST_NAME_LENGTH: Final = 253  # 255 octets on the wire, minus length and root (RFC 1035)
 MAX_LABEL_LENGTH: Final = 63  # RFC 1035 section 2.3.4
+# trionet's choice, far above any system's interface names (Linux's IFNAMSIZ is
+# 16 bytes): a zone is echoed in messages and kept in addresses, so it is bounded.
+MAX_ZONE_LENGTH: Final = 255
 
 # Characters that never occur in a host name or an interface name, and that
 # usually mean the caller passed a URL or a path instead of a host.
 _FORBIDDEN_IN_NAMES: Final = frozenset(" \t\r\n/\\?#@[]%,;\"'<>")
+_ASCII_CONTROLS: Final = frozenset(map(chr, [*range(0x20), 0x7F]))
+# Host text longer than this is refused before any other work (trionet's
+# choice). An IPv6 literal with the longest zone is far shorter, and so is any
+# sensible spelling of a 253-character name: UTS-46 could shorten a longer one
+# by dropping ignored characters (U+00AD), but nobody writes those by the hundred.
+_MAX_HOST_TEXT_LENGTH: Final = 4 * MAX_HOST_NAME_LENGTH
+
+
+class AddressTypeError(AddressError, TypeError):
+    """A port, flow label or zone is of the wrong type (a :class:`bool` included).
+
+    An :class:`AddressError`, as every address problem is, and a
+    :class:`TypeError`, as trionet's other validators raise for a value of the
+    wrong type: ``True`` is an int to Python, but never a port.
+    """
+
+
+def _shorten(name: str) -> str:
+    """``repr(name)``, cut short for a message if the name is long."""
+    return repr(name) if len(name) <= 60 else f"{name[:40]!r}... ({len(name)} characters)"
+
+
+def _shorten_value(value: object) -> str:
+    """``repr(value)`` for a message, cut short if it is long."""
+    text = repr(value)
+    return text if len(text) <= 60 else f"{text[:40]}... ({len(text)} characters)"
+
+
+def _parse_decimal(digits: str, limit: int, what: str, whole: str) -> int:
+    """``digits`` (ASCII decimal digits) as an int of at most ``limit``.
+
+    The length is checked before :func:`int` sees the text: past 4,300 digits
+    int() raises a bare ValueError (CPython's integer string conversion limit),
+    and a long run of digits costs quadratic time below it.
+    """
+    significant = digits.lstrip("0")
+    if len(significant) > len(str(limit)) or int(significant or "0") > limit:
+        shown = digits if len(digits) <= 20 else f"of {len(digits)} digits"
+        raise AddressError(f"{what} {shown} in {_shorten(whole)} is out of range: it must be 0-{limit}")
+    return int(significant or "0")
 
 
 def validate_port(port: object, *, context: str | None = None) -> int:
@@ -58,15 +101,17 @@ def validate_port(port: object, *, context: str | None = None) -> int:
       ``port`` itself.
 
     Raises:
-      AddressError: ``port`` is not an int in range. The message names the value.
+      AddressError: ``port`` is out of range. The message names the value.
+      AddressTypeError: ``port`` is not an int, or is a bool (an
+          :class:`AddressError` and a :class:`TypeError`).
 
     Example:
       >>> validate_port(8080)
       8080
     """
-    where = f" in {context!r}" if context is not None else ""
+    where = f" in {_shorten(context)}" if context is not None else ""
     if not isinstance(port, int) or isinstance(port, bool):
-        raise AddressError(f"port{where} must be an int, not {port!r}")
+        raise AddressTypeError(f"port{where} must be an int, not {_shorten_value(port)}")
     if not 0 <= port <= MAX_PORT:
         raise AddressError(f"port {port}{where} is out of range: it must be 0-{MAX_PORT}")
     return port
@@ -74,16 +119,16 @@ def validate_port(port: object, *, context: str | None = None) -> int:
 
 def _parse_port_text(text: str, whole: str) -> int:
     if not text:
-        raise AddressError(f"missing port after ':' in {whole!r}")
+        raise AddressError(f"missing port after ':' in {_shorten(whole)}")
     if not (text.isascii() and text.isdigit()):
-        raise AddressError(f"invalid port {text!r} in {whole!r}: expected decimal digits")
-    return validate_port(int(text), context=whole)
+        raise AddressError(f"invalid port {_shorten(text)} in {_shorten(whole)}: expected decimal digits")
+    return _parse_decimal(text, MAX_PORT, "port", whole)
 
 
 def _split(text: str, default_port: int | None) -> tuple[str, int, bool]:
     """Split ``text`` into (host, port, bracketed) without judging the host."""
     if not isinstance(text, str):
-        raise AddressError(f"expected an address as str, not {text!r}")
+        raise AddressError(f"expected an address as str, not {_shorten_value(text)}")
     if default_port is not None:
         validate_port(default_port, context="default_port")
     if not text:
@@ -91,37 +136,38 @@ def _split(text: str, default_port: int | None) -> tuple[str, int, bool]:
     if text.startswith("["):
         end = text.find("]")
         if end < 0:
-            raise AddressError(f"missing ']' in {text!r}")
+            raise AddressError(f"missing ']' in {_shorten(text)}")
         host, rest = text[1:end], text[end + 1 :]
         if rest.startswith(":"):
             port = _parse_port_text(rest[1:], text)
         elif rest:
-            raise AddressError(f"unexpected {rest!r} after ']' in {text!r}")
+            raise AddressError(f"unexpected {_shorten(rest)} after ']' in {_shorten(text)}")
         elif default_port is None:
-            raise AddressError(f"missing port in {text!r}: expected [address]:port")
+            raise AddressError(f"missing port in {_shorten(text)}: expected [address]:port")
         else:
             port = default_port
         if not host:
-            raise AddressError(f"empty address between brackets in {text!r}")
+            raise AddressError(f"empty address between brackets in {_shorten(text)}")
         return host, port, True
     colons = text.count(":")
     if colons == 1:
         host, _, port_text = text.partition(":")
         if not host:
-            raise AddressError(f"missing host before ':' in {text!r}")
+            raise AddressError(f"missing host before ':' in {_shorten(text)}")
         return host, _parse_port_text(port_text, text), False
     if colons >= 2:
         try:
             ipaddress.IPv6Address(text.partition("%")[0])
         except ValueError:
             raise AddressError(
-                f"invalid address {text!r}: too many ':' for host:port, and not an IPv6 address"
+                f"invalid address {_shorten(text)}: too many ':' for host:port, and not an IPv6 address"
             ) from None
     if default_port is None:
         if colons == 0:
-            raise AddressError(f"missing port in {text!r}: expected host:port")
+            raise AddressError(f"missing port in {_shorten(text)}: expected host:port")
         raise AddressError(
-            f"missing port in {text!r}: an IPv6 address with a port is written in brackets, as in [::1]:80"
+            f"missing port in {_shorten(text)}: an IPv6 address with a port is written in brackets, "
+            "as in [::1]:80"
         )
     return text, default_port, False
 
@@ -133,23 +179,25 @@ def _parse_ip(text: str, whole: str) -> ipaddress.IPv4Address | ipaddress.IPv6Ad
     try:
         return ipaddress.ip_address(text)
     except ValueError:
-        where = "" if text == whole else f" (in {whole!r})"
+        where = "" if text == whole else f" (in {_shorten(whole)})"
         raise AddressError(
-            f"{text!r} is not an IP address{where}; host names need resolving first (see trionet.resolve)"
+            f"{_shorten(text)} is not an IP address{where}; host names need resolving first "
+            "(see trionet.resolve)"
         ) from None
 
 
-def _check_zone(zone: str, whole: str) -> None:
+def _check_zone(zone: str, whole: str) -> int | str:
+    """Check a zone's text: an interface index (int) for a numeric zone, else the name."""
     if not zone:
-        raise AddressError(f"empty zone after '%' in {whole!r}")
+        raise AddressError(f"empty zone after '%' in {_shorten(whole)}")
+    if len(zone) > MAX_ZONE_LENGTH:
+        raise AddressError(
+            f"zone in {_shorten(whole)} is {len(zone)} characters long; the limit is {MAX_ZONE_LENGTH}"
+        )
     if not zone.isprintable() or _FORBIDDEN_IN_NAMES.intersection(zone):
-        raise AddressError(f"invalid zone {zone!r} in {whole!r}")
-
-
-def _zone_value(zone: str) -> int | str:
-    """An interface index for a numeric zone, else the interface name."""
-    if zone.isascii() and zone.isdigit():
-        return int(zone)
+        raise AddressError(f"invalid zone {_shorten(zone)} in {_shorten(whole)}")
+    if zone.isascii() and zone.isdigit():  # an interface index, a uint32_t
+        return _parse_decimal(zone, MAX_SCOPE_ID, "zone", whole)
     return zone
 
 
@@ -179,7 +227,11 @@ class Address:
 
     Raises:
       AddressError: ``host`` is not an IP address, or a field is out of range
-          (also a :class:`ValueError`). The message names the bad value.
+          (also a :class:`ValueError`): a numeric zone is an interface index,
+          0 to 2**32 - 1, and a zone name has at most 255 characters. A
+          field of the wrong type (a :class:`bool` included: ``True`` is not
+          a port) raises an AddressError that is also a :class:`TypeError`.
+          The message names the bad value.
 
     Example:
       >>> a = Address.parse("[::ffff:10.0.0.1]:80")
@@ -209,12 +261,20 @@ class Address:
             ip = ipaddress.IPv6Address(self.host.partition("%")[0])
         if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
             ip = ip.ipv4_mapped
-        if not isinstance(flowinfo, int) or not 0 <= flowinfo <= MAX_FLOWINFO:
+        if not isinstance(flowinfo, int) or isinstance(flowinfo, bool):
+            raise AddressTypeError(
+                f"flowinfo must be an int 0-{MAX_FLOWINFO}, not {_shorten_value(flowinfo)}"
+            )
+        if not 0 <= flowinfo <= MAX_FLOWINFO:
             raise AddressError(f"flowinfo must be an int 0-{MAX_FLOWINFO}, not {flowinfo!r}")
         if isinstance(scope_id, str):
-            _check_zone(scope_id, scope_id)
-            scope_id = _zone_value(scope_id)
-        elif not isinstance(scope_id, int) or not 0 <= scope_id <= MAX_SCOPE_ID:
+            scope_id = _check_zone(scope_id, scope_id)
+        elif not isinstance(scope_id, int) or isinstance(scope_id, bool):
+            raise AddressTypeError(
+                f"scope_id must be an int 0-{MAX_SCOPE_ID} or an interface name, "
+                f"not {_shorten_value(scope_id)}"
+            )
+        elif not 0 <= scope_id <= MAX_SCOPE_ID:
             raise AddressError(f"scope_id must be an int 0-{MAX_SCOPE_ID}, not {scope_id!r}")
         if isinstance(ip, ipaddress.IPv4Address) and (flowinfo or scope_id):
             raise AddressError(f"flowinfo and scope_id are IPv6 fields, but {ip} is an IPv4 address")
@@ -262,7 +322,7 @@ class Address:
         host, port, bracketed = _split(text, default_port)
         ip = _parse_ip(host, text)
         if bracketed and isinstance(ip, ipaddress.IPv4Address):
-            raise AddressError(f"brackets are for IPv6 addresses only, in {text!r}")
+            raise AddressError(f"brackets are for IPv6 addresses only, in {_shorten(text)}")
         return cls(host, port)
 
     @classmethod
@@ -366,34 +426,38 @@ class HostPort(NamedTuple):
         return f"{self.host}:{self.port}"
 
 
-def _shorten(name: str) -> str:
-    """``repr(name)``, cut short for a message if the name is long."""
-    return repr(name) if len(name) <= 60 else f"{name[:40]!r}... ({len(name)} characters)"
-
-
 def _encode_host_name(name: str, whole: str) -> str:
     """Check a host name and return its ASCII form, in lower case.
 
     A non-ASCII name is encoded as trio's getaddrinfo encodes it: IDNA 2008
     with the UTS-46 mapping (the ``idna`` package), so ``BÜCHER.test`` becomes
-    ``xn--bcher-kva.test``. The length limits apply to that encoded form, as
+    ``xn--bcher-kva.test``, and every spelling that the mapping folds together
+    is one name: fullwidth letters (``db.test`` written with U+FF44 and
+    U+FF42), the ideographic full stop (``db\u3002test``), and the characters
+    it ignores, such as the soft hyphen (U+00AD) and the zero-width space
+    (U+200B). Characters that UTS-46 disallows (other invisible or control
+    characters) are refused. The length limits apply to the encoded form, as
     they do on the wire. ASCII names are not held to IDNA's letters-digits-
     hyphen rule, because names such as ``_srv.example`` or ``my_host`` are in
     use and getaddrinfo resolves them; only their structure is checked.
     """
     where = "" if name == whole else f" in {_shorten(whole)}"
-    bad = sorted(_FORBIDDEN_IN_NAMES.intersection(name))
-    if bad or not name.isprintable():
-        shown = repr(bad[0]) if bad else "a control character"
-        raise AddressError(f"invalid host name {_shorten(name)}{where}: it contains {shown}")
-    # A cheap bound before the IDNA codec sees the text: the UTS-46 mapping
-    # can remove characters (U+00AD), but not this many.
-    if len(name) > 4 * MAX_HOST_NAME_LENGTH:
+    # A cheap bound before any other work: the UTS-46 mapping can remove
+    # characters (U+00AD), but a name 4 times the limit is refused whatever
+    # it would remove.
+    if len(name) > _MAX_HOST_TEXT_LENGTH:
         raise AddressError(
             f"host name{where or ' ' + _shorten(name)} is {len(name)} characters long; "
             f"the limit is {MAX_HOST_NAME_LENGTH}"
         )
-    if name.isascii():
+    ascii_name = name.isascii()
+    bad = sorted(_FORBIDDEN_IN_NAMES.intersection(name))
+    # Non-ASCII format characters are left to UTS-46, which drops the ignored
+    # ones (U+00AD, U+200B) and refuses the rest.
+    if bad or (not name.isprintable() if ascii_name else bool(_ASCII_CONTROLS.intersection(name))):
+        shown = repr(bad[0]) if bad else "a control character"
+        raise AddressError(f"invalid host name {_shorten(name)}{where}: it contains {shown}")
+    if ascii_name:
         encoded = name.lower()
     else:
         try:
@@ -431,7 +495,13 @@ def normalize_host(host: str) -> str:
     - A name comes back in ASCII and lower case: a non-ASCII name is encoded
       as IDNA 2008 with the UTS-46 mapping, as :func:`trio.socket.getaddrinfo`
       does, so ``"bücher.test"`` and ``"xn--bcher-kva.test"`` are the same
-      name. A trailing dot is kept.
+      name, and so are ``"db.test"``, the same in fullwidth letters,
+      ``"db\u3002test"`` (the ideographic full stop) and ``"d\u00adb.test"`` (a
+      soft hyphen, which UTS-46 ignores, as it does U+200B). A trailing dot
+      is kept.
+
+    Every check runs before any lookup; :class:`trionet.Resolver` uses this
+    function for looked-up names and for its hosts table alike.
 
     Args:
       host: A host name or an IP address.
@@ -444,7 +514,10 @@ def normalize_host(host: str) -> str:
           something other than an IPv6 address, contains a character no host
           name has (a space, ``/``, ``:``, a control character...), fails IDNA
           encoding, or is too long (more than 253 characters, or a label of
-          more than 63, counted in its encoded form). The message says which.
+          more than 63, counted in its encoded form; text of more than 1,012
+          characters is refused before it is looked at), or is an IP literal
+          whose zone is malformed or, if numeric, over 2**32 - 1. The message
+          says which.
 
     Example:
       >>> normalize_host("[::1]")
@@ -453,7 +526,11 @@ def normalize_host(host: str) -> str:
       'xn--bcher-kva.test'
     """
     if not isinstance(host, str) or not host:
-        raise AddressError(f"host must be a non-empty str, not {host!r}")
+        raise AddressError(f"host must be a non-empty str, not {_shorten_value(host)}")
+    if len(host) > _MAX_HOST_TEXT_LENGTH:
+        raise AddressError(
+            f"host {_shorten(host)} is {len(host)} characters long; the limit is {MAX_HOST_NAME_LENGTH}"
+        )
     if host.startswith("[") or host.endswith("]"):
         inner = host[1:-1] if host.startswith("[") and host.endswith("]") else ""
         try:
@@ -471,6 +548,8 @@ def normalize_host(host: str) -> str:
     except ValueError:
         pass
     else:
+        if "%" in host:
+            _check_zone(host.partition("%")[2], host)
         return host
     if ":" in host:
         raise AddressError(

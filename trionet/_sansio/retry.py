@@ -344,6 +344,9 @@ class RttEstimator:
         else:
             rttvar = (1 - RTO_BETA) * self._rttvar + RTO_BETA * abs(self._srtt - rtt)
             srtt = (1 - RTO_ALPHA) * self._srtt + RTO_ALPHA * rtt
+            # A weighted mean lies between its terms; rounding (of subnormal
+            # floats, say) must not carry it outside.
+            srtt = min(max(srtt, min(self._srtt, rtt)), max(self._srtt, rtt))
         self._srtt, self._rttvar = srtt, rttvar
         self._rto = self._clamp(srtt + max(self._granularity, RTO_K * rttvar))
         self._samples += 1
