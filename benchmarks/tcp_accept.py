@@ -12,9 +12,10 @@ to one CPU when the machine has two), with the same handlers:
     ``trio.serve_tcp(handler, 0, host="127.0.0.1")``; the handler gets a
     :class:`trio.SocketStream`.
 ``trionet``
-    ``trionet.serve_tcp(handler, 0, host="127.0.0.1")`` with its defaults (no
-    codec, no limits); the handler gets a :class:`trionet.TCPConnection` and uses
-    its ``stream``. The memory rows add three configurations: ``+ codec``
+    ``trionet.serve_tcp(handler, 0, host="127.0.0.1", idle_timeout=None,``
+    ``frame_timeout=None)``: no codec, no limits; the handler gets a
+    :class:`trionet.TCPConnection` and uses its ``stream``. The memory rows add
+    three configurations: ``+ codec``
     (``codec=LengthPrefixed()``, the handler waits in ``channel.receive()``),
     ``+ idle_timeout`` (``idle_timeout=3600``) and ``+ idle + frame timeouts``
     (codec, ``idle_timeout=3600``, ``frame_timeout=60``).
@@ -194,7 +195,9 @@ async def _serve(impl: str, mode: str, expect: int) -> None:
     async def echo_trionet(conn: trionet.TCPConnection) -> None:
         await echo(conn.stream)
 
-    options: dict[str, Any] = {}
+    # Since issue 15.4 the defaults bound idle connections (idle_timeout) and
+    # started frames (frame_timeout): the first rows turn them off.
+    options: dict[str, Any] = {"idle_timeout": None, "frame_timeout": None}
     if impl in (TRIONET_CODEC, TRIONET_IDLE_FRAME):
         options["codec"] = trionet.LengthPrefixed()
     if impl in (TRIONET_IDLE, TRIONET_IDLE_FRAME):

@@ -114,17 +114,8 @@ _EXTERNAL = (
 nitpick_ignore_regex = [(role, pattern) for role in ("py:class", "py:exc", "py:func", "py:meth",
                                                    "py:mod", "py:obj", "py:data", "py:attr")
                         for pattern in _EXTERNAL]
-# Named defaults that live in private modules: docstrings mention them by name,
-# the reference gives their values in prose.
-nitpick_ignore = [
-    ("py:data", name)
-    for name in (
-        "DEFAULT_MAX_FRAME_SIZE",
-        "DEFAULT_MAX_LINE_SIZE",
-        "DEFAULT_TTL",
-        "SAME_PORT_ATTEMPTS",
-    )
-] + [("py:class", "Buffer")]
+# A named constant that is not public: docstrings mention it by name.
+nitpick_ignore = [("py:data", "SAME_PORT_ATTEMPTS"), ("py:class", "Buffer")]
 nitpick_ignore_regex += [
     # Private types in signatures (type variables, the server core behind a
     # server object): they have no page to link to.
@@ -138,10 +129,44 @@ nitpick_ignore += [("py:attr", "Connection.stream"), ("py:attr", "Connection.cha
 # ---- local extensions ---------------------------------------------------------
 
 import argparse  # noqa: E402
+import functools  # noqa: E402
 import re  # noqa: E402
+import types  # noqa: E402
 
 from docutils import nodes  # noqa: E402
 from docutils.parsers.rst import Directive  # noqa: E402
+from sphinx.pycode import ModuleAnalyzer  # noqa: E402
+from sphinx.util.inspect import safe_getattr  # noqa: E402
+
+_PUBLIC_MODULES = ("trionet", "trionet.testing")
+
+
+@functools.cache
+def _top_level_definitions(module_name: str) -> frozenset[str]:
+    """The classes and functions a module's source defines at its top level."""
+    tags = ModuleAnalyzer.for_module(module_name).find_tags()
+    return frozenset(name for name in tags if "." not in name)
+
+
+def _source_module_getattr(obj, name, *default):
+    """getattr for autodoc, with ``__module__`` the private module that defines obj.
+
+    trionet's public classes and functions report the module users import them
+    from (``trionet/__init__.py`` sets ``__module__``, as trio does), so the
+    pages print ``trionet.Address``. Their source is in the private modules, and
+    autodoc reads from the source what the objects do not say at run time:
+    ``@final``, ``@overload`` signatures, ``#:`` attribute comments, source order.
+    """
+    value = safe_getattr(obj, name, *default)
+    if name != "__module__" or value not in _PUBLIC_MODULES:
+        return value
+    top = safe_getattr(obj, "__qualname__", "").split(".")[0]
+    exported = vars(sys.modules[value]).get(top)
+    for module_name, module in list(sys.modules.items()):
+        if (module_name.startswith(value + ".") and vars(module).get(top) is exported
+                and top in _top_level_definitions(module_name)):
+            return module_name
+    return value
 
 
 class CliHelp(Directive):
@@ -216,8 +241,33 @@ def _google_style_fixes(app, what, name, obj, options, lines: list[str]) -> None
     lines[:] = out
 
 
+def _reexported_data_docs(app, what, name, obj, options, lines: list[str]) -> None:
+    """A public constant's text: the ``#:`` comment above it in its private module.
+
+    autodoc looks for the comment in the public module, which only re-exports the
+    constant, and falls back to the docstring of the value's type (int's,
+    ReplyMatcher's). Without a ``#:`` comment, the reference page's text stands
+    alone.
+    """
+    module_name, _, attr = name.rpartition(".")
+    if what != "data" or module_name not in _PUBLIC_MODULES:
+        return
+    for candidate, module in list(sys.modules.items()):
+        if candidate.startswith(module_name + ".") and vars(module).get(attr) is obj:
+            comment = ModuleAnalyzer.for_module(candidate).find_attr_docs().get(("", attr))
+            if comment:
+                # Prose, not "type: text": a leading ": " tells napoleon so.
+                lines[:] = [": " + comment[0], *comment[1:]]
+                return
+    if getattr(obj, "__doc__", None) == getattr(type(obj), "__doc__", None):
+        lines.clear()
+
+
 def setup(app):
     app.add_directive("trionet-cli-help", CliHelp)
+    for kind in (type, types.FunctionType, types.MethodType):
+        app.add_autodoc_attrgetter(kind, _source_module_getattr)
     # Before napoleon (priority 500) turns Google sections into fields.
     app.connect("autodoc-process-docstring", _google_style_fixes, priority=400)
+    app.connect("autodoc-process-docstring", _reexported_data_docs, priority=300)
     return {"parallel_read_safe": True}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import doctest
 import ipaddress
 import socket
 
@@ -20,6 +19,8 @@ from trionet._sansio.addresses import (
     wildcard_addresses,
 )
 from trionet._sansio.errors import AddressError, TrionetError
+
+from .docstring_examples import run_docstring_examples
 
 # text, default_port -> (host, port, scope_id, family, formatted)
 VALID = [
@@ -304,7 +305,7 @@ def test_wildcard_addresses_cover_both_families_on_one_port_ipv6_first() -> None
 
 
 def test_docstring_examples_run() -> None:
-    result = doctest.testmod(addresses_module)
+    result = run_docstring_examples(addresses_module)
     assert result.attempted >= 8
     assert result.failed == 0
 

@@ -31,6 +31,8 @@ from trionet._sansio.codecs import (
 )
 from trionet._sansio.errors import FrameTooLarge, FramingError, InvalidMessage, ProtocolError
 
+from .docstring_examples import run_docstring_examples
+
 KiB = 1024
 MiB = 1024 * KiB
 GiB = 1024 * MiB
@@ -832,7 +834,7 @@ def test_module_exports_its_public_names_and_imports_no_trio() -> None:
 
 @pytest.mark.parametrize("module", [codecs, delimited], ids=lambda module: module.__name__)
 def test_docstring_examples_pass(module: ModuleType) -> None:
-    results = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+    results = run_docstring_examples(module, optionflags=doctest.ELLIPSIS)
     assert results.attempted >= 4
     assert results.failed == 0
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import doctest
 import socket
 from dataclasses import dataclass
 
@@ -13,6 +12,8 @@ from hypothesis import strategies as st
 from trionet._sansio import ordering
 from trionet._sansio.addresses import Address
 from trionet._sansio.ordering import interleave_families
+
+from .docstring_examples import run_docstring_examples
 
 
 @dataclass(frozen=True)
@@ -121,7 +122,7 @@ def test_accepts_any_iterable() -> None:
 
 
 def test_docstring_example_runs() -> None:
-    result = doctest.testmod(ordering, extraglobs={"Address": Address})
+    result = run_docstring_examples(ordering, extraglobs={"Address": Address})
     assert result.attempted >= 3
     assert result.failed == 0
 

@@ -5,6 +5,13 @@ Public names are re-exported here; the modules behind them are private.
 
 from __future__ import annotations
 
+import inspect
+import sys
+import types
+import typing
+
+from ._channel import DEFAULT_ABORT_TIMEOUT as DEFAULT_ABORT_TIMEOUT
+from ._channel import DEFAULT_READ_SIZE as DEFAULT_READ_SIZE
 from ._channel import MessageChannel as MessageChannel
 from ._channel import MessageChannelStatistics as MessageChannelStatistics
 from ._connection import TCPConnection as TCPConnection
@@ -16,6 +23,12 @@ from ._listen import open_listening_sockets as open_listening_sockets
 from ._observe import Event as Event
 from ._observe import EventLog as EventLog
 from ._observe import Observer as Observer
+from ._resolver import DEFAULT_LOOKUP_TIMEOUT as DEFAULT_LOOKUP_TIMEOUT
+from ._resolver import DEFAULT_MAX_CACHE_BYTES as DEFAULT_MAX_CACHE_BYTES
+from ._resolver import DEFAULT_MAX_CACHE_ENTRIES as DEFAULT_MAX_CACHE_ENTRIES
+from ._resolver import DEFAULT_MAX_CONCURRENT_LOOKUPS as DEFAULT_MAX_CONCURRENT_LOOKUPS
+from ._resolver import DEFAULT_NEGATIVE_TTL as DEFAULT_NEGATIVE_TTL
+from ._resolver import DEFAULT_TTL as DEFAULT_TTL
 from ._resolver import Resolver as Resolver
 from ._resolver import ResolverStatistics as ResolverStatistics
 from ._resolver import default_resolver as default_resolver
@@ -31,24 +44,41 @@ from ._sansio.codecs import LengthPrefixed as LengthPrefixed
 from ._sansio.codecs import Lines as Lines
 from ._sansio.codecs import Netstring as Netstring
 from ._sansio.codecs import Varint as Varint
+from ._sansio.framing import DEFAULT_MAX_FRAME_SIZE as DEFAULT_MAX_FRAME_SIZE
+from ._sansio.framing import DEFAULT_MAX_LINE_SIZE as DEFAULT_MAX_LINE_SIZE
 from ._sansio.matching import ReplyMatcher as ReplyMatcher
 from ._sansio.matching import match_address_only as match_address_only
 from ._sansio.matching import match_bytes as match_bytes
 from ._sansio.matching import match_coap_message_id as match_coap_message_id
 from ._sansio.matching import match_dns_id as match_dns_id
 from ._sansio.ordering import interleave_families as interleave_families
+from ._sansio.replies import DEFAULT_REPLY_CACHE_BYTES as DEFAULT_REPLY_CACHE_BYTES
+from ._sansio.replies import DEFAULT_REPLY_CACHE_LIFETIME as DEFAULT_REPLY_CACHE_LIFETIME
+from ._sansio.replies import DEFAULT_REPLY_CACHE_SIZE as DEFAULT_REPLY_CACHE_SIZE
 from ._sansio.retry import RetryPolicy as RetryPolicy
 from ._sansio.retry import RttEstimator as RttEstimator
+from ._server_base import DEFAULT_SHUTDOWN_GRACE as DEFAULT_SHUTDOWN_GRACE
 from ._server_base import ServerStatistics as ServerStatistics
+from ._server_core import DEFAULT_FRAME_TIMEOUT as DEFAULT_FRAME_TIMEOUT
+from ._server_core import DEFAULT_IDLE_TIMEOUT as DEFAULT_IDLE_TIMEOUT
+from ._server_core import DEFAULT_MAX_PENDING_HANDSHAKES as DEFAULT_MAX_PENDING_HANDSHAKES
+from ._server_core import DEFAULT_TLS_HANDSHAKE_TIMEOUT as DEFAULT_TLS_HANDSHAKE_TIMEOUT
+from ._tcp_client import HAPPY_EYEBALLS_DELAY as HAPPY_EYEBALLS_DELAY
 from ._tcp_client import ConnectAttempt as ConnectAttempt
 from ._tcp_client import connect_tcp as connect_tcp
 from ._tcp_server import TCPServer as TCPServer
 from ._tcp_server import open_tcp_server as open_tcp_server
 from ._tcp_server import serve_tcp as serve_tcp
+from ._udp import DEFAULT_MAX_OUTSTANDING_PER_PEER as DEFAULT_MAX_OUTSTANDING_PER_PEER
+from ._udp import DEFAULT_MAX_RECEIVE_SIZE as DEFAULT_MAX_RECEIVE_SIZE
+from ._udp import DEFAULT_RECEIVE_QUEUE_BYTES as DEFAULT_RECEIVE_QUEUE_BYTES
+from ._udp import DEFAULT_RECEIVE_QUEUE_SIZE as DEFAULT_RECEIVE_QUEUE_SIZE
+from ._udp import DEFAULT_RETRY_POLICY as DEFAULT_RETRY_POLICY
 from ._udp import Datagram as Datagram
 from ._udp import UDPEndpoint as UDPEndpoint
 from ._udp import UDPEndpointStatistics as UDPEndpointStatistics
 from ._udp import open_udp_endpoint as open_udp_endpoint
+from ._udp_server import DEFAULT_MAX_CONCURRENCY as DEFAULT_MAX_CONCURRENCY
 from ._udp_server import UDPServer as UDPServer
 from ._udp_server import UDPServerStatistics as UDPServerStatistics
 from ._udp_server import open_udp_server as open_udp_server
@@ -58,6 +88,7 @@ from ._unix import connect_unix as connect_unix
 from ._unix import open_unix_server as open_unix_server
 from ._unix import serve_unix as serve_unix
 from .errors import AddressError as AddressError
+from .errors import AddressTypeError as AddressTypeError
 from .errors import ConnectError as ConnectError
 from .errors import DatagramTooLarge as DatagramTooLarge
 from .errors import FrameTimeout as FrameTimeout
@@ -84,6 +115,10 @@ __all__ = [
     "Delimited",
     "Lines",
     "Netstring",
+    "DEFAULT_READ_SIZE",
+    "DEFAULT_ABORT_TIMEOUT",
+    "DEFAULT_MAX_FRAME_SIZE",
+    "DEFAULT_MAX_LINE_SIZE",
     # Addresses and resolution
     "Address",
     "HostPort",
@@ -94,6 +129,12 @@ __all__ = [
     "ResolverStatistics",
     "resolve",
     "default_resolver",
+    "DEFAULT_TTL",
+    "DEFAULT_NEGATIVE_TTL",
+    "DEFAULT_MAX_CONCURRENT_LOOKUPS",
+    "DEFAULT_LOOKUP_TIMEOUT",
+    "DEFAULT_MAX_CACHE_ENTRIES",
+    "DEFAULT_MAX_CACHE_BYTES",
     "FamilyAnswer",
     "resolve_happy_eyeballs",
     "RESOLUTION_DELAY",
@@ -111,6 +152,12 @@ __all__ = [
     "UnixServer",
     "UnixConnection",
     "connect_unix",
+    "DEFAULT_IDLE_TIMEOUT",
+    "DEFAULT_FRAME_TIMEOUT",
+    "DEFAULT_TLS_HANDSHAKE_TIMEOUT",
+    "DEFAULT_MAX_PENDING_HANDSHAKES",
+    "DEFAULT_SHUTDOWN_GRACE",
+    "HAPPY_EYEBALLS_DELAY",
     # UDP
     "open_udp_endpoint",
     "UDPEndpoint",
@@ -128,6 +175,15 @@ __all__ = [
     "open_udp_server",
     "UDPServer",
     "UDPServerStatistics",
+    "DEFAULT_MAX_RECEIVE_SIZE",
+    "DEFAULT_RECEIVE_QUEUE_SIZE",
+    "DEFAULT_RECEIVE_QUEUE_BYTES",
+    "DEFAULT_MAX_OUTSTANDING_PER_PEER",
+    "DEFAULT_RETRY_POLICY",
+    "DEFAULT_MAX_CONCURRENCY",
+    "DEFAULT_REPLY_CACHE_LIFETIME",
+    "DEFAULT_REPLY_CACHE_SIZE",
+    "DEFAULT_REPLY_CACHE_BYTES",
     # Observability
     "Event",
     "EventLog",
@@ -141,8 +197,69 @@ __all__ = [
     "IncompleteFrame",
     "FrameTimeout",
     "AddressError",
+    "AddressTypeError",
     "ResolutionError",
     "ConnectError",
     "DatagramTooLarge",
     "RequestTimeout",
 ]
+
+
+def _evaluate_annotations(cls: type) -> None:
+    """Replace a class's own string annotations by what they name.
+
+    ``typing.get_type_hints()`` evaluates them in the module that ``__module__``
+    names: once that is the public module, which lacks the private module's
+    imports, it could not (``Literal``, ``socket``...).
+    """
+    own = inspect.get_annotations(cls)
+    if not own:
+        return
+    try:
+        hints = typing.get_type_hints(cls, include_extras=True)
+    except NameError:  # a name imported for type checkers only: leave them as text
+        return
+    cls.__annotations__ = {name: hints[name] for name in own}
+
+
+def _publish(module: types.ModuleType) -> None:
+    """Make the classes and functions in ``module.__all__`` report ``module`` as theirs.
+
+    They are defined in private modules (``trionet._channel``...). Reporting
+    the module users import them from, as trio does, gives tracebacks, reprs,
+    pickles and the reference documentation the public path, and keeps the
+    private layout free to change. Methods and classes defined inside an
+    exported class follow it. Constants, instances and type aliases keep their
+    type's module (``__module__`` is not theirs to report).
+    """
+    public = module.__name__
+    seen: set[int] = set()
+
+    def fix(obj: object, qualname: str) -> None:
+        if id(obj) in seen:
+            return
+        seen.add(id(obj))
+        if isinstance(obj, (staticmethod, classmethod)):
+            fix(obj.__func__, qualname)
+        elif isinstance(obj, property):
+            for accessor in (obj.fget, obj.fset, obj.fdel):
+                fix(accessor, qualname)
+        elif isinstance(obj, (type, types.FunctionType)):
+            # Only what is defined here: a name exported under another name, or a
+            # helper class stored on a class, keeps the module it can be found in.
+            if obj.__qualname__ != qualname or not obj.__module__.startswith(public + "."):
+                return
+            if isinstance(obj, type):
+                _evaluate_annotations(obj)
+            obj.__module__ = public
+            if isinstance(obj, type):
+                for name, member in vars(obj).items():
+                    fix(member, f"{qualname}.{name}")
+            elif hasattr(obj, "__wrapped__"):  # a decorator's wrapper (functools.wraps)
+                fix(obj.__wrapped__, qualname)
+
+    for name in module.__all__:
+        fix(getattr(module, name), name)
+
+
+_publish(sys.modules[__name__])

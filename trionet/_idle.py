@@ -9,6 +9,12 @@ bytes moved meanwhile. Nothing is rescheduled on each read or write, which is
 what pushing a cancel scope's deadline forward would cost, and no connection has
 a task of its own for it. :func:`wait_idle` is the same rule for one stream.
 
+On Linux, a plain TCP connection needs no wrapper at all: the kernel keeps the
+times of the last data segment sent and received (``TCP_INFO``), and
+:class:`KernelActivity` reads them when the timer rechecks, so the handler gets
+trio's own :class:`trio.SocketStream` and the data path pays nothing (issue 14.10:
+a wrapper's ``receive_some`` frame costs 232 bytes per waiting connection).
+
 Under TLS a raw byte is not progress: a peer can trickle one TLS record a byte at a
 time, and neither the application nor the channel sees anything until the record is
 whole. There the server puts a :class:`TLSRecordStream` under the
@@ -21,6 +27,9 @@ from __future__ import annotations
 
 import heapq
 import math
+import socket
+import struct
+import sys
 from collections.abc import Callable
 from typing import Any, Final, Protocol, final
 
@@ -32,6 +41,7 @@ __all__ = [
     "IdleEntry",
     "IdleTimer",
     "IdleTrackingStream",
+    "KernelActivity",
     "TLSRecordStream",
     "wait_idle",
 ]
@@ -44,13 +54,95 @@ _STALE_MIN: Final = 64
 # A TLS record starts with a 5-byte header: content type, version (2 bytes), and
 # the length of the body (2 bytes, big endian) (RFC 8446 section 5.1; RFC 5246 6.2).
 _TLS_HEADER_SIZE: Final = 5
+# Linux's struct tcp_info (include/uapi/linux/tcp.h): after 8 one-byte fields
+# and nine 32-bit ones come tcpi_last_data_sent (offset 44), tcpi_last_ack_sent
+# and tcpi_last_data_recv (offset 52), each in milliseconds before now. Pure
+# ACKs (keep-alives, window probes) move neither.
+_TCP_INFO_SIZE: Final = 56
+_LAST_DATA_SENT: Final = 44
+_LAST_DATA_RECV: Final = 52
 
 
 class ActivityStream(Protocol):
-    """What :class:`IdleTimer` reads of a watched stream."""
+    """What :class:`IdleTimer` reads of a watched connection."""
 
-    last_activity: float
-    sending: int
+    @property
+    def last_activity(self) -> float:
+        """When bytes last moved, on trio's clock."""
+        ...
+
+    @property
+    def sending(self) -> int:
+        """Sends in progress (non-zero: the peer may have stopped reading)."""
+        ...
+
+
+@final
+class KernelActivity:
+    """When data last moved on a TCP socket, read from the kernel (Linux ``TCP_INFO``).
+
+    An :class:`ActivityStream` for :class:`IdleTimer` that wraps nothing: the
+    handler uses the socket's own stream, and the time is computed only when
+    the timer asks. Data the kernel received counts even if the handler has
+    not read it yet; a send stuck behind a peer that reads nothing does not.
+    Use :meth:`for_socket`, which says ``None`` where this cannot work.
+
+    Attributes:
+      last_activity: When data last moved: the later of the kernel's last data
+          segment sent or received and the last time set here.
+      sending: 1 while the kernel holds bytes not yet acknowledged by the peer
+          (SIOCOUTQ), else 0: at an idle timeout, a send stuck behind a peer
+          that stopped reading.
+    """
+
+    __slots__ = ("_since", "_sock")
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self._since = trio.current_time()
+
+    @classmethod
+    def for_socket(cls, sock: socket.socket | None) -> KernelActivity | None:
+        """A :class:`KernelActivity` for ``sock``, or ``None`` to wrap the stream instead.
+
+        ``None`` off Linux, for a socket that is not the system's (the virtual
+        network's), and under a clock that is not trio's system clock: the
+        kernel's times are real milliseconds, which a ``MockClock`` does not
+        follow.
+        """
+        if sock is None or not sys.platform.startswith("linux"):
+            return None
+        if type(trio.lowlevel.current_clock()).__name__ != "SystemClock":
+            return None
+        return cls(sock)
+
+    @property
+    def last_activity(self) -> float:
+        now = trio.current_time()
+        try:
+            info = self._sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCP_INFO_SIZE)
+        except OSError:  # closed meanwhile: nothing moves any more
+            return self._since
+        if len(info) < _TCP_INFO_SIZE:  # pragma: no cover - a kernel without these fields
+            return now
+        sent_ago: int = struct.unpack_from("I", info, _LAST_DATA_SENT)[0]
+        received_ago: int = struct.unpack_from("I", info, _LAST_DATA_RECV)[0]
+        return max(self._since, now - min(sent_ago, received_ago) / 1000)
+
+    @last_activity.setter
+    def last_activity(self, when: float) -> None:
+        self._since = max(self._since, when)
+
+    @property
+    def sending(self) -> int:
+        import fcntl  # Linux only, as this class: imported where it is used
+        import termios
+
+        try:
+            queued = fcntl.ioctl(self._sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0")
+        except (OSError, ValueError):  # closed meanwhile (fileno() is -1)
+            return 0
+        return 1 if struct.unpack("i", queued)[0] > 0 else 0
 
 
 class FrameLate(Exception):

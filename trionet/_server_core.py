@@ -29,7 +29,7 @@ import trio
 
 from ._channel import DEFAULT_ABORT_TIMEOUT, MessageChannel
 from ._connection import Connection
-from ._idle import IdleEntry, IdleTimer, IdleTrackingStream, TLSRecordStream
+from ._idle import IdleEntry, IdleTimer, IdleTrackingStream, KernelActivity, TLSRecordStream
 from ._observe import Observer, emit, log_peer_error
 from ._sansio.codecs import Codec
 from ._sansio.errors import FramingError
@@ -573,10 +573,12 @@ class ServerCore(Generic[ConnT]):
         handshaking = self._handshake_limit is not None  # counted by _start_connection
         try:
             stream = trio.SocketStream(sock)
-            idle: IdleTrackingStream | TLSRecordStream | None = None
+            idle: IdleTrackingStream | TLSRecordStream | KernelActivity | None = None
             if self._ssl_context is None:
                 if self._idle_timeout is not None:
-                    stream = idle = IdleTrackingStream(stream)
+                    idle = KernelActivity.for_socket(stdlib_socket_of(sock))
+                    if idle is None:
+                        stream = idle = IdleTrackingStream(stream)
             else:
                 if self._idle_timeout is not None or self._frame_timeout is not None:
                     # Under TLS a raw byte is not progress (a record trickled a byte

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import contextlib
-import errno
 import math
-import os
 import socket
 import ssl
 from dataclasses import dataclass
-from typing import Final, final
+from typing import Final
 
 import trio
 
@@ -20,18 +18,14 @@ from ._observe import Observer, emit
 from ._resolver import Resolver, _check_request
 from ._sansio.addresses import Address
 from ._sansio.codecs import Codec
+from ._sansio.happy_eyeballs import CONNECTION_ATTEMPT_DELAY, ConnectAttempt, HappyEyeballs
 from ._sansio.ordering import interleave_families
 from .errors import ConnectError, ResolutionError
 
 __all__ = ["ConnectAttempt", "connect_tcp"]
 
-# RFC 8305 section 8: "the recommended value for the Connection Attempt Delay is
-# 250 ms" -- the same default as trio's open_tcp_stream.
-HAPPY_EYEBALLS_DELAY: Final = 0.25
-# RFC 8305 section 5: the delay "MUST NOT be less than 10 milliseconds" and
-# "SHOULD NOT be greater than 2 seconds".
-MIN_ATTEMPT_DELAY: Final = 0.01
-MAX_ATTEMPT_DELAY: Final = 2.0
+# RFC 8305 section 5's Connection Attempt Delay, 250 ms (as trio's open_tcp_stream).
+HAPPY_EYEBALLS_DELAY: Final = CONNECTION_ATTEMPT_DELAY
 # Seconds a TLS handshake may take before the connection is given up; trio's
 # open_ssl_over_tcp_stream has no limit, which lets a silent server hold a client.
 TLS_HANDSHAKE_TIMEOUT: Final = 10.0
@@ -42,86 +36,32 @@ TLS_HANDSHAKE_TIMEOUT: Final = 10.0
 # client making many connections from one address runs out (trio sets it too).
 IP_BIND_ADDRESS_NO_PORT: Final = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
 
-# RFC 8305 in brief, and what this module does about each part:
+# RFC 8305 in brief, and where each part is done:
 #
 # Section 3, asynchronous resolution: the AAAA and A queries go out together, and
 # an A answer that comes first waits up to 50 ms (the Resolution Delay) for the
 # AAAA one. resolve_happy_eyeballs() does this and sends each family's answer as
 # it arrives; we start connecting on the first answer instead of waiting for both.
 #
-# Section 4, sorting: the first address keeps the system's preference, then the
-# families alternate (with a configurable "First Address Family Count"). Answers
-# that arrive after attempts have begun are merged into the addresses not yet
-# tried in the same order: we keep every address in order of arrival and re-sort
-# with interleave_families() each time we pick the next one (a handful of
-# addresses, so this costs nothing worth saving).
-#
-# Section 5, connection attempts: one attempt starts, and the next starts after
-# the Connection Attempt Delay or as soon as an attempt fails, whichever comes
-# first; the first to connect wins, and every other attempt is cancelled and its
-# socket closed. trio's open_tcp_stream promises that happy_eyeballs_delay=None
-# means one attempt at a time but still starts the next after 250 ms; here None
-# really waits for each attempt to fail before starting the next.
+# Sections 4 and 5, the order of the addresses (answers that arrive late merged
+# into the addresses not tried yet) and when each attempt starts (every 250 ms,
+# or at once when one fails; the first to connect wins): HappyEyeballs in
+# _sansio/happy_eyeballs.py decides, fed events and times, and _race() below
+# only drives it with trio. The driver keeps what needs I/O: each attempt runs
+# in a task of its own, every losing or cancelled attempt's socket is closed,
+# and a socket() that fails for one family is that attempt's failure.
 #
 # Section 6, DNS64/NAT64 synthesis, and section 7's hostname-literal handling
 # are left to the system resolver.
 
 
-@final
-@dataclass(frozen=True, slots=True)
-class ConnectAttempt:
-    """One connection attempt of :func:`connect_tcp`, as :exc:`~trionet.ConnectError` reports it.
-
-    Attributes:
-      address: Where it tried to connect.
-      started_at: :func:`trio.current_time` when the attempt began.
-      ended_at: When it failed (or was cancelled), or ``None`` if it was still
-          running when the connect gave up.
-      error: Why it failed, or ``None`` if it was still running.
-    """
-
-    address: Address
-    started_at: float
-    ended_at: float | None
-    error: BaseException | None
-
-    def __str__(self) -> str:
-        if self.error is None:
-            return f"{self.address}: still connecting when the connect gave up"
-        return f"{self.address}: {_describe(self.error)}"
-
-
-def _describe(error: BaseException) -> str:
-    """Why an attempt failed, without the address (the attempt names it once).
-
-    trio's connect() writes the address into its OSError's message
-    ("Error connecting to ('127.0.0.1', 8000): Connection refused"); the
-    errno says everything that matters.
-    """
-    if isinstance(error, OSError) and error.errno is not None and error.errno > 0:
-        name = errno.errorcode.get(error.errno)
-        return f"{os.strerror(error.errno)}" + (f" ({name})" if name else "")
-    return str(error) or type(error).__name__
-
-
 @dataclass(slots=True)
 class _Race:
-    """The state of one connect_tcp call's attempts."""
+    """One connect_tcp call's race: the state machine, and what only the trio side holds."""
 
-    arrived: list[Address]
-    tried: set[Address]
-    attempts: list[ConnectAttempt]
-    ruled_out: list[Address]  # resolved, but of another family than local_address
-    running: int = 0
+    machine: HappyEyeballs
+    lookup_errors: list[tuple[int, ResolutionError]]
     winner: tuple[trio.socket.SocketType, Address] | None = None
-
-
-def _attempt_delay(happy_eyeballs_delay: float | None) -> float:
-    if happy_eyeballs_delay is None:
-        return math.inf
-    if not happy_eyeballs_delay >= 0:
-        raise ValueError(f"happy_eyeballs_delay must be >= 0 or None, not {happy_eyeballs_delay!r}")
-    return min(max(happy_eyeballs_delay, MIN_ATTEMPT_DELAY), MAX_ATTEMPT_DELAY)
 
 
 async def connect_tcp(
@@ -204,7 +144,8 @@ async def connect_tcp(
       Cancelling it cancels the lookups and every attempt, and closes every
       socket it opened; nothing is left running.
     """
-    delay = _attempt_delay(happy_eyeballs_delay)
+    if happy_eyeballs_delay is not None and not happy_eyeballs_delay >= 0:
+        raise ValueError(f"happy_eyeballs_delay must be >= 0 or None, not {happy_eyeballs_delay!r}")
     # Every argument is checked here, before the nursery: an error raised in
     # one of its tasks would come out wrapped in an ExceptionGroup.
     host, name, port = _check_request(host, port, 0)
@@ -214,21 +155,22 @@ async def connect_tcp(
     local = Address.parse(local_address, default_port=0) if local_address is not None else None
     if local is not None:
         local.to_sockaddr()  # AddressError now for a zone that names an interface
-    race = _Race(arrived=[], tried=set(), attempts=[], ruled_out=[])
-    lookup_errors: list[tuple[int, ResolutionError]] = []
+    machine = HappyEyeballs(
+        attempt_delay=happy_eyeballs_delay,
+        first_address_family_count=first_address_family_count,
+        family=None if local is None else local.family,
+    )
+    race = _Race(machine, lookup_errors=[])
     began = trio.current_time()
     deadline = math.inf if connect_timeout is None else began + connect_timeout
 
     with trio.move_on_at(deadline) as timeout_scope:
-        await _race(
-            host, port, race, lookup_errors, delay, resolution_delay, first_address_family_count,
-            local, resolver, observer,
-        )
+        await _race(host, port, race, resolution_delay, local, resolver, observer)
     if race.winner is None:
         timed_out = connect_timeout if timeout_scope.cancelled_caught else None
-        if not race.arrived and not race.ruled_out and lookup_errors and timed_out is None:
-            raise _resolution_error(host, port, lookup_errors)
-        raise _connect_error(host, port, race, began, timed_out, local)
+        if not machine.addresses and not machine.ruled_out and race.lookup_errors and timed_out is None:
+            raise _resolution_error(host, port, race.lookup_errors)
+        raise _connect_error(host, port, machine.give_up(), machine.ruled_out, began, timed_out, local)
     sock, address = race.winner
     try:
         stream: trio.abc.Stream = trio.SocketStream(sock)
@@ -246,7 +188,9 @@ async def connect_tcp(
             except trio.BrokenResourceError as exc:
                 raise _tls_error(address, exc) from exc.__cause__ or exc
             if timeout_scope.cancelled_caught:
-                raise _connect_error(host, port, race, began, connect_timeout, local)
+                raise _connect_error(
+                    host, port, machine.attempts, machine.ruled_out, began, connect_timeout, local
+                )
             stream = tls
         channel = MessageChannel(stream, codec) if codec is not None else None
         return TCPConnection(stream, socket=sock, peer=address, channel=channel)
@@ -273,16 +217,22 @@ async def _race(
     host: str,
     port: int,
     race: _Race,
-    lookup_errors: list[tuple[int, ResolutionError]],
-    delay: float,
     resolution_delay: float,
-    first_address_family_count: int,
     local: Address | None,
     resolver: Resolver | None,
     observer: Observer | None,
 ) -> None:
+    """Drive ``race.machine`` until it is done: a winner in ``race.winner``, or every attempt failed.
+
+    Resource handling:
+      Each attempt runs in a task of this function's nursery and closes its
+      own socket unless it wins; the winner cancels the nursery, so the losers
+      close theirs. The winning socket is the caller's to close.
+    """
+    machine = race.machine
     # Everything that may let a new attempt start arrives on one channel: each
-    # family's answer, each failed attempt, and None when the lookups are over.
+    # family's answer, each failed attempt (already fed to the machine by its
+    # task), and None when the lookups are over.
     wake_send, wake = trio.open_memory_channel[FamilyAnswer | ConnectAttempt | None](math.inf)
 
     async def look_up() -> None:
@@ -293,38 +243,26 @@ async def _race(
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(look_up)
-        lookups_done = False
-        next_start = -math.inf
-        while race.winner is None:
-            order = interleave_families(race.arrived, first_address_family_count=first_address_family_count)
-            untried = [address for address in order if address not in race.tried]
-            now = trio.current_time()
-            if untried and (race.running == 0 or now >= next_start):
-                race.tried.add(untried[0])
-                race.running += 1
-                nursery.start_soon(_attempt, untried[0], local, race, wake_send, nursery, observer)
-                next_start = now + delay
+        while True:
+            address = machine.next_attempt(trio.current_time())
+            if address is not None:
+                nursery.start_soon(_attempt, address, local, race, wake_send, nursery, observer)
                 continue
-            if not untried and lookups_done and race.running == 0:
-                return  # every address was tried and every attempt failed
-            with trio.move_on_at(next_start if untried else math.inf):
+            if machine.done:
+                return  # won (the winner cancelled the nursery), or every attempt failed
+            wakeup = machine.next_wakeup()
+            with trio.move_on_at(math.inf if wakeup is None else wakeup):
                 event = await wake.receive()
                 if event is None:
-                    lookups_done = True
+                    machine.on_lookups_done()
                 elif isinstance(event, FamilyAnswer):
                     emit(
                         observer, "connect.answer", family=_family_name(event.family),
                         addresses=", ".join(map(str, event.addresses)) or "-", error=event.error,
                     )
                     if event.error is not None:
-                        lookup_errors.append((event.family, event.error))
-                    for address in event.addresses:
-                        if local is None or address.family == local.family:
-                            race.arrived.append(address)
-                        else:
-                            race.ruled_out.append(address)
-                else:
-                    next_start = -math.inf  # RFC 8305 section 5: a failure starts the next now
+                        race.lookup_errors.append((event.family, event.error))
+                    machine.on_addresses(event.addresses, trio.current_time())
 
 
 async def _attempt(
@@ -352,23 +290,20 @@ async def _attempt(
     except OSError as exc:
         if sock is not None:
             sock.close()
-        race.running -= 1
-        attempt = ConnectAttempt(address, started, trio.current_time(), exc)
-        race.attempts.append(attempt)
+        attempt = race.machine.on_failure(address, exc, trio.current_time())
         emit(observer, "connect.failed", address=address, error=exc)
         wake.send_nowait(attempt)
         return
     except BaseException:
         # Cancelled: another attempt won, or the whole connect was cancelled.
+        # The machine keeps it as unfinished (ended_at None), which is how a
+        # ConnectError reports it.
         if sock is not None:
             sock.close()
-        race.running -= 1
-        race.attempts.append(ConnectAttempt(address, started, None, None))
         emit(observer, "connect.cancelled", address=address)
         raise
-    race.running -= 1
-    if race.winner is not None:  # another attempt connected in the same instant
-        sock.close()
+    if race.machine.on_success(address, trio.current_time()) is None:
+        sock.close()  # another attempt connected in the same instant
         emit(observer, "connect.cancelled", address=address)
         return
     race.winner = (sock, address)
@@ -392,17 +327,22 @@ def _family_name(family: int) -> str:
 
 
 def _connect_error(
-    host: str, port: int, race: _Race, began: float, timeout: float | None, local: Address | None
+    host: str,
+    port: int,
+    attempts: tuple[ConnectAttempt, ...],
+    ruled_out: tuple[Address, ...],
+    began: float,
+    timeout: float | None,
+    local: Address | None,
 ) -> ConnectError:
-    attempts = tuple(sorted(race.attempts, key=lambda attempt: attempt.started_at))
     if timeout is not None:
         head = f"no connection to {host!r} port {port} within connect_timeout={timeout}s"
-    elif not attempts and race.ruled_out and local is not None:
-        families = sorted({_family_name(address.family) for address in race.ruled_out})
+    elif not attempts and ruled_out and local is not None:
+        families = sorted({_family_name(address.family) for address in ruled_out})
         head = (
             f"no address of {host!r} port {port} to connect to: local_address={local.host!r} is "
             f"{_family_name(local.family)}, which rules out every address found ("
-            f"{' and '.join(families)}: {', '.join(map(str, race.ruled_out))})"
+            f"{' and '.join(families)}: {', '.join(map(str, ruled_out))})"
         )
     elif not attempts:
         head = f"no address of {host!r} port {port} to connect to"

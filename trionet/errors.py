@@ -14,6 +14,7 @@ handles trio's exceptions handles ours:
     │   ├── IncompleteFrame         (also trio.BrokenResourceError)
     │   └── FrameTimeout            (also trio.BrokenResourceError)
     ├── AddressError                (also ValueError)
+    │   └── AddressTypeError        (also TypeError)
     ├── ResolutionError             (also OSError)
     ├── ConnectError                (also OSError)
     ├── DatagramTooLarge            (also ValueError)
@@ -27,12 +28,14 @@ trionet also raises trio's own :class:`trio.ClosedResourceError`,
 
 from __future__ import annotations
 
+import copyreg
 import errno
-from typing import final
+from typing import Any, final
 
 import trio
 
 from ._sansio.addresses import Address
+from ._sansio.addresses import AddressTypeError as AddressTypeError
 from ._sansio.errors import AddressError as AddressError
 from ._sansio.errors import FrameTooLarge as FrameTooLarge
 from ._sansio.errors import FramingError as FramingError
@@ -49,6 +52,7 @@ __all__ = [
     "IncompleteFrame",
     "FrameTimeout",
     "AddressError",
+    "AddressTypeError",
     "ResolutionError",
     "ConnectError",
     "DatagramTooLarge",
@@ -71,6 +75,9 @@ class IncompleteFrame(FramingError, trio.BrokenResourceError):
     def __init__(self, buffered: int) -> None:
         self.buffered = buffered
         super().__init__(f"stream ended in the middle of a frame ({buffered} bytes of it arrived)")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (self.buffered,), self.__dict__
 
 
 @final
@@ -95,6 +102,9 @@ class FrameTimeout(FramingError, trio.BrokenResourceError):
             f"({buffered} bytes of it arrived)"
         )
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (self.timeout, self.buffered), self.__dict__
+
 
 class ResolutionError(TrionetError, OSError):
     """A host name could not be resolved.
@@ -115,6 +125,9 @@ class ResolutionError(TrionetError, OSError):
         where = host if port is None else f"{host!r} port {port}"
         super().__init__(f"cannot resolve {where}: {reason}")
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (self.host, self.port, self.reason), self.__dict__
+
     def __str__(self) -> str:
         return str(self.args[0])
 
@@ -131,6 +144,9 @@ class ConnectError(TrionetError, OSError):
         self.attempts = attempts
         super().__init__(message)
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (self.args[0], self.attempts), self.__dict__
+
     def __str__(self) -> str:
         return str(self.args[0])
 
@@ -144,6 +160,9 @@ class DatagramTooLarge(TrionetError, ValueError):
         self.limit = limit
         super().__init__(f"datagram of {size} bytes exceeds the limit of {limit} bytes")
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (self.size, self.limit), self.__dict__
+
 
 class PeerUnreachable(TrionetError, ConnectionRefusedError):
     """The peer of a connected endpoint is unreachable: nothing listens on its port.
@@ -154,11 +173,16 @@ class PeerUnreachable(TrionetError, ConnectionRefusedError):
 
     Attributes:
       peer: The endpoint's remote address.
+      reason: What the ICMP message said, as in the message.
     """
 
     def __init__(self, peer: Address, reason: str = "port unreachable") -> None:
         super().__init__(errno.ECONNREFUSED, f"{peer} is unreachable ({reason})")
         self.peer = peer
+        self.reason = reason
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (self.peer, self.reason), self.__dict__
 
     def __str__(self) -> str:
         return str(self.strerror)
@@ -175,3 +199,21 @@ class RequestTimeout(TrionetError, trio.TooSlowError):
     def __init__(self, message: str, attempts: int) -> None:
         self.attempts = attempts
         super().__init__(message)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (self.args[0], self.attempts), self.__dict__
+
+
+# Pickling (and copy.copy) rebuilds an exception by calling its class with its
+# args, but these classes take the parts of their message and keep the whole
+# message in args. The classes defined here rebuild from their parts (their
+# __reduce__, which subclasses inherit; an OSError's __new__ alone leaves errno
+# and args empty). The two of the sans-IO core are final: each is rebuilt by
+# __new__ from its args, as copy.copy rebuilds a plain object, and its
+# attributes (__notes__ included) are restored from its __dict__.
+def _reduce_without_init(error: FrameTooLarge | ProtocolError) -> tuple[Any, ...]:
+    return copyreg.__newobj__, (type(error), *error.args), error.__dict__  # type: ignore[attr-defined]
+
+
+copyreg.pickle(FrameTooLarge, _reduce_without_init)
+copyreg.pickle(ProtocolError, _reduce_without_init)

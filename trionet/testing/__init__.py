@@ -9,6 +9,9 @@ runs on it, exactly and instantly under ``trio.testing.MockClock``.
 :func:`check_message_channel` is a conformance suite for message channels.
 """
 
+import sys
+
+from .. import _publish
 from ._check_channel import check_message_channel as check_message_channel
 from ._vhost import VirtualHost as VirtualHost
 from ._vlink import LinkConfig as LinkConfig
@@ -28,3 +31,5 @@ __all__ = [
     "format_trace",
     "check_message_channel",
 ]
+
+_publish(sys.modules[__name__])
