@@ -102,7 +102,8 @@ def test_the_tutorial_steps_and_how_tos_are_all_reachable(builds: dict[str, Buil
     for page in ("tutorial/index", "tutorial/echo-server", "tutorial/many-clients",
                  "tutorial/timeouts", "tutorial/chat", "tutorial/udp", "tutorial/happy-eyeballs",
                  "howto/shutdown", "howto/tls", "howto/limits", "howto/codecs",
-                 "howto/virtual-network", "howto/interop", "design/cancellation", "design/rfcs",
+                 "howto/virtual-network", "howto/interop", "design/architecture",
+                 "design/cancellation", "design/rfcs",
                  "cli"):
         assert (html / f"{page}.html").exists(), page
     index = (html / "index.html").read_text()
