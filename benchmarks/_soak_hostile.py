@@ -46,7 +46,7 @@ from trionet import (
     Varint,
     open_tcp_server,
 )
-from trionet._channel import DEFAULT_READ_SIZE
+from trionet._adapters.channel import DEFAULT_READ_SIZE
 
 from ._soak_common import LOOPBACK_V4, capture_logs, count_tasks, open_fd_count, trace_peak_memory
 

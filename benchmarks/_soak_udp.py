@@ -32,9 +32,9 @@ import trio
 import trio.testing
 
 from trionet import match_bytes
+from trionet._adapters.udp import Datagram, UDPEndpoint, open_udp_endpoint
+from trionet._endpoints.udp_server import open_udp_server
 from trionet._sansio.retry import RetryPolicy
-from trionet._udp import Datagram, UDPEndpoint, open_udp_endpoint
-from trionet._udp_server import open_udp_server
 from trionet.testing import VirtualNetwork
 
 from ._soak_common import capture_logs, count_tasks, open_fd_count, trace_peak_memory

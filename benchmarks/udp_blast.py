@@ -57,7 +57,7 @@ from typing import Final
 import trio
 import trio.testing
 
-from trionet._udp import open_udp_endpoint
+from trionet._adapters.udp import open_udp_endpoint
 
 from ._common import LOOPBACK, format_rate, machine_description, markdown_table, median
 

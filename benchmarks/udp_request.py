@@ -55,9 +55,9 @@ from typing import Any, Final
 
 import trio
 
+from trionet._adapters.udp import Datagram, open_udp_endpoint
+from trionet._endpoints.udp_server import UDPServer, serve_udp
 from trionet._sansio.matching import match_bytes
-from trionet._udp import Datagram, open_udp_endpoint
-from trionet._udp_server import UDPServer, serve_udp
 
 from ._common import (
     LOOPBACK,

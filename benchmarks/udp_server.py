@@ -45,8 +45,8 @@ from typing import Final
 
 import trio
 
-from trionet._udp import Datagram
-from trionet._udp_server import serve_udp
+from trionet._adapters.udp import Datagram
+from trionet._endpoints.udp_server import serve_udp
 
 PAYLOAD: Final = b"x" * 64
 WINDOW: Final = 64

@@ -175,7 +175,7 @@ class CliHelp(Directive):
     optional_arguments = 1
 
     def run(self) -> list[nodes.Node]:
-        from trionet._cli import build_parser
+        from trionet._cli.main import build_parser
 
         os.environ["COLUMNS"] = "88"
         parser = build_parser()

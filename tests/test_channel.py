@@ -16,7 +16,7 @@ from trionet import (
     Netstring,
     ProtocolError,
 )
-from trionet._channel import DEFAULT_ABORT_TIMEOUT
+from trionet._adapters.channel import DEFAULT_ABORT_TIMEOUT
 
 from .conftest import tcp_stream_pair
 

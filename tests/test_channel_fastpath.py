@@ -17,8 +17,8 @@ import trio
 import trio.testing
 
 from trionet import LengthPrefixed, MessageChannel
-from trionet._idle import IdleTrackingStream
-from trionet._trio_compat import stdlib_socket_of
+from trionet._adapters.idle import IdleTrackingStream
+from trionet._adapters.trio_compat import stdlib_socket_of
 from trionet.testing import VirtualNetwork
 
 from .conftest import open_fd_count, tcp_stream_pair
@@ -72,13 +72,13 @@ async def wait_for_frames_readable(stream: trio.SocketStream, nbytes: int) -> No
 async def test_trio_still_keeps_the_stdlib_socket_where_trionet_looks() -> None:
     # If this fails, a trio release moved the stdlib socket out of
     # trio._socket._SocketType._sock: MessageChannel silently lost its fast path
-    # (it falls back to trio's public socket methods). Update trionet/_trio_compat.py.
+    # (it falls back to trio's public socket methods). Update trionet/_adapters/trio_compat.py.
     from trio._socket import _SocketType  # noqa: F401 - must exist
 
     sock = trio.socket.socket()
     with sock:
         raw = stdlib_socket_of(sock)
-        assert raw is not None, "trio changed its socket internals: update trionet/_trio_compat.py"
+        assert raw is not None, "trio changed its socket internals: update trionet/_adapters/trio_compat.py"
         assert type(raw) is socket.socket
         assert raw.fileno() == sock.fileno()
         assert raw.getblocking() is False

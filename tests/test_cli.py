@@ -19,8 +19,9 @@ import trio
 import trionet
 from tests.processes import CLI, run, running
 from tests.resolver_fakes import installed_fake
-from trionet import LengthPrefixed, Netstring, Varint, _cli_commands
-from trionet._cli import CommandError, main
+from trionet import LengthPrefixed, Netstring, Varint
+from trionet._cli import commands as _cli_commands
+from trionet._cli.main import CommandError, main
 
 TIMEOUT = 30
 CODEC_FRAMES = {

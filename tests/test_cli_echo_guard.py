@@ -18,7 +18,7 @@ import trio
 import trio.testing
 
 from tests.processes import CLI, running
-from trionet._cli_commands import _ECHO_BURST, _ECHO_RATE, _EchoGuard
+from trionet._cli.commands import _ECHO_BURST, _ECHO_RATE, _EchoGuard
 from trionet._sansio.addresses import Address
 from trionet._sansio.ratelimit import SourceRateLimit
 

@@ -24,9 +24,9 @@ import trio.testing
 
 import trionet
 from trionet import FrameTimeout, LengthPrefixed, TCPConnection, TCPServer, serve_tcp
-from trionet._cli import build_parser
-from trionet._observe import EventLog
-from trionet._server_core import (
+from trionet._adapters.observe import EventLog
+from trionet._cli.main import build_parser
+from trionet._endpoints.server_core import (
     DEFAULT_FRAME_TIMEOUT,
     DEFAULT_IDLE_TIMEOUT,
     DEFAULT_MAX_PENDING_HANDSHAKES,
@@ -231,7 +231,7 @@ def test_the_cli_serves_with_the_library_defaults_and_has_frame_timeout() -> Non
 async def test_the_cli_passes_frame_timeout_to_the_server(
     monkeypatch: pytest.MonkeyPatch, net: VirtualNetwork, autojump_clock: trio.testing.MockClock
 ) -> None:
-    from trionet import _cli_commands
+    from trionet._cli import commands as _cli_commands
 
     seen: dict[str, Any] = {}
     real = _cli_commands.open_tcp_server

@@ -29,17 +29,17 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from tests.processes import CLI, running
-from trionet import _cli_commands
-from trionet._connection import TCPConnection, UnixConnection
-from trionet._observe import Event, EventLog, escaped_traceback
+from trionet._adapters.observe import Event, EventLog, escaped_traceback
+from trionet._adapters.udp import Datagram, open_udp_endpoint
+from trionet._cli import commands as _cli_commands
+from trionet._endpoints.connection import TCPConnection, UnixConnection
+from trionet._endpoints.tcp_server import open_tcp_server
+from trionet._endpoints.udp_server import serve_udp
+from trionet._endpoints.unix import serve_unix
 from trionet._sansio.addresses import Address
 from trionet._sansio.codecs import LengthPrefixed, Lines
 from trionet._sansio.escape import escape_text
 from trionet._sansio.loglimit import Admission, RecordLimiter
-from trionet._tcp_server import open_tcp_server
-from trionet._udp import Datagram, open_udp_endpoint
-from trionet._udp_server import serve_udp
-from trionet._unix import serve_unix
 from trionet.testing import VirtualNetwork
 
 TIMEOUT = 30

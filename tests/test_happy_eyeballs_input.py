@@ -23,8 +23,8 @@ from tests.resolver_fakes import (
     installed_fake,
     now_ms,
 )
-from trionet._happy_eyeballs_input import RESOLUTION_DELAY, FamilyAnswer, resolve_happy_eyeballs
-from trionet._resolver import Resolver
+from trionet._adapters.happy_eyeballs_input import RESOLUTION_DELAY, FamilyAnswer, resolve_happy_eyeballs
+from trionet._adapters.resolver import Resolver
 from trionet._sansio.addresses import Address
 from trionet.errors import AddressError, ResolutionError
 

@@ -18,7 +18,7 @@ import trio.testing
 
 import trionet
 from trionet import TCPConnection
-from trionet._idle import IdleTrackingStream, KernelActivity
+from trionet._adapters.idle import IdleTrackingStream, KernelActivity
 from trionet.testing import VirtualNetwork
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="TCP_INFO is Linux's")

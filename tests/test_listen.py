@@ -11,8 +11,8 @@ import pytest
 import trio
 
 from tests.conftest import open_fd_count
-from trionet._listen import SAME_PORT_ATTEMPTS, open_listening_sockets
-from trionet._resolver import Resolver
+from trionet._adapters.listen import SAME_PORT_ATTEMPTS, open_listening_sockets
+from trionet._adapters.resolver import Resolver
 from trionet._sansio.addresses import Address
 
 V6, V4 = stdlib_socket.AF_INET6, stdlib_socket.AF_INET

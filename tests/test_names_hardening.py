@@ -28,7 +28,7 @@ import trio
 
 import trionet
 from trionet import AddressError, ResolutionError, Resolver
-from trionet._resolver import DEFAULT_MAX_CACHE_BYTES
+from trionet._adapters.resolver import DEFAULT_MAX_CACHE_BYTES
 from trionet._sansio.addresses import Address, normalize_host, parse_host_port
 
 from .resolver_fakes import FakeResolver, installed_fake

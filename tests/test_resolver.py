@@ -27,7 +27,7 @@ from tests.resolver_fakes import (
     installed_fake,
     now_ms,
 )
-from trionet._resolver import (
+from trionet._adapters.resolver import (
     DEFAULT_NEGATIVE_TTL,
     DEFAULT_TTL,
     Resolver,

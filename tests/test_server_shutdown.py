@@ -19,12 +19,12 @@ import pytest
 import trio
 import trio.testing
 
-from trionet._channel import MessageChannel
-from trionet._connection import Connection, TCPConnection
-from trionet._observe import Event, EventLog
+from trionet._adapters.channel import MessageChannel
+from trionet._adapters.observe import Event, EventLog
+from trionet._endpoints.connection import Connection, TCPConnection
+from trionet._endpoints.tcp_server import open_tcp_server, serve_tcp
+from trionet._endpoints.unix import open_unix_server
 from trionet._sansio.codecs import LengthPrefixed, Lines
-from trionet._tcp_server import open_tcp_server, serve_tcp
-from trionet._unix import open_unix_server
 from trionet.testing import VirtualNetwork
 
 from .conftest import TLS_HOSTNAME as HOSTNAME

@@ -16,9 +16,9 @@ import trio.testing
 from benchmarks._soak_common import count_tasks
 from benchmarks._soak_udp import run_request_cancellations, run_udp_under_loss
 from trionet import match_bytes
+from trionet._adapters.udp import Datagram, PeerUnreachable, open_udp_endpoint
+from trionet._endpoints.udp_server import open_udp_server
 from trionet._sansio.retry import RetryPolicy
-from trionet._udp import Datagram, PeerUnreachable, open_udp_endpoint
-from trionet._udp_server import open_udp_server
 from trionet.errors import RequestTimeout
 
 REQUESTS = 10_000

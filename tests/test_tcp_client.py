@@ -19,8 +19,8 @@ import trio.testing
 import trustme
 
 from trionet import AddressError, ConnectError, LengthPrefixed, ResolutionError, Resolver
-from trionet._observe import EventLog
-from trionet._tcp_client import IP_BIND_ADDRESS_NO_PORT, ConnectAttempt, connect_tcp
+from trionet._adapters.observe import EventLog
+from trionet._endpoints.tcp_client import IP_BIND_ADDRESS_NO_PORT, ConnectAttempt, connect_tcp
 from trionet.testing import VirtualNetwork
 
 from .conftest import open_fd_count

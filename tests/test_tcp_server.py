@@ -11,13 +11,13 @@ import pytest
 import trio
 import trio.testing
 
-from trionet._channel import MessageChannel
-from trionet._connection import TCPConnection
-from trionet._observe import EventLog
+from trionet._adapters.channel import MessageChannel
+from trionet._adapters.observe import EventLog
+from trionet._endpoints.connection import TCPConnection
+from trionet._endpoints.server_base import ServerStatistics
+from trionet._endpoints.tcp_server import TCPServer, open_tcp_server, serve_tcp
 from trionet._sansio.addresses import Address
 from trionet._sansio.codecs import LengthPrefixed, Lines
-from trionet._server_base import ServerStatistics
-from trionet._tcp_server import TCPServer, open_tcp_server, serve_tcp
 
 LOOPBACKS = ("127.0.0.1", "::1")
 

@@ -11,13 +11,13 @@ import pytest
 import trio
 import trio.testing
 
-from trionet._connection import TCPConnection
-from trionet._idle import IdleEntry, IdleTimer, IdleTrackingStream
-from trionet._listen import open_listening_sockets
-from trionet._observe import Event
-from trionet._server_core import ACCEPT_BATCH, stdlib_socket
-from trionet._tcp_server import open_tcp_server, serve_tcp
-from trionet._unix import connect_unix, open_unix_server, serve_unix
+from trionet._adapters.idle import IdleEntry, IdleTimer, IdleTrackingStream
+from trionet._adapters.listen import open_listening_sockets
+from trionet._adapters.observe import Event
+from trionet._endpoints.connection import TCPConnection
+from trionet._endpoints.server_core import ACCEPT_BATCH, stdlib_socket
+from trionet._endpoints.tcp_server import open_tcp_server, serve_tcp
+from trionet._endpoints.unix import connect_unix, open_unix_server, serve_unix
 
 
 async def forever(conn: TCPConnection) -> None:

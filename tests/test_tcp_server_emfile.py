@@ -24,7 +24,7 @@ SERVER = textwrap.dedent(
     f"""
     import logging, resource, sys
     import trio
-    from trionet._tcp_server import open_tcp_server
+    from trionet._endpoints.tcp_server import open_tcp_server
     from trionet._sansio.codecs import Lines
 
     logging.basicConfig(stream=sys.stderr, level=logging.WARNING,

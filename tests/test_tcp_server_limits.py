@@ -11,13 +11,13 @@ import pytest
 import trio
 import trio.testing
 
-from trionet._channel import MessageChannel
-from trionet._connection import TCPConnection
-from trionet._idle import IdleTrackingStream, wait_idle
-from trionet._observe import EventLog
+from trionet._adapters.channel import MessageChannel
+from trionet._adapters.idle import IdleTrackingStream, wait_idle
+from trionet._adapters.observe import EventLog
+from trionet._endpoints.connection import TCPConnection
+from trionet._endpoints.server_core import ACCEPT_BACKOFF_INITIAL, ACCEPT_BACKOFF_MAX, ServerCore
+from trionet._endpoints.tcp_server import TCPServer, open_tcp_server, serve_tcp
 from trionet._sansio.codecs import LengthPrefixed
-from trionet._server_core import ACCEPT_BACKOFF_INITIAL, ACCEPT_BACKOFF_MAX, ServerCore
-from trionet._tcp_server import TCPServer, open_tcp_server, serve_tcp
 
 # ------------------------------------------------------------ max_connections
 

@@ -9,11 +9,11 @@ import pytest
 import trio
 import trio.testing
 
-from trionet._channel import MessageChannel
-from trionet._connection import TCPConnection
-from trionet._observe import Event, EventLog
+from trionet._adapters.channel import MessageChannel
+from trionet._adapters.observe import Event, EventLog
+from trionet._endpoints.connection import TCPConnection
+from trionet._endpoints.tcp_server import open_tcp_server
 from trionet._sansio.codecs import LengthPrefixed
-from trionet._tcp_server import open_tcp_server
 
 from .conftest import TLS_HOSTNAME as HOSTNAME
 

@@ -8,12 +8,12 @@ import pytest
 import trio
 import trio.testing
 
-from trionet._channel import MessageChannel
-from trionet._connection import TCPConnection
-from trionet._observe import EventLog
+from trionet._adapters.channel import MessageChannel
+from trionet._adapters.observe import EventLog
+from trionet._endpoints.connection import TCPConnection
+from trionet._endpoints.tcp_server import open_tcp_server
 from trionet._sansio.addresses import Address
 from trionet._sansio.codecs import Lines
-from trionet._tcp_server import open_tcp_server
 from trionet.testing import VirtualNetwork
 
 LATENCY = 0.010

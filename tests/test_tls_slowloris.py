@@ -22,7 +22,7 @@ import trio
 import trio.testing
 
 from trionet import FrameTimeout, LengthPrefixed, MessageChannel, TCPConnection, TCPServer, serve_tcp
-from trionet._observe import EventLog
+from trionet._adapters.observe import EventLog
 from trionet.testing import VirtualNetwork
 
 from .conftest import TLS_HOSTNAME

@@ -10,12 +10,9 @@ import pytest
 import trio
 import trio.testing
 
-from trionet._observe import EventLog
-from trionet._resolver import Resolver
-from trionet._sansio.addresses import Address
-from trionet._sansio.errors import AddressError, TrionetError
-from trionet._sansio.matching import match_bytes
-from trionet._udp import (
+from trionet._adapters.observe import EventLog
+from trionet._adapters.resolver import Resolver
+from trionet._adapters.udp import (
     DEFAULT_MAX_OUTSTANDING_PER_PEER,
     DEFAULT_RECEIVE_QUEUE_SIZE,
     MAX_DATAGRAM_SIZE,
@@ -24,6 +21,9 @@ from trionet._udp import (
     UDPEndpoint,
     open_udp_endpoint,
 )
+from trionet._sansio.addresses import Address
+from trionet._sansio.errors import AddressError, TrionetError
+from trionet._sansio.matching import match_bytes
 from trionet.errors import DatagramTooLarge
 
 pytestmark = pytest.mark.usefixtures("no_fd_leak")

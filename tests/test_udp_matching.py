@@ -11,7 +11,9 @@ import trio
 import trio.testing
 
 import trionet
-from trionet._observe import EventLog
+from trionet._adapters.observe import EventLog
+from trionet._adapters.udp import Datagram, UDPEndpoint, open_udp_endpoint
+from trionet._endpoints.udp_server import UDPServer, serve_udp
 from trionet._sansio.matching import (
     ReplyMatcher,
     match_address_only,
@@ -20,8 +22,6 @@ from trionet._sansio.matching import (
     match_dns_id,
 )
 from trionet._sansio.retry import RetryPolicy
-from trionet._udp import Datagram, UDPEndpoint, open_udp_endpoint
-from trionet._udp_server import UDPServer, serve_udp
 from trionet.errors import RequestTimeout
 from trionet.testing import VirtualNetwork
 

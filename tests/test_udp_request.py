@@ -13,12 +13,12 @@ import pytest
 import trio
 import trio.testing
 
-from trionet._observe import EventLog
+from trionet._adapters.observe import EventLog
+from trionet._adapters.udp import Datagram, PeerUnreachable, UDPEndpoint, open_udp_endpoint
+from trionet._endpoints.udp_server import UDPServer, serve_udp
 from trionet._sansio.addresses import Address
 from trionet._sansio.matching import match_address_only, match_bytes
 from trionet._sansio.retry import RetryPolicy, RttEstimator
-from trionet._udp import Datagram, PeerUnreachable, UDPEndpoint, open_udp_endpoint
-from trionet._udp_server import UDPServer, serve_udp
 from trionet.errors import DatagramTooLarge, RequestTimeout
 from trionet.testing import VirtualNetwork
 

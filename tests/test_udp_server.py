@@ -11,14 +11,14 @@ import pytest
 import trio
 import trio.testing
 
-from trionet._observe import EventLog
+from trionet._adapters.observe import EventLog
+from trionet._adapters.udp import Datagram, open_udp_endpoint
+from trionet._endpoints.udp_server import UDPServer, open_udp_server, serve_udp
 from trionet._sansio.addresses import Address
 from trionet._sansio.errors import ProtocolError
 from trionet._sansio.matching import match_address_only, match_bytes
 from trionet._sansio.replies import DEFAULT_REPLY_CACHE_LIFETIME, ReplyCache
 from trionet._sansio.retry import RetryPolicy
-from trionet._udp import Datagram, open_udp_endpoint
-from trionet._udp_server import UDPServer, open_udp_server, serve_udp
 from trionet.errors import RequestTimeout
 from trionet.testing import VirtualNetwork
 

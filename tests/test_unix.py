@@ -15,10 +15,10 @@ import pytest
 import trio
 import trio.testing
 
-from trionet._connection import UnixConnection
-from trionet._observe import EventLog
+from trionet._adapters.observe import EventLog
+from trionet._endpoints.connection import UnixConnection
+from trionet._endpoints.unix import UnixServer, connect_unix, open_unix_server, serve_unix
 from trionet._sansio.codecs import LengthPrefixed, Lines
-from trionet._unix import UnixServer, connect_unix, open_unix_server, serve_unix
 
 pytestmark = pytest.mark.skipif(not hasattr(socket, "AF_UNIX"), reason="no Unix sockets")
 

@@ -10,29 +10,59 @@ import sys
 import types
 import typing
 
-from ._channel import DEFAULT_ABORT_TIMEOUT as DEFAULT_ABORT_TIMEOUT
-from ._channel import DEFAULT_READ_SIZE as DEFAULT_READ_SIZE
-from ._channel import MessageChannel as MessageChannel
-from ._channel import MessageChannelStatistics as MessageChannelStatistics
-from ._connection import TCPConnection as TCPConnection
-from ._connection import UnixConnection as UnixConnection
-from ._happy_eyeballs_input import RESOLUTION_DELAY as RESOLUTION_DELAY
-from ._happy_eyeballs_input import FamilyAnswer as FamilyAnswer
-from ._happy_eyeballs_input import resolve_happy_eyeballs as resolve_happy_eyeballs
-from ._listen import open_listening_sockets as open_listening_sockets
-from ._observe import Event as Event
-from ._observe import EventLog as EventLog
-from ._observe import Observer as Observer
-from ._resolver import DEFAULT_LOOKUP_TIMEOUT as DEFAULT_LOOKUP_TIMEOUT
-from ._resolver import DEFAULT_MAX_CACHE_BYTES as DEFAULT_MAX_CACHE_BYTES
-from ._resolver import DEFAULT_MAX_CACHE_ENTRIES as DEFAULT_MAX_CACHE_ENTRIES
-from ._resolver import DEFAULT_MAX_CONCURRENT_LOOKUPS as DEFAULT_MAX_CONCURRENT_LOOKUPS
-from ._resolver import DEFAULT_NEGATIVE_TTL as DEFAULT_NEGATIVE_TTL
-from ._resolver import DEFAULT_TTL as DEFAULT_TTL
-from ._resolver import Resolver as Resolver
-from ._resolver import ResolverStatistics as ResolverStatistics
-from ._resolver import default_resolver as default_resolver
-from ._resolver import resolve as resolve
+from ._adapters.channel import DEFAULT_ABORT_TIMEOUT as DEFAULT_ABORT_TIMEOUT
+from ._adapters.channel import DEFAULT_READ_SIZE as DEFAULT_READ_SIZE
+from ._adapters.channel import MessageChannel as MessageChannel
+from ._adapters.channel import MessageChannelStatistics as MessageChannelStatistics
+from ._adapters.happy_eyeballs_input import RESOLUTION_DELAY as RESOLUTION_DELAY
+from ._adapters.happy_eyeballs_input import FamilyAnswer as FamilyAnswer
+from ._adapters.happy_eyeballs_input import resolve_happy_eyeballs as resolve_happy_eyeballs
+from ._adapters.listen import open_listening_sockets as open_listening_sockets
+from ._adapters.observe import Event as Event
+from ._adapters.observe import EventLog as EventLog
+from ._adapters.observe import Observer as Observer
+from ._adapters.resolver import DEFAULT_LOOKUP_TIMEOUT as DEFAULT_LOOKUP_TIMEOUT
+from ._adapters.resolver import DEFAULT_MAX_CACHE_BYTES as DEFAULT_MAX_CACHE_BYTES
+from ._adapters.resolver import DEFAULT_MAX_CACHE_ENTRIES as DEFAULT_MAX_CACHE_ENTRIES
+from ._adapters.resolver import DEFAULT_MAX_CONCURRENT_LOOKUPS as DEFAULT_MAX_CONCURRENT_LOOKUPS
+from ._adapters.resolver import DEFAULT_NEGATIVE_TTL as DEFAULT_NEGATIVE_TTL
+from ._adapters.resolver import DEFAULT_TTL as DEFAULT_TTL
+from ._adapters.resolver import Resolver as Resolver
+from ._adapters.resolver import ResolverStatistics as ResolverStatistics
+from ._adapters.resolver import default_resolver as default_resolver
+from ._adapters.resolver import resolve as resolve
+from ._adapters.udp import DEFAULT_MAX_OUTSTANDING_PER_PEER as DEFAULT_MAX_OUTSTANDING_PER_PEER
+from ._adapters.udp import DEFAULT_MAX_RECEIVE_SIZE as DEFAULT_MAX_RECEIVE_SIZE
+from ._adapters.udp import DEFAULT_RECEIVE_QUEUE_BYTES as DEFAULT_RECEIVE_QUEUE_BYTES
+from ._adapters.udp import DEFAULT_RECEIVE_QUEUE_SIZE as DEFAULT_RECEIVE_QUEUE_SIZE
+from ._adapters.udp import DEFAULT_RETRY_POLICY as DEFAULT_RETRY_POLICY
+from ._adapters.udp import Datagram as Datagram
+from ._adapters.udp import UDPEndpoint as UDPEndpoint
+from ._adapters.udp import UDPEndpointStatistics as UDPEndpointStatistics
+from ._adapters.udp import open_udp_endpoint as open_udp_endpoint
+from ._endpoints.connection import TCPConnection as TCPConnection
+from ._endpoints.connection import UnixConnection as UnixConnection
+from ._endpoints.server_base import DEFAULT_SHUTDOWN_GRACE as DEFAULT_SHUTDOWN_GRACE
+from ._endpoints.server_base import ServerStatistics as ServerStatistics
+from ._endpoints.server_core import DEFAULT_FRAME_TIMEOUT as DEFAULT_FRAME_TIMEOUT
+from ._endpoints.server_core import DEFAULT_IDLE_TIMEOUT as DEFAULT_IDLE_TIMEOUT
+from ._endpoints.server_core import DEFAULT_MAX_PENDING_HANDSHAKES as DEFAULT_MAX_PENDING_HANDSHAKES
+from ._endpoints.server_core import DEFAULT_TLS_HANDSHAKE_TIMEOUT as DEFAULT_TLS_HANDSHAKE_TIMEOUT
+from ._endpoints.tcp_client import HAPPY_EYEBALLS_DELAY as HAPPY_EYEBALLS_DELAY
+from ._endpoints.tcp_client import ConnectAttempt as ConnectAttempt
+from ._endpoints.tcp_client import connect_tcp as connect_tcp
+from ._endpoints.tcp_server import TCPServer as TCPServer
+from ._endpoints.tcp_server import open_tcp_server as open_tcp_server
+from ._endpoints.tcp_server import serve_tcp as serve_tcp
+from ._endpoints.udp_server import DEFAULT_MAX_CONCURRENCY as DEFAULT_MAX_CONCURRENCY
+from ._endpoints.udp_server import UDPServer as UDPServer
+from ._endpoints.udp_server import UDPServerStatistics as UDPServerStatistics
+from ._endpoints.udp_server import open_udp_server as open_udp_server
+from ._endpoints.udp_server import serve_udp as serve_udp
+from ._endpoints.unix import UnixServer as UnixServer
+from ._endpoints.unix import connect_unix as connect_unix
+from ._endpoints.unix import open_unix_server as open_unix_server
+from ._endpoints.unix import serve_unix as serve_unix
 from ._sansio.addresses import Address as Address
 from ._sansio.addresses import HostPort as HostPort
 from ._sansio.addresses import parse_host_port as parse_host_port
@@ -57,36 +87,6 @@ from ._sansio.replies import DEFAULT_REPLY_CACHE_LIFETIME as DEFAULT_REPLY_CACHE
 from ._sansio.replies import DEFAULT_REPLY_CACHE_SIZE as DEFAULT_REPLY_CACHE_SIZE
 from ._sansio.retry import RetryPolicy as RetryPolicy
 from ._sansio.retry import RttEstimator as RttEstimator
-from ._server_base import DEFAULT_SHUTDOWN_GRACE as DEFAULT_SHUTDOWN_GRACE
-from ._server_base import ServerStatistics as ServerStatistics
-from ._server_core import DEFAULT_FRAME_TIMEOUT as DEFAULT_FRAME_TIMEOUT
-from ._server_core import DEFAULT_IDLE_TIMEOUT as DEFAULT_IDLE_TIMEOUT
-from ._server_core import DEFAULT_MAX_PENDING_HANDSHAKES as DEFAULT_MAX_PENDING_HANDSHAKES
-from ._server_core import DEFAULT_TLS_HANDSHAKE_TIMEOUT as DEFAULT_TLS_HANDSHAKE_TIMEOUT
-from ._tcp_client import HAPPY_EYEBALLS_DELAY as HAPPY_EYEBALLS_DELAY
-from ._tcp_client import ConnectAttempt as ConnectAttempt
-from ._tcp_client import connect_tcp as connect_tcp
-from ._tcp_server import TCPServer as TCPServer
-from ._tcp_server import open_tcp_server as open_tcp_server
-from ._tcp_server import serve_tcp as serve_tcp
-from ._udp import DEFAULT_MAX_OUTSTANDING_PER_PEER as DEFAULT_MAX_OUTSTANDING_PER_PEER
-from ._udp import DEFAULT_MAX_RECEIVE_SIZE as DEFAULT_MAX_RECEIVE_SIZE
-from ._udp import DEFAULT_RECEIVE_QUEUE_BYTES as DEFAULT_RECEIVE_QUEUE_BYTES
-from ._udp import DEFAULT_RECEIVE_QUEUE_SIZE as DEFAULT_RECEIVE_QUEUE_SIZE
-from ._udp import DEFAULT_RETRY_POLICY as DEFAULT_RETRY_POLICY
-from ._udp import Datagram as Datagram
-from ._udp import UDPEndpoint as UDPEndpoint
-from ._udp import UDPEndpointStatistics as UDPEndpointStatistics
-from ._udp import open_udp_endpoint as open_udp_endpoint
-from ._udp_server import DEFAULT_MAX_CONCURRENCY as DEFAULT_MAX_CONCURRENCY
-from ._udp_server import UDPServer as UDPServer
-from ._udp_server import UDPServerStatistics as UDPServerStatistics
-from ._udp_server import open_udp_server as open_udp_server
-from ._udp_server import serve_udp as serve_udp
-from ._unix import UnixServer as UnixServer
-from ._unix import connect_unix as connect_unix
-from ._unix import open_unix_server as open_unix_server
-from ._unix import serve_unix as serve_unix
 from .errors import AddressError as AddressError
 from .errors import AddressTypeError as AddressTypeError
 from .errors import ConnectError as ConnectError
@@ -225,7 +225,7 @@ def _evaluate_annotations(cls: type) -> None:
 def _publish(module: types.ModuleType) -> None:
     """Make the classes and functions in ``module.__all__`` report ``module`` as theirs.
 
-    They are defined in private modules (``trionet._channel``...). Reporting
+    They are defined in private modules (``trionet._adapters.channel``...). Reporting
     the module users import them from, as trio does, gives tracebacks, reprs,
     pickles and the reference documentation the public path, and keeps the
     private layout free to change. Methods and classes defined inside an

@@ -2,7 +2,7 @@
 
 A server is one endpoint and a fixed pool of ``max_concurrency`` worker tasks in
 the task that ``nursery.start`` runs. Each worker receives a datagram (the
-workers take turns at receiving, see :mod:`trionet._udp_receive`), runs the
+workers take turns at receiving, see :mod:`trionet._adapters.udp_receive`), runs the
 handler and sends its reply, then receives again: concurrency is bounded by the
 pool, with no task spawned per datagram. When every worker is busy nobody
 reads the socket, and datagrams wait in the system's buffer (or are dropped
@@ -21,26 +21,26 @@ from typing import Any, Final, final
 
 import trio
 
-from ._observe import Observer, emit, log_peer_error
-from ._resolver import Resolver
-from ._sansio.addresses import Address
-from ._sansio.errors import FramingError
-from ._sansio.replies import (
-    DEFAULT_REPLY_CACHE_BYTES,
-    DEFAULT_REPLY_CACHE_LIFETIME,
-    DEFAULT_REPLY_CACHE_SIZE,
-    ReplyCache,
-)
-from ._server_base import DEFAULT_SHUTDOWN_GRACE, open_server
-from ._udp import (
+from .._adapters.observe import Observer, emit, log_peer_error
+from .._adapters.resolver import Resolver
+from .._adapters.udp import (
     DEFAULT_MAX_RECEIVE_SIZE,
     DEFAULT_RECEIVE_QUEUE_BYTES,
     DEFAULT_RECEIVE_QUEUE_SIZE,
     UDPEndpoint,
     open_udp_endpoint,
 )
-from ._udp_receive import Datagram
-from ._udp_socket import is_local_address
+from .._adapters.udp_receive import Datagram
+from .._adapters.udp_socket import is_local_address
+from .._sansio.addresses import Address
+from .._sansio.errors import FramingError
+from .._sansio.replies import (
+    DEFAULT_REPLY_CACHE_BYTES,
+    DEFAULT_REPLY_CACHE_LIFETIME,
+    DEFAULT_REPLY_CACHE_SIZE,
+    ReplyCache,
+)
+from .server_base import DEFAULT_SHUTDOWN_GRACE, open_server
 
 __all__ = [
     "DEFAULT_MAX_CONCURRENCY",

@@ -11,14 +11,15 @@ from typing import Any, Final, final
 
 import trio
 
-from ._observe import Observer
-from ._resolver import Resolver
-from ._sansio.addresses import Address
-from ._sansio.errors import AddressError
-from ._udp_receive import Datagram, PeerUnreachable
-from ._udp_request import DEFAULT_RETRY_POLICY, DatagramRequester
-from ._udp_request import Target as _Target
-from ._udp_socket import (
+from .._sansio.addresses import Address
+from .._sansio.errors import AddressError
+from ..errors import DatagramTooLarge
+from .observe import Observer
+from .resolver import Resolver
+from .udp_receive import Datagram, PeerUnreachable
+from .udp_request import DEFAULT_RETRY_POLICY, DatagramRequester
+from .udp_request import Target as _Target
+from .udp_socket import (
     MAX_DATAGRAM_SIZE,
     AddressLike,
     OpenedSocket,
@@ -28,7 +29,6 @@ from ._udp_socket import (
     open_socket,
     resolve_one,
 )
-from .errors import DatagramTooLarge
 
 __all__ = [
     "DEFAULT_MAX_OUTSTANDING_PER_PEER",

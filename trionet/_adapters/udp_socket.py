@@ -1,6 +1,6 @@
 """Opening the socket of a UDP endpoint: family, dual stack, options, multicast.
 
-Kept apart from :mod:`trionet._udp` so that the endpoint module holds only
+Kept apart from :mod:`trionet._adapters.udp` so that the endpoint module holds only
 what runs per datagram.
 """
 
@@ -16,9 +16,9 @@ from typing import Final, TypeAlias
 
 import trio
 
-from ._resolver import Resolver, resolve
-from ._sansio.addresses import Address, parse_host_port, validate_port
-from ._sansio.errors import AddressError
+from .._sansio.addresses import Address, parse_host_port, validate_port
+from .._sansio.errors import AddressError
+from .resolver import Resolver, resolve
 
 __all__ = [
     "MAX_DATAGRAM_SIZE",

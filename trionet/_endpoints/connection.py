@@ -16,18 +16,18 @@ from typing import TYPE_CHECKING, Generic, TypeVar, final
 
 import trio
 
-from ._channel import MessageChannel
-from ._sansio.addresses import Address
-from ._sansio.escape import escape_text
+from .._adapters.channel import MessageChannel
+from .._sansio.addresses import Address
+from .._sansio.escape import escape_text
 
 if TYPE_CHECKING:
     from types import TracebackType
 
     from typing_extensions import Self
 
-    from ._server_base import BaseServer
-    from ._tcp_server import TCPServer
-    from ._unix import UnixServer
+    from .server_base import BaseServer
+    from .tcp_server import TCPServer
+    from .unix import UnixServer
 
 __all__ = ["Connection", "TCPConnection", "UnixConnection"]
 

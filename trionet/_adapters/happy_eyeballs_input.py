@@ -35,9 +35,9 @@ from typing import Final, final
 
 import trio
 
-from ._resolver import Resolver, _check_request, _literal, default_resolver
-from ._sansio.addresses import Address
-from .errors import ResolutionError
+from .._sansio.addresses import Address
+from ..errors import ResolutionError
+from .resolver import Resolver, _check_request, _literal, default_resolver
 
 __all__ = ["RESOLUTION_DELAY", "FamilyAnswer", "resolve_happy_eyeballs"]
 

@@ -14,10 +14,10 @@ from typing import Final, TypeVar, final
 
 import trio
 
-from ._idle import FrameLate, IdleTrackingStream, TLSRecordStream
-from ._sansio.codecs import Buffer, Codec, Decoder, LengthPrefixed
-from ._trio_compat import stdlib_socket_of
-from .errors import FrameTimeout, FramingError, IncompleteFrame
+from .._sansio.codecs import Buffer, Codec, Decoder, LengthPrefixed
+from ..errors import FrameTimeout, FramingError, IncompleteFrame
+from .idle import FrameLate, IdleTrackingStream, TLSRecordStream
+from .trio_compat import stdlib_socket_of
 
 __all__ = ["MessageChannel", "MessageChannelStatistics"]
 

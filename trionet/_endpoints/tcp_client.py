@@ -11,16 +11,16 @@ from typing import Final
 
 import trio
 
-from ._channel import MessageChannel
-from ._connection import TCPConnection
-from ._happy_eyeballs_input import RESOLUTION_DELAY, FamilyAnswer, resolve_happy_eyeballs
-from ._observe import Observer, emit
-from ._resolver import Resolver, _check_request
-from ._sansio.addresses import Address
-from ._sansio.codecs import Codec
-from ._sansio.happy_eyeballs import CONNECTION_ATTEMPT_DELAY, ConnectAttempt, HappyEyeballs
-from ._sansio.ordering import interleave_families
-from .errors import ConnectError, ResolutionError
+from .._adapters.channel import MessageChannel
+from .._adapters.happy_eyeballs_input import RESOLUTION_DELAY, FamilyAnswer, resolve_happy_eyeballs
+from .._adapters.observe import Observer, emit
+from .._adapters.resolver import Resolver, _check_request
+from .._sansio.addresses import Address
+from .._sansio.codecs import Codec
+from .._sansio.happy_eyeballs import CONNECTION_ATTEMPT_DELAY, ConnectAttempt, HappyEyeballs
+from .._sansio.ordering import interleave_families
+from ..errors import ConnectError, ResolutionError
+from .connection import TCPConnection
 
 __all__ = ["ConnectAttempt", "connect_tcp"]
 

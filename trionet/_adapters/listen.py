@@ -15,9 +15,9 @@ from typing import Final
 
 import trio
 
-from ._resolver import Resolver, resolve
-from ._sansio.addresses import Address, validate_port, wildcard_addresses
-from ._server_base import check_count
+from .._endpoints.server_base import check_count
+from .._sansio.addresses import Address, validate_port, wildcard_addresses
+from .resolver import Resolver, resolve
 
 __all__ = ["DEFAULT_BACKLOG", "SAME_PORT_ATTEMPTS", "open_listening_sockets"]
 

@@ -15,9 +15,9 @@ from typing import Any, Final, NamedTuple, final
 
 import trio
 
-from ._observe import Observer, emit
-from ._sansio.addresses import Address
-from .errors import PeerUnreachable
+from .._sansio.addresses import Address
+from ..errors import PeerUnreachable
+from .observe import Observer, emit
 
 __all__ = ["Datagram", "DatagramReceiver", "PeerState", "PeerUnreachable", "Waiter"]
 

@@ -10,14 +10,14 @@ from typing import Any, final
 
 import trio
 
-from ._channel import DEFAULT_ABORT_TIMEOUT, MessageChannel
-from ._connection import TCPConnection
-from ._listen import open_listening_sockets
-from ._observe import Observer
-from ._sansio.addresses import Address
-from ._sansio.codecs import Codec
-from ._server_base import DEFAULT_SHUTDOWN_GRACE, BaseServer, open_server
-from ._server_core import (
+from .._adapters.channel import DEFAULT_ABORT_TIMEOUT, MessageChannel
+from .._adapters.listen import open_listening_sockets
+from .._adapters.observe import Observer
+from .._sansio.addresses import Address
+from .._sansio.codecs import Codec
+from .connection import TCPConnection
+from .server_base import DEFAULT_SHUTDOWN_GRACE, BaseServer, open_server
+from .server_core import (
     DEFAULT_FRAME_TIMEOUT,
     DEFAULT_IDLE_TIMEOUT,
     DEFAULT_MAX_PENDING_HANDSHAKES,

@@ -19,11 +19,11 @@ from typing import Final
 
 import trio
 
-from ._channel import MessageChannel
-from ._cli import EXIT_OK, make_codec
-from ._connection import TCPConnection
-from ._tcp_client import connect_tcp
-from ._tcp_server import serve_tcp
+from .._adapters.channel import MessageChannel
+from .._endpoints.connection import TCPConnection
+from .._endpoints.tcp_client import connect_tcp
+from .._endpoints.tcp_server import serve_tcp
+from .main import EXIT_OK, make_codec
 
 __all__ = ["main", "run_bench"]
 

@@ -1,7 +1,7 @@
 """Requests over a UDP endpoint: retransmitted until answered, one reply each.
 
 :class:`DatagramRequester` is the requesting part of :class:`~trionet.UDPEndpoint`
-(its base class, between it and :class:`~trionet._udp_receive.DatagramReceiver`):
+(its base class, between it and :class:`~trionet._adapters.udp_receive.DatagramReceiver`):
 :meth:`~DatagramRequester.request`, the per-peer turns that bound the requests
 in progress, and the memory of finished requests by which their late replies
 are dropped. When to transmit, how long to wait and when to give up is decided
@@ -18,14 +18,14 @@ from typing import Any, Final
 
 import trio
 
-from ._observe import Observer, emit
-from ._sansio.addresses import Address
-from ._sansio.matching import ReplyMatcher
-from ._sansio.retransmit import GiveUp, Retransmission
-from ._sansio.retry import RetryPolicy, RttEstimator
-from ._udp_receive import Datagram, DatagramReceiver, PeerState, Waiter
-from ._udp_socket import AddressLike
-from .errors import DatagramTooLarge, RequestTimeout
+from .._sansio.addresses import Address
+from .._sansio.matching import ReplyMatcher
+from .._sansio.retransmit import GiveUp, Retransmission
+from .._sansio.retry import RetryPolicy, RttEstimator
+from ..errors import DatagramTooLarge, RequestTimeout
+from .observe import Observer, emit
+from .udp_receive import Datagram, DatagramReceiver, PeerState, Waiter
+from .udp_socket import AddressLike
 
 __all__ = ["DEFAULT_RETRY_POLICY", "DatagramRequester", "Target"]
 

@@ -16,10 +16,10 @@ from typing import Final, NoReturn
 
 import trio
 
-from ._sansio.addresses import validate_port
-from ._sansio.codecs import Codec, LengthPrefixed, Lines, Netstring, Varint
-from ._sansio.errors import AddressError
-from ._server_core import DEFAULT_FRAME_TIMEOUT, DEFAULT_IDLE_TIMEOUT
+from .._endpoints.server_core import DEFAULT_FRAME_TIMEOUT, DEFAULT_IDLE_TIMEOUT
+from .._sansio.addresses import validate_port
+from .._sansio.codecs import Codec, LengthPrefixed, Lines, Netstring, Varint
+from .._sansio.errors import AddressError
 
 __all__ = ["CODECS", "PROG", "build_parser", "main"]
 
@@ -144,7 +144,7 @@ def _add_codec_options(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``python -m trionet`` and its commands."""
-    from . import __version__
+    from .. import __version__
 
     parser = _Parser(
         prog=PROG,
@@ -250,7 +250,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line with ``argv`` (``sys.argv[1:]`` by default); return the exit code."""
     args = build_parser().parse_args(argv)
     # Imported here so that --help and argument errors stay fast.
-    from . import _cli_bench, _cli_commands, _demo
+    from . import bench as _cli_bench
+    from . import commands as _cli_commands
+    from . import demo as _demo
 
     commands: dict[str, Callable[[argparse.Namespace], Awaitable[int]]] = {
         "demo": _demo.main,

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Final, final
 import trio
 
 if TYPE_CHECKING:
-    from ._server_core import ServerCore
+    from .server_core import ServerCore
 
 __all__ = ["DEFAULT_SHUTDOWN_GRACE", "BaseServer", "ServerStatistics", "check_count", "open_server"]
 

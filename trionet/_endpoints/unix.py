@@ -26,12 +26,12 @@ from typing import Any, Final, final
 
 import trio
 
-from ._channel import DEFAULT_ABORT_TIMEOUT, MessageChannel
-from ._connection import UnixConnection, _path_text
-from ._observe import Observer
-from ._sansio.codecs import Codec
-from ._server_base import DEFAULT_SHUTDOWN_GRACE, BaseServer, check_count, open_server
-from ._server_core import (
+from .._adapters.channel import DEFAULT_ABORT_TIMEOUT, MessageChannel
+from .._adapters.observe import Observer
+from .._sansio.codecs import Codec
+from .connection import UnixConnection, _path_text
+from .server_base import DEFAULT_SHUTDOWN_GRACE, BaseServer, check_count, open_server
+from .server_core import (
     DEFAULT_FRAME_TIMEOUT,
     DEFAULT_IDLE_TIMEOUT,
     DEFAULT_TLS_HANDSHAKE_TIMEOUT,

@@ -17,10 +17,10 @@ from typing import Final, final
 
 import trio
 
-from ._sansio.addresses import Address, normalize_host, validate_port
-from ._sansio.errors import AddressError
-from ._sansio.ordering import interleave_families
-from .errors import ResolutionError
+from .._sansio.addresses import Address, normalize_host, validate_port
+from .._sansio.errors import AddressError
+from .._sansio.ordering import interleave_families
+from ..errors import ResolutionError
 
 __all__ = [
     "DEFAULT_LOOKUP_TIMEOUT",

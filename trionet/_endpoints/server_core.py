@@ -4,7 +4,7 @@ A server is two nurseries in the task that ``nursery.start`` runs: one with an
 accept loop per listening socket, inside one with a task per connection. The
 handler runs in that task, and nothing else runs per connection: with
 ``idle_timeout`` one timer task per server watches every connection (see
-:class:`~trionet._idle.IdleTimer`). Shutdown cancels the accept loops and closes the listening
+:class:`~trionet._adapters.idle.IdleTimer`). Shutdown cancels the accept loops and closes the listening
 sockets at once (synchronously, so no connection is accepted after it starts),
 ends the channels that are idle, lets the handlers run until the grace deadline,
 then cancels the rest and resets their connections, and returns when every
@@ -27,15 +27,15 @@ from typing import Any, Final, Generic, TypeVar, final
 
 import trio
 
-from ._channel import DEFAULT_ABORT_TIMEOUT, MessageChannel
-from ._connection import Connection
-from ._idle import IdleEntry, IdleTimer, IdleTrackingStream, KernelActivity, TLSRecordStream
-from ._observe import Observer, emit, log_peer_error
-from ._sansio.codecs import Codec
-from ._sansio.errors import FramingError
-from ._sansio.escape import escape_text
-from ._server_base import BaseServer, ServerStatistics, check_count
-from ._trio_compat import stdlib_socket_of
+from .._adapters.channel import DEFAULT_ABORT_TIMEOUT, MessageChannel
+from .._adapters.idle import IdleEntry, IdleTimer, IdleTrackingStream, KernelActivity, TLSRecordStream
+from .._adapters.observe import Observer, emit, log_peer_error
+from .._adapters.trio_compat import stdlib_socket_of
+from .._sansio.codecs import Codec
+from .._sansio.errors import FramingError
+from .._sansio.escape import escape_text
+from .connection import Connection
+from .server_base import BaseServer, ServerStatistics, check_count
 
 __all__ = [
     "ACCEPT_BACKOFF_INITIAL",
@@ -131,7 +131,7 @@ def stdlib_socket(sock: trio.socket.SocketType) -> socket.socket | None:
 
     trio offers no non-blocking ``accept``; the accept loop calls the standard
     socket's ``accept()`` itself so that it can take every waiting connection in
-    one wake-up. The socket comes from :mod:`trionet._trio_compat`, trionet's one
+    one wake-up. The socket comes from :mod:`trionet._adapters.trio_compat`, trionet's one
     reach into trio's internals. Anything else (the virtual network's sockets,
     test doubles) gives ``None`` and is accepted through its ``accept()``, one
     connection at a time. ``tests/test_tcp_server_accept.py`` fails if trio

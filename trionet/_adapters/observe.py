@@ -26,9 +26,9 @@ from typing import Final, final
 
 import trio
 
-from ._sansio.addresses import Address
-from ._sansio.escape import escape_text
-from ._sansio.loglimit import Admission, RecordLimiter
+from .._sansio.addresses import Address
+from .._sansio.escape import escape_text
+from .._sansio.loglimit import Admission, RecordLimiter
 
 __all__ = ["Event", "EventLog", "Observer", "emit", "log_peer_error"]
 

@@ -25,13 +25,13 @@ from typing import Final
 
 import trio
 
-from ._connection import TCPConnection
-from ._observe import Event, EventLog
-from ._resolver import Resolver
-from ._sansio.codecs import Lines
-from ._tcp_client import connect_tcp
-from ._tcp_server import serve_tcp
-from .errors import FramingError
+from .._adapters.observe import Event, EventLog
+from .._adapters.resolver import Resolver
+from .._endpoints.connection import TCPConnection
+from .._endpoints.tcp_client import connect_tcp
+from .._endpoints.tcp_server import serve_tcp
+from .._sansio.codecs import Lines
+from ..errors import FramingError
 
 __all__ = ["main", "run_demo"]
 
@@ -173,7 +173,7 @@ async def _echo_tour(log: Callable[[str, str], None], say: Printer) -> None:
 
 async def _happy_eyeballs_tour(log: Callable[[str, str], None], say: Printer) -> None:
     # Imported here: the virtual network is a testing tool, loaded only for this stop.
-    from .testing import VirtualNetwork
+    from ..testing import VirtualNetwork
 
     net = VirtualNetwork(seed=0)
     net.add_host("server", "10.0.0.1", "fd00::1")

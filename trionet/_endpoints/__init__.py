@@ -1,0 +1,1 @@
+"""Servers and clients: the nursery-scoped endpoints built on the adapters."""
