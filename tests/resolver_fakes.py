@@ -13,7 +13,7 @@ from typing import Any
 
 import trio
 
-from trionet._sansio.addresses import Address
+from trionet import Address
 
 V6, V4 = socket.AF_INET6, socket.AF_INET
 

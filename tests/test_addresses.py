@@ -1,4 +1,8 @@
-"""Addresses: parsing, formatting, normalisation and socket tuples (sans-IO)."""
+"""Addresses: parsing, formatting, normalisation and socket tuples (sans-IO).
+
+Imports private ``trionet._sansio.addresses``: it runs that module's docstring
+examples and tests ``validate_port``, an internal helper.
+"""
 
 from __future__ import annotations
 
@@ -10,15 +14,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from trionet import Address, AddressError, HostPort, TrionetError, parse_host_port, wildcard_addresses
 from trionet._sansio import addresses as addresses_module
-from trionet._sansio.addresses import (
-    Address,
-    HostPort,
-    parse_host_port,
-    validate_port,
-    wildcard_addresses,
-)
-from trionet._sansio.errors import AddressError, TrionetError
+from trionet._sansio import hostnames as hostnames_module
+from trionet._sansio.addresses import validate_port
 
 from .docstring_examples import run_docstring_examples
 
@@ -307,6 +306,12 @@ def test_wildcard_addresses_cover_both_families_on_one_port_ipv6_first() -> None
 def test_docstring_examples_run() -> None:
     result = run_docstring_examples(addresses_module)
     assert result.attempted >= 8
+    assert result.failed == 0
+
+
+def test_the_host_name_docstring_examples_run() -> None:
+    result = run_docstring_examples(hostnames_module)
+    assert result.attempted >= 2
     assert result.failed == 0
 
 

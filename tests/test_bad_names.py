@@ -3,6 +3,9 @@
 Not a bare ``UnicodeError`` from the IDNA codec inside getaddrinfo, and not an
 ``ExceptionGroup`` from a nursery inside trionet (issue 12, item 3); and nothing
 is looked up or cached for a malformed name (issue 14, item 7).
+
+Imports private ``normalize_host``: the internal check that every public entry point
+runs on a host, tested directly too.
 """
 
 from __future__ import annotations

@@ -2,6 +2,9 @@
 
 Real loopback TCP with trio's real clock (never an autojump clock over real
 sockets); waits are on events and ``wait_all_tasks_blocked``, never on sleeps.
+
+Imports private ``IdleTrackingStream`` and ``stdlib_socket_of``: the fast path is
+chosen by the stream type, which these internals decide.
 """
 
 from __future__ import annotations

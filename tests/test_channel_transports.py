@@ -10,12 +10,11 @@ from collections.abc import Awaitable, Callable
 import pytest
 import trio
 import trio.testing
-import trustme
 
 from trionet import LengthPrefixed, MessageChannel
 from trionet.testing import check_message_channel
 
-from .conftest import tcp_stream_pair
+from .conftest import TLS_HOSTNAME, tcp_stream_pair
 
 
 async def memory_pair() -> tuple[MessageChannel, MessageChannel]:
@@ -43,18 +42,8 @@ async def unix_pair() -> tuple[MessageChannel, MessageChannel]:
     return MessageChannel(trio.SocketStream(a)), MessageChannel(trio.SocketStream(b))
 
 
-@pytest.fixture(scope="module")
-def tls() -> tuple[ssl.SSLContext, ssl.SSLContext]:
-    ca = trustme.CA()
-    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("trionet.example").configure_cert(server_context)
-    client_context = ssl.create_default_context()
-    ca.configure_trust(client_context)
-    return server_context, client_context
-
-
 def tls_pair_maker(
-    contexts: tuple[ssl.SSLContext, ssl.SSLContext], hostname: str = "trionet.example"
+    contexts: tuple[ssl.SSLContext, ssl.SSLContext], hostname: str = TLS_HOSTNAME
 ) -> Callable[[], Awaitable[tuple[MessageChannel, MessageChannel]]]:
     server_context, client_context = contexts
 
@@ -81,14 +70,14 @@ async def test_channel_contracts_hold_over(
 
 
 @pytest.mark.usefixtures("no_fd_leak")
-async def test_channel_contracts_hold_over_tls(tls: tuple[ssl.SSLContext, ssl.SSLContext]) -> None:
-    await check_message_channel(tls_pair_maker(tls))
+async def test_channel_contracts_hold_over_tls(contexts: tuple[ssl.SSLContext, ssl.SSLContext]) -> None:
+    await check_message_channel(tls_pair_maker(contexts))
 
 
 async def test_tls_with_wrong_hostname_fails_the_handshake(
-    tls: tuple[ssl.SSLContext, ssl.SSLContext],
+    contexts: tuple[ssl.SSLContext, ssl.SSLContext],
 ) -> None:
-    server_context, client_context = tls
+    server_context, client_context = contexts
     a, b = await tcp_stream_pair()
     client = trio.SSLStream(a, client_context, server_hostname="wrong.example")
     server = trio.SSLStream(b, server_context, server_side=True)

@@ -6,8 +6,7 @@ import pytest
 import trio
 import trio.testing
 
-from trionet import MessageChannel
-from trionet._sansio.codecs import Codec, Delimited, LengthPrefixed, Lines, Netstring, Varint
+from trionet import Codec, Delimited, LengthPrefixed, Lines, MessageChannel, Netstring, Varint
 from trionet.testing import check_message_channel
 
 

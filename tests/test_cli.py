@@ -2,6 +2,9 @@
 
 Servers print ``listening on ADDRESS`` first; tests read that line for the port
 instead of sleeping. Every test is bounded by ``trio.fail_after``.
+
+Imports private ``trionet._cli``: some commands are driven in-process (argument
+parsing, errors, a spied server).
 """
 
 from __future__ import annotations
@@ -12,16 +15,19 @@ import ipaddress
 import signal
 import socket
 import time
+from typing import Any
 
 import pytest
 import trio
+import trio.testing
 
 import trionet
 from tests.processes import CLI, run, running
 from tests.resolver_fakes import installed_fake
-from trionet import LengthPrefixed, Netstring, Varint
+from trionet import DEFAULT_FRAME_TIMEOUT, DEFAULT_IDLE_TIMEOUT, LengthPrefixed, Netstring, Varint
 from trionet._cli import commands as _cli_commands
-from trionet._cli.main import CommandError, main
+from trionet._cli.main import CommandError, build_parser, main
+from trionet.testing import VirtualNetwork
 
 TIMEOUT = 30
 CODEC_FRAMES = {
@@ -408,3 +414,38 @@ async def test_bench_prints_a_table_of_rates() -> None:
     assert [row[0] for row in rows] == ["round", "round", "stream", "stream"]
     assert all("length" in row for row in rows)
     assert all(int(row[-3].replace(",", "")) > 0 for row in rows)  # messages
+
+
+# ------------------------------------------------- the serve command's limits
+
+
+def test_the_cli_serves_with_the_library_defaults_and_has_frame_timeout() -> None:
+    args = build_parser().parse_args(["serve"])
+    assert args.idle_timeout == DEFAULT_IDLE_TIMEOUT
+    assert args.frame_timeout == DEFAULT_FRAME_TIMEOUT
+    args = build_parser().parse_args(["serve", "--frame-timeout", "5", "--idle-timeout", "7"])
+    assert (args.frame_timeout, args.idle_timeout) == (5.0, 7.0)
+    args = build_parser().parse_args(["serve", "--frame-timeout", "0", "--idle-timeout", "0"])
+    assert (args.frame_timeout, args.idle_timeout) == (None, None)
+
+
+@pytest.mark.net(ipv6=False, default_host="client")
+async def test_the_cli_passes_frame_timeout_to_the_server(
+    monkeypatch: pytest.MonkeyPatch, net: VirtualNetwork, autojump_clock: trio.testing.MockClock
+) -> None:
+    seen: dict[str, Any] = {}
+    real = trionet.open_tcp_server  # what the command calls, by that name
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        seen.update(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(_cli_commands, "open_tcp_server", spy)
+    args = build_parser().parse_args(["serve", "--port", "80", "--frame-timeout", "5"])
+    assert isinstance(args, argparse.Namespace)
+    with net.host("server"):
+        stop = trio.Event()
+        stop.set()
+        await _cli_commands._serve_tcp(args, LengthPrefixed(), stop, ["-"])
+    assert seen["frame_timeout"] == 5.0
+    assert seen["idle_timeout"] == DEFAULT_IDLE_TIMEOUT

@@ -5,6 +5,9 @@ come from the server itself looped for ever, and two echo servers ping-ponged
 without end. It now refuses privileged and well-known service source ports and
 its own address, rate-limits each source, and warns when it listens beyond
 loopback.
+
+Imports private ``trionet._cli.commands`` and ``SourceRateLimit``: the echo guard
+and its limits are internal to the CLI.
 """
 
 from __future__ import annotations
@@ -18,8 +21,8 @@ import trio
 import trio.testing
 
 from tests.processes import CLI, running
+from trionet import Address
 from trionet._cli.commands import _ECHO_BURST, _ECHO_RATE, _EchoGuard
-from trionet._sansio.addresses import Address
 from trionet._sansio.ratelimit import SourceRateLimit
 
 TIMEOUT = 30

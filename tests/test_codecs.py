@@ -1,4 +1,9 @@
-"""Tests for the sans-IO framing codecs (trionet/_sansio/codecs.py)."""
+"""Tests for the sans-IO framing codecs (trionet/_sansio/codecs.py).
+
+Imports private ``trionet._sansio.codecs`` and ``delimited``: besides the public
+codecs, it tests their internal helpers (``_varint``, ``Buffer``, the delimiter
+scan).
+"""
 
 from __future__ import annotations
 
@@ -18,18 +23,21 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from trionet._sansio import codecs, delimited
-from trionet._sansio.codecs import (
-    Buffer,
+from trionet import (
     Codec,
     Decoder,
     Delimited,
+    FrameTooLarge,
+    FramingError,
+    InvalidMessage,
     LengthPrefixed,
     Lines,
     Netstring,
+    ProtocolError,
     Varint,
 )
-from trionet._sansio.errors import FrameTooLarge, FramingError, InvalidMessage, ProtocolError
+from trionet._sansio import codecs, delimited
+from trionet._sansio.codecs import Buffer
 
 from .docstring_examples import run_docstring_examples
 

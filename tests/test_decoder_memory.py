@@ -11,9 +11,7 @@ import trio.testing
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from trionet import MessageChannel
-from trionet._sansio.codecs import Codec, Delimited, LengthPrefixed, Lines, Netstring, Varint
-from trionet._sansio.errors import FrameTooLarge
+from trionet import Codec, Delimited, FrameTooLarge, LengthPrefixed, Lines, MessageChannel, Netstring, Varint
 
 KiB = 1024
 CHUNK = 64 * KiB  # what MessageChannel reads at a time

@@ -10,7 +10,6 @@ On the virtual network under ``MockClock(autojump_threshold=0)``.
 
 from __future__ import annotations
 
-import argparse
 import functools
 import inspect
 import ssl
@@ -23,18 +22,22 @@ import trio
 import trio.testing
 
 import trionet
-from trionet import FrameTimeout, LengthPrefixed, TCPConnection, TCPServer, serve_tcp
-from trionet._adapters.observe import EventLog
-from trionet._cli.main import build_parser
-from trionet._endpoints.server_core import (
+from trionet import (
     DEFAULT_FRAME_TIMEOUT,
     DEFAULT_IDLE_TIMEOUT,
     DEFAULT_MAX_PENDING_HANDSHAKES,
     DEFAULT_TLS_HANDSHAKE_TIMEOUT,
+    EventLog,
+    FrameTimeout,
+    LengthPrefixed,
+    TCPConnection,
+    TCPServer,
+    serve_tcp,
 )
 from trionet.testing import VirtualNetwork
 
 SERVER = "server.trionet.test"
+pytestmark = pytest.mark.net(server=SERVER, ipv6=False, default_host="client")
 
 
 def test_the_defaults_are_finite_and_documented_values() -> None:
@@ -50,24 +53,15 @@ def test_the_defaults_are_finite_and_documented_values() -> None:
         assert defaults["max_pending_handshakes"] == DEFAULT_MAX_PENDING_HANDSHAKES
 
 
-@pytest.fixture
-def net() -> VirtualNetwork:
-    network = VirtualNetwork()
-    network.add_host(SERVER, "10.0.0.1")
-    network.add_host("client", "10.0.0.2")
-    return network
-
-
 @asynccontextmanager
 async def server_on(
     net: VirtualNetwork, handler: Callable[[TCPConnection], Awaitable[object]], **options: Any
 ) -> AsyncIterator[TCPServer]:
-    with net.install(default_host="client"):
-        async with trio.open_nursery() as nursery:
-            with net.host(SERVER):
-                server: TCPServer = await nursery.start(functools.partial(serve_tcp, handler, 80, **options))
-            yield server
-            nursery.cancel_scope.cancel()
+    async with trio.open_nursery() as nursery:
+        with net.host(SERVER):
+            server: TCPServer = await nursery.start(functools.partial(serve_tcp, handler, 80, **options))
+        yield server
+        nursery.cancel_scope.cancel()
 
 
 async def closed_after(stream: trio.abc.Stream) -> float:
@@ -213,42 +207,6 @@ async def test_max_pending_handshakes_is_checked() -> None:
         await serve_tcp(echo, 0, host="127.0.0.1", max_pending_handshakes=0)
     with pytest.raises(TypeError, match="max_pending_handshakes"):
         await serve_tcp(echo, 0, host="127.0.0.1", max_pending_handshakes=True)
-
-
-# -------------------------------------------------------------------- CLI
-
-
-def test_the_cli_serves_with_the_library_defaults_and_has_frame_timeout() -> None:
-    args = build_parser().parse_args(["serve"])
-    assert args.idle_timeout == DEFAULT_IDLE_TIMEOUT
-    assert args.frame_timeout == DEFAULT_FRAME_TIMEOUT
-    args = build_parser().parse_args(["serve", "--frame-timeout", "5", "--idle-timeout", "7"])
-    assert (args.frame_timeout, args.idle_timeout) == (5.0, 7.0)
-    args = build_parser().parse_args(["serve", "--frame-timeout", "0", "--idle-timeout", "0"])
-    assert (args.frame_timeout, args.idle_timeout) == (None, None)
-
-
-async def test_the_cli_passes_frame_timeout_to_the_server(
-    monkeypatch: pytest.MonkeyPatch, net: VirtualNetwork, autojump_clock: trio.testing.MockClock
-) -> None:
-    from trionet._cli import commands as _cli_commands
-
-    seen: dict[str, Any] = {}
-    real = _cli_commands.open_tcp_server
-
-    def spy(*args: Any, **kwargs: Any) -> Any:
-        seen.update(kwargs)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(_cli_commands, "open_tcp_server", spy)
-    args = build_parser().parse_args(["serve", "--port", "80", "--frame-timeout", "5"])
-    assert isinstance(args, argparse.Namespace)
-    with net.install(default_host=SERVER):
-        stop = trio.Event()
-        stop.set()
-        await _cli_commands._serve_tcp(args, LengthPrefixed(), stop, ["-"])
-    assert seen["frame_timeout"] == 5.0
-    assert seen["idle_timeout"] == DEFAULT_IDLE_TIMEOUT
 
 
 @pytest.mark.parametrize(

@@ -4,6 +4,9 @@ escape_text is the one function that makes peer text displayable; the tests
 below drive the paths where peer text used to leak (a Unix client's bound
 name, bytes printed by ``serve print``) and the per-peer rate limit on the
 tracebacks that a flood of bad datagrams used to write.
+
+Imports private ``escape_text``, ``RecordLimiter``, ``escaped_traceback`` and
+``trionet._cli``: the escaping and log-limiting helpers are internal.
 """
 
 from __future__ import annotations
@@ -29,15 +32,22 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from tests.processes import CLI, running
-from trionet._adapters.observe import Event, EventLog, escaped_traceback
-from trionet._adapters.udp import Datagram, open_udp_endpoint
+from trionet import (
+    Address,
+    Datagram,
+    Event,
+    EventLog,
+    LengthPrefixed,
+    Lines,
+    TCPConnection,
+    UnixConnection,
+    open_tcp_server,
+    open_udp_endpoint,
+    serve_udp,
+    serve_unix,
+)
+from trionet._adapters.observe import escaped_traceback
 from trionet._cli import commands as _cli_commands
-from trionet._endpoints.connection import TCPConnection, UnixConnection
-from trionet._endpoints.tcp_server import open_tcp_server
-from trionet._endpoints.udp_server import serve_udp
-from trionet._endpoints.unix import serve_unix
-from trionet._sansio.addresses import Address
-from trionet._sansio.codecs import LengthPrefixed, Lines
 from trionet._sansio.escape import escape_text
 from trionet._sansio.loglimit import Admission, RecordLimiter
 from trionet.testing import VirtualNetwork

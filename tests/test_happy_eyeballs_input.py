@@ -23,9 +23,7 @@ from tests.resolver_fakes import (
     installed_fake,
     now_ms,
 )
-from trionet._adapters.happy_eyeballs_input import RESOLUTION_DELAY, FamilyAnswer, resolve_happy_eyeballs
-from trionet._adapters.resolver import Resolver
-from trionet._sansio.addresses import Address
+from trionet import RESOLUTION_DELAY, Address, FamilyAnswer, Resolver, resolve_happy_eyeballs
 from trionet.errors import AddressError, ResolutionError
 
 

@@ -3,6 +3,9 @@
 Times are plain numbers fed with each event; every decision is asserted exactly.
 The property tests drive the machine with a small discrete-event loop, the pure
 twin of connect_tcp's trio loop.
+
+Imports private ``trionet._sansio.happy_eyeballs``: the sans-IO state machine behind
+``connect_tcp`` is internal.
 """
 
 from __future__ import annotations
@@ -17,15 +20,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from trionet._sansio.addresses import Address
+from trionet import Address, ConnectAttempt, interleave_families
 from trionet._sansio.happy_eyeballs import (
     MAX_CONNECTION_ATTEMPT_DELAY,
     MIN_CONNECTION_ATTEMPT_DELAY,
-    ConnectAttempt,
     HappyEyeballs,
     Won,
 )
-from trionet._sansio.ordering import interleave_families
 
 A6, B6, C6 = (Address.parse(f"[2001:db8::{n}]:443") for n in "abc")
 X4, Y4, Z4 = (Address.parse(f"192.0.2.{n}:443") for n in (1, 2, 3))

@@ -5,6 +5,9 @@ handler gets trio's own :class:`trio.SocketStream`, and the server's idle
 timer asks the kernel when data last moved (issue 14.10: a wrapper's
 ``receive_some`` frame cost 232 bytes per waiting connection). Real loopback
 sockets and trio's real clock: the kernel's times are real milliseconds.
+
+Imports private ``KernelActivity`` and ``IdleTrackingStream``: the two internal
+sources of a connection's idle time.
 """
 
 from __future__ import annotations

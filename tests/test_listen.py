@@ -11,9 +11,11 @@ import pytest
 import trio
 
 from tests.conftest import open_fd_count
-from trionet._adapters.listen import SAME_PORT_ATTEMPTS, open_listening_sockets
-from trionet._adapters.resolver import Resolver
-from trionet._sansio.addresses import Address
+from trionet import Address, Resolver, open_listening_sockets
+
+#: How many port numbers open_listening_sockets tries for a dual-stack port 0 (ten:
+#: trionet's choice, see trionet/_adapters/listen.py).
+SAME_PORT_ATTEMPTS = 10
 
 V6, V4 = stdlib_socket.AF_INET6, stdlib_socket.AF_INET
 

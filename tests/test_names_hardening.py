@@ -12,6 +12,9 @@
 
 No real DNS: names are answered (or refused) by fakes installed through
 ``trio.socket.set_custom_hostname_resolver``; connections use loopback only.
+
+Imports private ``normalize_host``: the internal name check is fed every spelling
+directly, as well as through the public API.
 """
 
 from __future__ import annotations
@@ -27,9 +30,8 @@ import pytest
 import trio
 
 import trionet
-from trionet import AddressError, ResolutionError, Resolver
-from trionet._adapters.resolver import DEFAULT_MAX_CACHE_BYTES
-from trionet._sansio.addresses import Address, normalize_host, parse_host_port
+from trionet import DEFAULT_MAX_CACHE_BYTES, Address, AddressError, ResolutionError, Resolver, parse_host_port
+from trionet._sansio.addresses import normalize_host
 
 from .resolver_fakes import FakeResolver, installed_fake
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from types import MappingProxyType
 
-from trionet._adapters.observe import Event, EventLog
+from trionet import Event, EventLog
 
 
 def _log(*events: tuple[str, float, dict[str, object]]) -> EventLog:

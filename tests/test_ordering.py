@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import doctest
 import socket
 from dataclasses import dataclass
 
@@ -9,11 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from trionet._sansio import ordering
-from trionet._sansio.addresses import Address
-from trionet._sansio.ordering import interleave_families
-
-from .docstring_examples import run_docstring_examples
+from trionet import Address, interleave_families
 
 
 @dataclass(frozen=True)
@@ -122,7 +119,11 @@ def test_accepts_any_iterable() -> None:
 
 
 def test_docstring_example_runs() -> None:
-    result = run_docstring_examples(ordering, extraglobs={"Address": Address})
+    globs = {"Address": Address, "interleave_families": interleave_families}
+    runner = doctest.DocTestRunner()
+    for test in doctest.DocTestFinder().find(interleave_families, module=False, globs=globs):
+        runner.run(test)
+    result = runner.summarize(verbose=False)
     assert result.attempted >= 3
     assert result.failed == 0
 

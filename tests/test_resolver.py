@@ -27,14 +27,7 @@ from tests.resolver_fakes import (
     installed_fake,
     now_ms,
 )
-from trionet._adapters.resolver import (
-    DEFAULT_NEGATIVE_TTL,
-    DEFAULT_TTL,
-    Resolver,
-    default_resolver,
-    resolve,
-)
-from trionet._sansio.addresses import Address
+from trionet import DEFAULT_NEGATIVE_TTL, DEFAULT_TTL, Address, Resolver, default_resolver, resolve
 from trionet.errors import AddressError, ResolutionError, TrionetError
 
 

@@ -1,4 +1,8 @@
-"""The retransmission schedule as a sans-IO state machine: times in, decisions out, no clock."""
+"""The retransmission schedule as a sans-IO state machine: times in, decisions out, no clock.
+
+Imports private ``trionet._sansio.retransmit``: the sans-IO retransmission state
+machine behind ``request()`` is internal.
+"""
 
 from __future__ import annotations
 
@@ -10,14 +14,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from trionet._sansio.retransmit import (
-    LATE_REPLY_WINDOW_FACTOR,
-    Answered,
-    GiveUp,
-    Retransmission,
-    Transmit,
-)
-from trionet._sansio.retry import RetryPolicy, RttEstimator
+from trionet import RetryPolicy, RttEstimator
+from trionet._sansio.retransmit import LATE_REPLY_WINDOW_FACTOR, Answered, GiveUp, Retransmission, Transmit
 
 T0 = 1000.0  # an arbitrary clock reading: the machine only ever sees differences
 

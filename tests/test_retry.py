@@ -1,4 +1,8 @@
-"""RetryPolicy (CoAP's timing by default) and RttEstimator (RFC 6298, Karn's rule)."""
+"""RetryPolicy (CoAP's timing by default) and RttEstimator (RFC 6298, Karn's rule).
+
+Imports private ``trionet._sansio.retry``: the RFC 7252 and RFC 6298 constants the
+public defaults are checked against live there.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from trionet import RetryPolicy, RttEstimator
 from trionet._sansio.retry import (
     ACK_RANDOM_FACTOR,
     ACK_TIMEOUT,
@@ -17,8 +22,6 @@ from trionet._sansio.retry import (
     RTO_INITIAL,
     RTO_MAX,
     RTO_MIN,
-    RetryPolicy,
-    RttEstimator,
 )
 
 

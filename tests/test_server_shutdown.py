@@ -19,12 +19,18 @@ import pytest
 import trio
 import trio.testing
 
-from trionet._adapters.channel import MessageChannel
-from trionet._adapters.observe import Event, EventLog
-from trionet._endpoints.connection import Connection, TCPConnection
-from trionet._endpoints.tcp_server import open_tcp_server, serve_tcp
-from trionet._endpoints.unix import open_unix_server
-from trionet._sansio.codecs import LengthPrefixed, Lines
+from trionet import (
+    Event,
+    EventLog,
+    LengthPrefixed,
+    Lines,
+    MessageChannel,
+    TCPConnection,
+    UnixConnection,
+    open_tcp_server,
+    open_unix_server,
+    serve_tcp,
+)
 from trionet.testing import VirtualNetwork
 
 from .conftest import TLS_HOSTNAME as HOSTNAME
@@ -125,7 +131,7 @@ async def test_shutdown_with_a_client_that_never_reads_ends_within_the_grace_plu
     counter = Counter(setup.kind)
     sending = trio.Event()
 
-    async def stream_forever(conn: Connection[Any]) -> None:
+    async def stream_forever(conn: TCPConnection | UnixConnection) -> None:
         while True:
             sending.set()
             await conn.channel.send(b"x" * BIG)
@@ -164,12 +170,10 @@ async def test_a_handler_waiting_for_a_reading_peer_keeps_its_orderly_close_at_t
             assert await stream.receive_some() == b""
 
 
+@pytest.mark.net(ipv6=False)
 async def test_abort_timeout_is_passed_to_each_channel(
-    autojump_clock: trio.testing.MockClock,
+    net: VirtualNetwork, autojump_clock: trio.testing.MockClock
 ) -> None:
-    net = VirtualNetwork(seed=0)
-    net.add_host("server", "10.0.0.1")
-    net.add_host("client", "10.0.0.2")
     outcome: list[tuple[str, float]] = []
 
     async def cancelled_mid_frame(conn: TCPConnection) -> None:
@@ -181,7 +185,7 @@ async def test_abort_timeout_is_passed_to_each_channel(
             outcome.append(("aborted", trio.current_time() - begin))
             raise
 
-    with net.install(), net.host("server"):
+    with net.host("server"):
         async with open_tcp_server(cancelled_mid_frame, 7, codec=LengthPrefixed(),
                                    abort_timeout=2.5) as server:
             with net.host("client"):
@@ -200,7 +204,7 @@ async def test_abort_timeout_is_passed_to_each_channel(
 async def test_leaving_normally_counts_every_connection(setup: Setup, no_fd_leak: None) -> None:
     counter = Counter(setup.kind)
 
-    async def echo(conn: Connection[Any]) -> None:
+    async def echo(conn: TCPConnection | UnixConnection) -> None:
         async for message in conn.channel:
             await conn.channel.send(message)
 
@@ -219,7 +223,7 @@ async def test_a_cancelled_block_counts_every_connection(setup: Setup, no_fd_lea
     counter = Counter(setup.kind)
     running = 0
 
-    async def forever(conn: Connection[Any]) -> None:
+    async def forever(conn: TCPConnection | UnixConnection) -> None:
         nonlocal running
         running += 1
         await trio.sleep_forever()
@@ -240,7 +244,7 @@ async def test_an_expired_grace_counts_every_connection(setup: Setup, no_fd_leak
     counter = Counter(setup.kind)
     running = 0
 
-    async def forever(conn: Connection[Any]) -> None:
+    async def forever(conn: TCPConnection | UnixConnection) -> None:
         nonlocal running
         running += 1
         await trio.sleep_forever()
@@ -261,7 +265,7 @@ async def test_a_strict_handler_error_counts_every_connection(
     counter = Counter(setup.kind)
     running = 0
 
-    async def fails_on_boom(conn: Connection[Any]) -> None:
+    async def fails_on_boom(conn: TCPConnection | UnixConnection) -> None:
         nonlocal running
         running += 1
         if await conn.channel.receive() == b"boom":
@@ -280,18 +284,18 @@ async def test_a_strict_handler_error_counts_every_connection(
     assert server.statistics().handler_errors == 1
 
 
+@pytest.mark.net(ipv6=False)
 async def test_a_tls_handshake_timeout_is_counted_as_shed_not_as_a_handshake_failure(
-    contexts: tuple[ssl.SSLContext, ssl.SSLContext], autojump_clock: trio.testing.MockClock
+    contexts: tuple[ssl.SSLContext, ssl.SSLContext],
+    net: VirtualNetwork,
+    autojump_clock: trio.testing.MockClock,
 ) -> None:
     # The split that docs/howto/tls.rst documents (issue 12.6), on the virtual network.
-    net = VirtualNetwork(seed=0)
-    net.add_host("server", "10.0.0.1")
-    net.add_host("client", "10.0.0.2")
     log = EventLog()
     async def never_called(conn: TCPConnection) -> None:
         raise AssertionError("the handler ran")  # pragma: no cover
 
-    with net.install(), net.host("server"):
+    with net.host("server"):
         async with open_tcp_server(never_called, 443, ssl_context=contexts[0],
                                    tls_handshake_timeout=3, observer=log) as server:
             with net.host("client"):
@@ -305,19 +309,12 @@ async def test_a_tls_handshake_timeout_is_counted_as_shed_not_as_a_handshake_fai
 
 # ------------------------------------- idle connections do not hold a shutdown
 
-
-@pytest.fixture
-async def vnet() -> AsyncIterator[VirtualNetwork]:
-    network = VirtualNetwork(seed=0)
-    network.add_host("server", "10.0.0.1")
-    network.add_host("client", "10.0.0.2")
-    network.link("client", "server", latency=0.001)
-    with network.install(default_host="client"):
-        yield network
+#: The virtual network for these tests: 1 ms each way, clients outside ``net.host()``.
+ON_A_LAN = pytest.mark.net(ipv6=False, latency=0.001, default_host="client")
 
 
 async def keep_alive_server(
-    vnet: VirtualNetwork, idle: int, *, grace: float, busy_for: float, **options: Any
+    net: VirtualNetwork, idle: int, *, grace: float, busy_for: float, **options: Any
 ) -> tuple[float, list[str]]:
     """``idle`` keep-alive clients that got their reply, one busy request: shutdown's length."""
     seen: list[str] = []
@@ -339,7 +336,7 @@ async def keep_alive_server(
             seen.append("reset")
 
     async with trio.open_nursery() as nursery:
-        with vnet.host("server"):
+        with net.host("server"):
             server = await nursery.start(functools.partial(
                 serve_tcp, handler, 7, codec=LengthPrefixed(), **options))
         channels = []
@@ -361,26 +358,29 @@ async def keep_alive_server(
     return elapsed, seen
 
 
+@ON_A_LAN
 async def test_shutdown_returns_when_the_busy_handler_finishes_not_at_the_grace(
-    vnet: VirtualNetwork, autojump_clock: trio.testing.MockClock
+    net: VirtualNetwork, autojump_clock: trio.testing.MockClock
 ) -> None:
     # Before: 30 s, the whole grace, for the 100 idle connections.
-    elapsed, seen = await keep_alive_server(vnet, 100, grace=30, busy_for=5)
+    elapsed, seen = await keep_alive_server(net, 100, grace=30, busy_for=5)
     assert elapsed == pytest.approx(5 - 0.1 + 0.001, abs=0.01)
     assert seen == ["eof"] * 101  # the slow client got its reply, then the end
 
 
+@ON_A_LAN
 async def test_end_idle_on_shutdown_false_leaves_idle_handlers_the_grace(
-    vnet: VirtualNetwork, autojump_clock: trio.testing.MockClock
+    net: VirtualNetwork, autojump_clock: trio.testing.MockClock
 ) -> None:
-    elapsed, seen = await keep_alive_server(vnet, 3, grace=30, busy_for=5,
+    elapsed, seen = await keep_alive_server(net, 3, grace=30, busy_for=5,
                                             end_idle_on_shutdown=False)
     assert elapsed == pytest.approx(30)
     assert len(seen) == 4
 
 
+@ON_A_LAN
 async def test_a_raw_stream_handler_can_wait_for_the_shutdown_request(
-    vnet: VirtualNetwork, autojump_clock: trio.testing.MockClock
+    net: VirtualNetwork, autojump_clock: trio.testing.MockClock
 ) -> None:
     flags: list[bool] = []
 
@@ -391,7 +391,7 @@ async def test_a_raw_stream_handler_can_wait_for_the_shutdown_request(
         await conn.stream.send_all(b"bye")
 
     async with trio.open_nursery() as nursery:
-        with vnet.host("server"):
+        with net.host("server"):
             server = await nursery.start(functools.partial(serve_tcp, handler, 7))
         async with await trio.open_tcp_stream("10.0.0.1", 7) as stream:
             await trio.sleep(1)
@@ -402,6 +402,7 @@ async def test_a_raw_stream_handler_can_wait_for_the_shutdown_request(
     assert flags == [False, True]
 
 
+@ON_A_LAN
 async def test_a_client_connection_never_sees_a_shutdown_request() -> None:
     conn = TCPConnection(trio.testing.MemorySendStream(), socket=None)  # type: ignore[arg-type]
     assert not conn.shutdown_requested

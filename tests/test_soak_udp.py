@@ -2,7 +2,9 @@
 
 The loss scenario is ``benchmarks/_soak_udp.py`` (CI form: the full 10,000
 requests; long form ``python -m benchmarks.soak --long``). The vanishing peers
-run over real loopback, where the kernel's ICMP "port unreachable" is real.
+run on the virtual network (``net``) with their loopback literals: it answers a
+closed port with an ICMP "port unreachable" as Linux does, and keeps
+``autojump_clock`` exact (a mock clock must not jump while a kernel delivers).
 """
 
 from __future__ import annotations
@@ -15,11 +17,9 @@ import trio.testing
 
 from benchmarks._soak_common import count_tasks
 from benchmarks._soak_udp import run_request_cancellations, run_udp_under_loss
-from trionet import match_bytes
-from trionet._adapters.udp import Datagram, PeerUnreachable, open_udp_endpoint
-from trionet._endpoints.udp_server import open_udp_server
-from trionet._sansio.retry import RetryPolicy
+from trionet import Datagram, PeerUnreachable, RetryPolicy, match_bytes, open_udp_endpoint, open_udp_server
 from trionet.errors import RequestTimeout
+from trionet.testing import VirtualNetwork
 
 REQUESTS = 10_000
 ROUNDS = 20
@@ -50,8 +50,9 @@ async def test_without_duplicate_suppression_the_same_loss_runs_handlers_twice(
     assert any("more than once" in problem for problem in report.problems)
 
 
+@pytest.mark.net(default_host="client")
 async def test_a_client_that_vanishes_mid_exchange_leaves_the_server_serving(
-    autojump_clock: trio.testing.MockClock, no_fd_leak: None, caplog: pytest.LogCaptureFixture
+    net: VirtualNetwork, autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
 ) -> None:
     release = trio.Event()
     handled: list[bytes] = []
@@ -84,12 +85,16 @@ async def test_a_client_that_vanishes_mid_exchange_leaves_the_server_serving(
     assert statistics.handler_errors == 0
     assert len(handled) == 2 * ROUNDS
     assert count_tasks() == tasks_before
+    assert net.statistics().sockets == 0
+    # The replies to the vanished clients met closed ports.
+    assert sum(event.event == "udp.unreachable" for event in net.trace) >= ROUNDS
     assert [r.getMessage() for r in caplog.records if r.levelno > logging.WARNING] == []
 
 
+@pytest.mark.net(default_host="client")
 @pytest.mark.parametrize("connected", [True, False], ids=["connected", "unconnected"])
 async def test_a_server_that_vanishes_mid_exchange_ends_the_request_with_a_typed_error(
-    connected: bool, autojump_clock: trio.testing.MockClock, no_fd_leak: None
+    connected: bool, net: VirtualNetwork, autojump_clock: trio.testing.MockClock
 ) -> None:
     tasks_before = count_tasks()
     with trio.fail_after(600):
@@ -117,6 +122,7 @@ async def test_a_server_that_vanishes_mid_exchange_ends_the_request_with_a_typed
                             await client.request(b"hello?", target, policy=QUICK, match=match_bytes(0, 6))
                         assert raised.value.attempts == QUICK.max_attempts
     assert count_tasks() == tasks_before
+    assert net.statistics().sockets == 0
 
 
 async def test_a_thousand_requests_cancelled_during_retransmission_leave_no_fd_or_task() -> None:

@@ -16,15 +16,24 @@ from functools import partial
 import pytest
 import trio
 import trio.testing
-import trustme
 
-from trionet import AddressError, ConnectError, LengthPrefixed, ResolutionError, Resolver
-from trionet._adapters.observe import EventLog
-from trionet._endpoints.tcp_client import IP_BIND_ADDRESS_NO_PORT, ConnectAttempt, connect_tcp
+from trionet import (
+    AddressError,
+    ConnectAttempt,
+    ConnectError,
+    EventLog,
+    LengthPrefixed,
+    ResolutionError,
+    Resolver,
+    connect_tcp,
+)
 from trionet.testing import VirtualNetwork
 
-from .conftest import open_fd_count
+from .conftest import TLS_HOSTNAME, open_fd_count
 from .resolver_fakes import installed_fake
+
+# Linux's socket option (include/uapi/linux/in.h); Python's socket module lacks it.
+IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
 
 V6 = "fd00::1"
 V6B = "fd00::11"
@@ -263,20 +272,10 @@ async def test_connects_over_loopback_with_a_codec(host: str) -> None:
         nursery.cancel_scope.cancel()
 
 
-@pytest.fixture(scope="module")
-def tls_contexts() -> tuple[ssl.SSLContext, ssl.SSLContext]:
-    ca = trustme.CA()
-    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("trionet.example").configure_cert(server_context)
-    client_context = ssl.create_default_context()
-    ca.configure_trust(client_context)
-    return server_context, client_context
-
-
 async def test_tls_round_trip_and_wrong_hostname(
-    tls_contexts: tuple[ssl.SSLContext, ssl.SSLContext],
+    contexts: tuple[ssl.SSLContext, ssl.SSLContext],
 ) -> None:
-    server_context, client_context = tls_contexts
+    server_context, client_context = contexts
 
     async def echo(stream: trio.SSLStream[trio.SocketStream]) -> None:
         async with stream:
@@ -292,7 +291,7 @@ async def test_tls_round_trip_and_wrong_hostname(
         )
         port = listeners[0].transport_listener.socket.getsockname()[1]
         async with await connect_tcp(
-            "127.0.0.1", port, ssl_context=client_context, server_hostname="trionet.example",
+            "127.0.0.1", port, ssl_context=client_context, server_hostname=TLS_HOSTNAME,
             codec=LengthPrefixed(),
         ) as conn:
             assert isinstance(conn.stream, trio.SSLStream)
@@ -518,9 +517,9 @@ async def test_a_local_address_that_rules_out_every_address_says_so(
 
 
 async def test_a_failed_tls_handshake_says_why(
-    tls_contexts: tuple[ssl.SSLContext, ssl.SSLContext],
+    contexts: tuple[ssl.SSLContext, ssl.SSLContext],
 ) -> None:
-    server_context, client_context = tls_contexts
+    server_context, client_context = contexts
 
     async def serve(stream: trio.SSLStream[trio.SocketStream]) -> None:
         with contextlib.suppress(trio.BrokenResourceError):

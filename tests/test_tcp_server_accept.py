@@ -1,4 +1,8 @@
-"""The accept loop drains the backlog; idle timeouts need no task per connection; options are checked."""
+"""The accept loop drains the backlog; idle timeouts need no task per connection; options are checked.
+
+Imports private ``IdleTimer``, ``IdleEntry`` and ``ACCEPT_BATCH``: the accept loop's
+batching and the shared idle timer are internal.
+"""
 
 from __future__ import annotations
 
@@ -11,13 +15,18 @@ import pytest
 import trio
 import trio.testing
 
+from trionet import (
+    Event,
+    TCPConnection,
+    connect_unix,
+    open_listening_sockets,
+    open_tcp_server,
+    open_unix_server,
+    serve_tcp,
+    serve_unix,
+)
 from trionet._adapters.idle import IdleEntry, IdleTimer, IdleTrackingStream
-from trionet._adapters.listen import open_listening_sockets
-from trionet._adapters.observe import Event
-from trionet._endpoints.connection import TCPConnection
 from trionet._endpoints.server_core import ACCEPT_BATCH, stdlib_socket
-from trionet._endpoints.tcp_server import open_tcp_server, serve_tcp
-from trionet._endpoints.unix import connect_unix, open_unix_server, serve_unix
 
 
 async def forever(conn: TCPConnection) -> None:
@@ -131,7 +140,7 @@ async def test_idle_timeout_adds_one_task_per_server_not_one_per_connection(
     codec: str | None, no_fd_leak: None
 ) -> None:
     # Before: one watcher task (and a nursery) per connection.
-    from trionet._sansio.codecs import Lines
+    from trionet import Lines
 
     async def idle(conn: TCPConnection) -> None:
         if conn.has_channel:

@@ -24,8 +24,7 @@ SERVER = textwrap.dedent(
     f"""
     import logging, resource, sys
     import trio
-    from trionet._endpoints.tcp_server import open_tcp_server
-    from trionet._sansio.codecs import Lines
+    from trionet import Lines, open_tcp_server
 
     logging.basicConfig(stream=sys.stderr, level=logging.WARNING,
                         format="%(name)s %(levelname)s %(message)s")

@@ -1,4 +1,11 @@
-"""serve_tcp's limits: max_connections, idle_timeout, and the accept-error back-off."""
+"""serve_tcp's limits: max_connections, idle_timeout, and the accept-error back-off.
+
+Timed tests run on ``autojump_clock`` with ``net``: their loopback literals reach
+the virtual network, where the mock clock cannot outrun the kernel.
+
+Imports private ``ServerCore``, its back-off constants and ``wait_idle``: the accept
+back-off is driven with a fake listener, below the public API.
+"""
 
 from __future__ import annotations
 
@@ -11,19 +18,26 @@ import pytest
 import trio
 import trio.testing
 
-from trionet._adapters.channel import MessageChannel
+from trionet import (
+    EventLog,
+    LengthPrefixed,
+    MessageChannel,
+    TCPConnection,
+    TCPServer,
+    open_tcp_server,
+    serve_tcp,
+)
 from trionet._adapters.idle import IdleTrackingStream, wait_idle
-from trionet._adapters.observe import EventLog
-from trionet._endpoints.connection import TCPConnection
 from trionet._endpoints.server_core import ACCEPT_BACKOFF_INITIAL, ACCEPT_BACKOFF_MAX, ServerCore
-from trionet._endpoints.tcp_server import TCPServer, open_tcp_server, serve_tcp
-from trionet._sansio.codecs import LengthPrefixed
+from trionet.testing import VirtualNetwork
+
+pytestmark = pytest.mark.net(default_host="client")
 
 # ------------------------------------------------------------ max_connections
 
 
 async def test_max_connections_ten_with_fifty_clients_runs_at_most_ten_handlers_and_serves_all(
-    autojump_clock: trio.testing.MockClock, no_fd_leak: None
+    net: VirtualNetwork, autojump_clock: trio.testing.MockClock
 ) -> None:
     running = 0
     most = 0
@@ -66,10 +80,11 @@ async def test_max_connections_ten_with_fifty_clients_runs_at_most_ten_handlers_
     assert log.of_kind("tcp.paused")[0].details == {"active": 10, "limit": 10}
     assert log.of_kind("tcp.resumed")
     assert server.statistics().connections_accepted == 50
+    assert net.statistics().sockets == 0  # nothing left open
 
 
 async def test_at_the_limit_new_clients_wait_in_the_backlog_and_are_not_refused(
-    autojump_clock: trio.testing.MockClock,
+    net: VirtualNetwork, autojump_clock: trio.testing.MockClock
 ) -> None:
     release = trio.Event()
     order: list[int] = []
@@ -101,7 +116,7 @@ async def test_at_the_limit_new_clients_wait_in_the_backlog_and_are_not_refused(
 
 
 async def test_an_idle_client_is_disconnected_at_the_timeout_exactly(
-    autojump_clock: trio.testing.MockClock, no_fd_leak: None
+    net: VirtualNetwork, autojump_clock: trio.testing.MockClock
 ) -> None:
     log = EventLog()
     handler_cancelled = False
@@ -131,10 +146,11 @@ async def test_an_idle_client_is_disconnected_at_the_timeout_exactly(
     assert shed.details["reason"] == "idle_timeout"
     assert server.statistics().connections_shed == 1
     assert server.statistics().handler_errors == 0
+    assert net.statistics().sockets == 0  # nothing left open
 
 
 async def test_an_active_client_is_not_disconnected(
-    autojump_clock: trio.testing.MockClock,
+    net: VirtualNetwork, autojump_clock: trio.testing.MockClock
 ) -> None:
     async with open_tcp_server(echo_channel, 0, codec=LengthPrefixed(), idle_timeout=5) as server:
         stream = await trio.open_tcp_stream("::1", server.port)
@@ -149,7 +165,7 @@ async def test_an_active_client_is_not_disconnected(
 
 
 async def test_bytes_sent_by_the_server_alone_keep_a_connection_alive(
-    autojump_clock: trio.testing.MockClock,
+    net: VirtualNetwork, autojump_clock: trio.testing.MockClock
 ) -> None:
     async def ticker(conn: TCPConnection) -> None:
         for _ in range(10):
@@ -166,7 +182,7 @@ async def test_bytes_sent_by_the_server_alone_keep_a_connection_alive(
 
 
 async def test_the_idle_clock_starts_at_accept_for_a_client_that_never_sends(
-    autojump_clock: trio.testing.MockClock,
+    net: VirtualNetwork, autojump_clock: trio.testing.MockClock
 ) -> None:
     async with open_tcp_server(echo_channel, 0, codec=LengthPrefixed(), idle_timeout=2.5) as server:
         begin = trio.current_time()
@@ -236,6 +252,17 @@ async def test_idle_tracking_stream_cannot_half_close_a_stream_that_cannot() -> 
 # -------------------------------------------------------- accept-error back-off
 
 
+async def virtual_pair() -> tuple[trio.socket.SocketType, trio.socket.SocketType]:
+    """Two connected TCP sockets on the installed virtual network."""
+    with trio.socket.socket() as listener:
+        await listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        client = trio.socket.socket()
+        await client.connect(listener.getsockname())
+        server, _ = await listener.accept()
+    return server, client
+
+
 class FlakyListener:
     """A stand-in for a listening socket whose accept() fails with EMFILE on cue."""
 
@@ -256,7 +283,7 @@ class FlakyListener:
             raise OSError(errno.EMFILE, "Too many open files")
         if step == "reset":
             raise OSError(errno.ECONNABORTED, "Software caused connection abort")
-        a, b = trio.socket.socketpair()
+        a, b = await virtual_pair()
         self.pairs.append(b)
         return a, ("127.0.0.1", 1)
 
@@ -289,7 +316,7 @@ async def run_core_on(listener: FlakyListener, log: EventLog) -> None:
 
 
 async def test_accept_errors_back_off_from_5ms_doubling_to_1s_and_reset_after_a_success(
-    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+    net: VirtualNetwork, autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING, logger="trionet")
     listener = FlakyListener(["emfile"] * 10 + ["ok"] + ["emfile"] * 2 + ["reset", "ok"])
@@ -321,7 +348,7 @@ async def test_an_unexpected_accept_error_is_raised() -> None:
 
 
 async def test_max_connections_with_two_listeners_never_exceeds_the_limit(
-    autojump_clock: trio.testing.MockClock,
+    net: VirtualNetwork, autojump_clock: trio.testing.MockClock
 ) -> None:
     running = 0
     most = 0

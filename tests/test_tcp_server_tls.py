@@ -1,4 +1,8 @@
-"""serve_tcp with ssl_context: round trips, certificate errors and the handshake timeout."""
+"""serve_tcp with ssl_context: round trips, certificate errors and the handshake timeout.
+
+Tests timed on ``autojump_clock`` take ``net``: the same loopback literals, on the
+virtual network (a mock clock must not jump while a kernel delivers bytes).
+"""
 
 from __future__ import annotations
 
@@ -9,11 +13,8 @@ import pytest
 import trio
 import trio.testing
 
-from trionet._adapters.channel import MessageChannel
-from trionet._adapters.observe import Event, EventLog
-from trionet._endpoints.connection import TCPConnection
-from trionet._endpoints.tcp_server import open_tcp_server
-from trionet._sansio.codecs import LengthPrefixed
+from trionet import Event, EventLog, LengthPrefixed, MessageChannel, TCPConnection, open_tcp_server
+from trionet.testing import VirtualNetwork
 
 from .conftest import TLS_HOSTNAME as HOSTNAME
 
@@ -117,8 +118,11 @@ async def test_a_wrong_hostname_fails_with_a_clear_error_and_the_handler_never_r
     assert levels == [logging.INFO]
 
 
+@pytest.mark.net(default_host="client")
 async def test_a_client_that_never_starts_the_handshake_is_shed_at_the_timeout(
-    contexts: tuple[ssl.SSLContext, ssl.SSLContext], autojump_clock: trio.testing.MockClock
+    contexts: tuple[ssl.SSLContext, ssl.SSLContext],
+    net: VirtualNetwork,
+    autojump_clock: trio.testing.MockClock,
 ) -> None:
     server_context, _ = contexts
     log = EventLog()
@@ -153,8 +157,11 @@ async def test_plain_tcp_to_a_tls_server_is_a_handshake_failure_not_a_handler_er
         assert server.statistics().handler_errors == 0
 
 
+@pytest.mark.net(default_host="client")
 async def test_tls_with_idle_timeout_sheds_an_idle_client(
-    contexts: tuple[ssl.SSLContext, ssl.SSLContext], autojump_clock: trio.testing.MockClock
+    contexts: tuple[ssl.SSLContext, ssl.SSLContext],
+    net: VirtualNetwork,
+    autojump_clock: trio.testing.MockClock,
 ) -> None:
     server_context, client_context = contexts
     async with open_tcp_server(

@@ -2,31 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import pytest
 import trio
 import trio.testing
 
-from trionet._adapters.channel import MessageChannel
-from trionet._adapters.observe import EventLog
-from trionet._endpoints.connection import TCPConnection
-from trionet._endpoints.tcp_server import open_tcp_server
-from trionet._sansio.addresses import Address
-from trionet._sansio.codecs import Lines
+from trionet import Address, EventLog, Lines, MessageChannel, TCPConnection, open_tcp_server
 from trionet.testing import VirtualNetwork
 
 LATENCY = 0.010
-
-
-@pytest.fixture
-async def net() -> AsyncIterator[VirtualNetwork]:
-    network = VirtualNetwork(seed=0)
-    network.add_host("server", "10.0.0.1", "fd00::1")
-    network.add_host("client", "10.0.0.2", "fd00::2")
-    network.link("client", "server", latency=LATENCY)
-    with network.install():
-        yield network
+pytestmark = pytest.mark.net(latency=LATENCY)
 
 
 async def echo(conn: TCPConnection) -> None:

@@ -21,11 +21,21 @@ import pytest
 import trio
 import trio.testing
 
-from trionet import FrameTimeout, LengthPrefixed, MessageChannel, TCPConnection, TCPServer, serve_tcp
-from trionet._adapters.observe import EventLog
+from trionet import (
+    EventLog,
+    FrameTimeout,
+    LengthPrefixed,
+    MessageChannel,
+    TCPConnection,
+    TCPServer,
+    serve_tcp,
+)
 from trionet.testing import VirtualNetwork
 
 from .conftest import TLS_HOSTNAME
+
+# The server host is named after the test certificate; tasks are the client's.
+pytestmark = pytest.mark.net(server=TLS_HOSTNAME, ipv6=False, default_host="client")
 
 Contexts = tuple[ssl.SSLContext, ssl.SSLContext]
 FRAME_TIMEOUT = 10.0
@@ -70,14 +80,6 @@ class Trickle(trio.abc.Stream):
         await self.inner.aclose()
 
 
-@pytest.fixture
-def net() -> VirtualNetwork:
-    network = VirtualNetwork()
-    network.add_host(TLS_HOSTNAME, "10.0.0.1")
-    network.add_host("client", "10.0.0.2")
-    return network
-
-
 @asynccontextmanager
 async def tls_server(
     net: VirtualNetwork,
@@ -85,14 +87,13 @@ async def tls_server(
     handler: Callable[[TCPConnection], Awaitable[object]],
     **options: object,
 ) -> AsyncIterator[TCPServer]:
-    with net.install(default_host="client"):
-        async with trio.open_nursery() as nursery:
-            with net.host(TLS_HOSTNAME):
-                server: TCPServer = await nursery.start(
-                    functools.partial(serve_tcp, handler, 443, ssl_context=server_context, **options)
-                )
-            yield server
-            nursery.cancel_scope.cancel()
+    async with trio.open_nursery() as nursery:
+        with net.host(TLS_HOSTNAME):
+            server: TCPServer = await nursery.start(
+                functools.partial(serve_tcp, handler, 443, ssl_context=server_context, **options)
+            )
+        yield server
+        nursery.cancel_scope.cancel()
 
 
 async def tls_client(client_context: ssl.SSLContext) -> tuple[trio.SSLStream[Trickle], Trickle]:
@@ -310,14 +311,13 @@ async def test_a_handler_that_polls_receive_does_not_stretch_the_frame_timeout(
         except FrameTimeout as exc:
             errors.append(exc)
 
-    with net.install(default_host="client"):
-        async with trio.open_nursery() as nursery:
-            await plain_server(net, polling, nursery)
-            stream = await trio.open_tcp_stream(TLS_HOSTNAME, 80)
-            transport = Trickle(stream)
-            transport.trickle = True
-            shed_after = await trickle_raw_until_shed(transport, LengthPrefixed().encode(b"p" * 1000))
-            nursery.cancel_scope.cancel()
+    async with trio.open_nursery() as nursery:
+        await plain_server(net, polling, nursery)
+        stream = await trio.open_tcp_stream(TLS_HOSTNAME, 80)
+        transport = Trickle(stream)
+        transport.trickle = True
+        shed_after = await trickle_raw_until_shed(transport, LengthPrefixed().encode(b"p" * 1000))
+        nursery.cancel_scope.cancel()
     assert [type(error) for error in errors] == [FrameTimeout]
     assert FRAME_TIMEOUT <= shed_after <= FRAME_TIMEOUT + 2
 
@@ -340,16 +340,15 @@ async def test_bytes_that_arrived_while_the_handler_was_away_finish_the_frame(
         except FrameTimeout as exc:
             errors.append(exc)
 
-    with net.install(default_host="client"):
-        async with trio.open_nursery() as nursery:
-            server = await plain_server(net, slow, nursery)
-            async with await trio.open_tcp_stream(TLS_HOSTNAME, 80) as stream:
-                frame = LengthPrefixed().encode(b"s" * 1000)
-                await stream.send_all(frame[:500])
-                await trio.sleep(2)
-                await stream.send_all(frame[500:])
-                while server.connection_count:
-                    await trio.sleep(1)
-            nursery.cancel_scope.cancel()
+    async with trio.open_nursery() as nursery:
+        server = await plain_server(net, slow, nursery)
+        async with await trio.open_tcp_stream(TLS_HOSTNAME, 80) as stream:
+            frame = LengthPrefixed().encode(b"s" * 1000)
+            await stream.send_all(frame[:500])
+            await trio.sleep(2)
+            await stream.send_all(frame[500:])
+            while server.connection_count:
+                await trio.sleep(1)
+        nursery.cancel_scope.cancel()
     assert errors == []
     assert received == [b"s" * 1000]

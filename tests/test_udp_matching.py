@@ -4,26 +4,30 @@ from __future__ import annotations
 
 import functools
 import random
-from collections.abc import AsyncIterator
 
 import pytest
 import trio
 import trio.testing
 
 import trionet
-from trionet._adapters.observe import EventLog
-from trionet._adapters.udp import Datagram, UDPEndpoint, open_udp_endpoint
-from trionet._endpoints.udp_server import UDPServer, serve_udp
-from trionet._sansio.matching import (
+from trionet import (
+    Datagram,
+    EventLog,
     ReplyMatcher,
+    RetryPolicy,
+    UDPEndpoint,
+    UDPServer,
     match_address_only,
     match_bytes,
     match_coap_message_id,
     match_dns_id,
+    open_udp_endpoint,
+    serve_udp,
 )
-from trionet._sansio.retry import RetryPolicy
 from trionet.errors import RequestTimeout
 from trionet.testing import VirtualNetwork
+
+pytestmark = pytest.mark.net(ipv6=False, latency=0.010)
 
 SERVER = "server:7"
 
@@ -87,16 +91,6 @@ def test_the_matchers_are_public() -> None:
 
 
 # ------------------------------------------------------------------ on an endpoint
-
-
-@pytest.fixture
-async def net() -> AsyncIterator[VirtualNetwork]:
-    network = VirtualNetwork(seed=0)
-    network.add_host("server", "10.0.0.1")
-    network.add_host("client", "10.0.0.2")
-    network.link("client", "server", latency=0.010)
-    with network.install():
-        yield network
 
 
 def client_sends(net: VirtualNetwork) -> int:

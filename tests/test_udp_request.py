@@ -6,35 +6,35 @@ import collections
 import functools
 import itertools
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
 import trio
 import trio.testing
 
-from trionet._adapters.observe import EventLog
-from trionet._adapters.udp import Datagram, PeerUnreachable, UDPEndpoint, open_udp_endpoint
-from trionet._endpoints.udp_server import UDPServer, serve_udp
-from trionet._sansio.addresses import Address
-from trionet._sansio.matching import match_address_only, match_bytes
-from trionet._sansio.retry import RetryPolicy, RttEstimator
+from trionet import (
+    Address,
+    Datagram,
+    EventLog,
+    PeerUnreachable,
+    RetryPolicy,
+    RttEstimator,
+    UDPEndpoint,
+    UDPServer,
+    match_address_only,
+    match_bytes,
+    open_udp_endpoint,
+    serve_udp,
+)
 from trionet.errors import DatagramTooLarge, RequestTimeout
 from trionet.testing import VirtualNetwork
 
 LATENCY = 0.010
+pytestmark = pytest.mark.net(latency=LATENCY)
+
 SERVER = "server:7"
 NO_JITTER = RetryPolicy(random_factor=1.0)
-
-
-@pytest.fixture
-async def net() -> AsyncIterator[VirtualNetwork]:
-    network = VirtualNetwork(seed=0)
-    network.add_host("server", "10.0.0.1", "fd00::1")
-    network.add_host("client", "10.0.0.2", "fd00::2")
-    network.link("client", "server", latency=LATENCY)
-    with network.install():
-        yield network
 
 
 async def echo(datagram: Datagram) -> bytes:

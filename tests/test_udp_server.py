@@ -5,37 +5,33 @@ from __future__ import annotations
 import functools
 import logging
 import socket
-from collections.abc import AsyncIterator
 
 import pytest
 import trio
 import trio.testing
 
-from trionet._adapters.observe import EventLog
-from trionet._adapters.udp import Datagram, open_udp_endpoint
-from trionet._endpoints.udp_server import UDPServer, open_udp_server, serve_udp
-from trionet._sansio.addresses import Address
-from trionet._sansio.errors import ProtocolError
-from trionet._sansio.matching import match_address_only, match_bytes
-from trionet._sansio.replies import DEFAULT_REPLY_CACHE_LIFETIME, ReplyCache
-from trionet._sansio.retry import RetryPolicy
+from trionet import (
+    Address,
+    Datagram,
+    EventLog,
+    ProtocolError,
+    RetryPolicy,
+    UDPServer,
+    match_address_only,
+    match_bytes,
+    open_udp_endpoint,
+    open_udp_server,
+    serve_udp,
+)
 from trionet.errors import RequestTimeout
 from trionet.testing import VirtualNetwork
+
+pytestmark = pytest.mark.net(ipv6=False, latency=0.001)
 
 ONE_SHOT = RetryPolicy(max_attempts=1, initial_timeout=1.0, random_factor=1.0)
 # The server tests make one request at a time, to peers that answer with other
 # payloads: the sender address is all that matches (see match_address_only).
 ANY = match_address_only
-
-
-@pytest.fixture
-async def net() -> AsyncIterator[VirtualNetwork]:
-    network = VirtualNetwork(seed=0)
-    network.add_host("server", "10.0.0.1")
-    network.add_host("client", "10.0.0.2")
-    network.link("client", "server", latency=0.001)
-    with network.install():
-        yield network
 
 
 async def echo(datagram: Datagram) -> bytes:
@@ -527,38 +523,6 @@ async def test_datagrams_whose_key_is_none_are_not_deduplicated(
                 assert (await ep.request(b"ping", "server:7", match=match_address_only)).data == b"1"
                 assert (await ep.request(b"ping", "server:7", match=match_address_only)).data == b"2"
         nursery.cancel_scope.cancel()
-
-
-def test_the_reply_cache_expires_entries_after_their_lifetime() -> None:
-    assert DEFAULT_REPLY_CACHE_LIFETIME == 247.0  # CoAP's EXCHANGE_LIFETIME
-    cache = ReplyCache(lifetime=10.0, size=100)
-    cache.put("a", b"A", now=0.0)
-    cache.put("b", None, now=5.0)
-    assert cache.get("a", now=9.9) == (b"A",)
-    assert cache.get("b", now=9.9) == (None,)  # "answered with no reply" is cached too
-    assert cache.get("a", now=10.0) is None
-    assert cache.get("missing", now=0.0) is None
-    cache.put("c", b"C", now=15.0)  # purges "b", expired at 15
-    assert len(cache) == 1
-
-
-def test_the_reply_cache_drops_the_oldest_entries_beyond_its_size() -> None:
-    cache = ReplyCache(lifetime=100.0, size=3)
-    for i, key in enumerate("abcde"):
-        cache.put(key, key.encode(), now=float(i))
-    assert len(cache) == 3
-    assert [cache.get(key, now=5.0) for key in "abcde"] == [None, None, (b"c",), (b"d",), (b"e",)]
-    cache.put("c", b"C2", now=6.0)  # storing again moves it to the back
-    cache.put("f", b"F", now=7.0)
-    assert cache.get("d", now=7.0) is None
-    assert cache.get("c", now=7.0) == (b"C2",)
-
-
-@pytest.mark.parametrize(("kwargs", "name"), [({"lifetime": 0, "size": 1}, "lifetime"),
-                                              ({"lifetime": 1, "size": 0}, "size")])
-def test_the_reply_cache_refuses_bad_bounds(kwargs: dict[str, float], name: str) -> None:
-    with pytest.raises(ValueError, match=name):
-        ReplyCache(**kwargs)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("kwargs", [{"max_concurrency": 0}, {"reply_cache_size": 0},

@@ -15,10 +15,16 @@ import pytest
 import trio
 import trio.testing
 
-from trionet._adapters.observe import EventLog
-from trionet._endpoints.connection import UnixConnection
-from trionet._endpoints.unix import UnixServer, connect_unix, open_unix_server, serve_unix
-from trionet._sansio.codecs import LengthPrefixed, Lines
+from trionet import (
+    EventLog,
+    LengthPrefixed,
+    Lines,
+    UnixConnection,
+    UnixServer,
+    connect_unix,
+    open_unix_server,
+    serve_unix,
+)
 
 pytestmark = pytest.mark.skipif(not hasattr(socket, "AF_UNIX"), reason="no Unix sockets")
 
@@ -60,32 +66,39 @@ async def test_fifty_clients_each_get_their_echoes_in_order(
 
 
 async def test_graceful_shutdown_finishes_handlers_and_removes_the_socket_file(
-    sock_path: str, autojump_clock: trio.testing.MockClock, no_fd_leak: None
+    sock_path: str, no_fd_leak: None
 ) -> None:
+    received = trio.Event()
+    release = trio.Event()
+
     async def slow(conn: UnixConnection) -> None:
         request = await conn.channel.receive()
-        await trio.sleep(2)
+        received.set()
+        await release.wait()
         await conn.channel.send(request.upper())
 
-    async with trio.open_nursery() as nursery:
-        server = await nursery.start(functools.partial(serve_unix, slow, sock_path, codec=Lines()))
-        assert isinstance(server, UnixServer)
-        conn = await connect_unix(sock_path, codec=Lines())
-        await conn.channel.send(b"quiet")
-        await trio.testing.wait_all_tasks_blocked()
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            server = await nursery.start(functools.partial(serve_unix, slow, sock_path, codec=Lines()))
+            assert isinstance(server, UnixServer)
+            conn = await connect_unix(sock_path, codec=Lines())
+            await conn.channel.send(b"quiet")
+            await received.wait()
 
-        async def shut() -> None:
-            await server.shutdown(grace=10)
+            async def shut() -> None:
+                await server.shutdown(grace=100)
 
-        nursery.start_soon(shut)
-        await trio.testing.wait_all_tasks_blocked()
-        assert not await trio.Path(sock_path).exists()  # removed as soon as shutdown starts
-        with pytest.raises(FileNotFoundError):
-            await connect_unix(sock_path)
-        assert await conn.channel.receive() == b"QUIET"
-        with pytest.raises(trio.EndOfChannel):
-            await conn.channel.receive()
-        await conn.aclose()
+            nursery.start_soon(shut)
+            await trio.testing.wait_all_tasks_blocked()
+            assert server.statistics().shutting_down
+            assert not await trio.Path(sock_path).exists()  # removed as soon as shutdown starts
+            with pytest.raises(FileNotFoundError):
+                await connect_unix(sock_path)
+            release.set()  # the handler still running finishes its reply
+            assert await conn.channel.receive() == b"QUIET"
+            with pytest.raises(trio.EndOfChannel):
+                await conn.channel.receive()
+            await conn.aclose()
 
 
 async def test_the_connection_knows_the_paths_and_its_server(sock_path: str) -> None:
@@ -164,12 +177,11 @@ async def test_an_abstract_socket_has_no_file(no_fd_leak: None) -> None:
             assert await conn.channel.receive() == b"abstract"
 
 
-async def test_unix_servers_share_the_tcp_features(
-    sock_path: str, autojump_clock: trio.testing.MockClock
-) -> None:
+async def test_unix_servers_share_the_tcp_features(sock_path: str) -> None:
     log = EventLog()
     running = 0
     most = 0
+    idle = 0.25  # the real clock: Unix sockets are the kernel's
 
     async def handler(conn: UnixConnection) -> None:
         nonlocal running, most
@@ -181,21 +193,22 @@ async def test_unix_servers_share_the_tcp_features(
         finally:
             running -= 1
 
-    async with open_unix_server(
-        handler, sock_path, codec=Lines(), max_connections=2, idle_timeout=5, observer=log
-    ) as server:
-        conns = [await connect_unix(sock_path, codec=Lines()) for _ in range(4)]
-        begin = trio.current_time()
-        for conn in conns:
-            await conn.channel.send(b"hi")
-        for conn in conns:
-            assert await conn.channel.receive() == b"hi"
-            with pytest.raises(trio.EndOfChannel):
-                await conn.channel.receive()
-            await conn.aclose()
-        assert trio.current_time() - begin == 10  # two waves, each shed after 5 s
-        assert most == 2
-        assert server.statistics().connections_shed == 4
+    with trio.fail_after(10):
+        async with open_unix_server(
+            handler, sock_path, codec=Lines(), max_connections=2, idle_timeout=idle, observer=log
+        ) as server:
+            conns = [await connect_unix(sock_path, codec=Lines()) for _ in range(4)]
+            begin = trio.current_time()
+            for conn in conns:
+                await conn.channel.send(b"hi")
+            for conn in conns:
+                assert await conn.channel.receive() == b"hi"
+                with pytest.raises(trio.EndOfChannel):
+                    await conn.channel.receive()
+                await conn.aclose()
+            assert trio.current_time() - begin >= 2 * idle  # two waves, each shed when idle
+            assert most == 2
+            assert server.statistics().connections_shed == 4
     kinds = {event.kind for event in log}
     assert {"unix.listening", "unix.accept", "unix.paused", "unix.shed"} <= kinds
 

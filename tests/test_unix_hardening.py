@@ -26,9 +26,7 @@ from typing import Any
 import pytest
 import trio
 
-from trionet._endpoints.connection import UnixConnection
-from trionet._endpoints.unix import open_unix_server, serve_unix
-from trionet._sansio.codecs import Lines
+from trionet import Lines, UnixConnection, open_unix_server, serve_unix
 from trionet.testing import VirtualNetwork
 
 pytestmark = [

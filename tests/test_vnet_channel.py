@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import socket
-from collections.abc import AsyncIterator
 
 import pytest
 import trio
@@ -14,15 +13,7 @@ from trionet.testing import VirtualNetwork, check_message_channel
 
 from .test_vnet_tcp import fill, socket_pair
 
-
-@pytest.fixture
-async def net() -> AsyncIterator[VirtualNetwork]:
-    network = VirtualNetwork(seed=3)
-    network.add_host("server", "10.0.0.1", "fd00::1")
-    network.add_host("client", "10.0.0.2", "fd00::2")
-    network.link("client", "server", latency=0.010, jitter=0.005, loss=0.05)
-    with network.install():
-        yield network
+pytestmark = pytest.mark.net(seed=3, latency=0.010, jitter=0.005, loss=0.05)
 
 
 async def test_framed_messages_cross_a_lossy_jittery_link_whole_and_in_order(

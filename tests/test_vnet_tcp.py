@@ -5,7 +5,6 @@ from __future__ import annotations
 import errno
 import socket
 import struct
-from collections.abc import AsyncIterator
 
 import pytest
 import trio
@@ -14,23 +13,7 @@ import trio.testing
 from trionet.testing import VirtualNetwork, VirtualSocket
 
 LATENCY = 0.010
-
-
-def make_net(**options: float) -> VirtualNetwork:
-    net = VirtualNetwork(seed=0, **options)  # type: ignore[arg-type]
-    net.add_host("server", "10.0.0.1", "fd00::1")
-    net.add_host("client", "10.0.0.2", "fd00::2")
-    net.link("client", "server", latency=LATENCY)
-    return net
-
-
-@pytest.fixture
-async def net() -> AsyncIterator[VirtualNetwork]:
-    # Tests take the autojump_clock fixture themselves: pytest-trio only uses a
-    # clock that the test function requests directly.
-    network = make_net()
-    with network.install():
-        yield network
+pytestmark = pytest.mark.net(latency=LATENCY)
 
 
 async def socket_pair(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import errno
 import socket
-from collections.abc import AsyncIterator
 
 import pytest
 import trio
@@ -13,18 +12,7 @@ import trio.testing
 from trionet.testing import VirtualNetwork
 
 LATENCY = 0.010
-
-
-@pytest.fixture
-async def net() -> AsyncIterator[VirtualNetwork]:
-    # Tests take autojump_clock themselves: pytest-trio only uses a clock the
-    # test function requests directly.
-    network = VirtualNetwork(seed=0)
-    network.add_host("server", "10.0.0.1", "fd00::1")
-    network.add_host("client", "10.0.0.2", "fd00::2")
-    network.link("client", "server", latency=LATENCY)
-    with network.install():
-        yield network
+pytestmark = pytest.mark.net(latency=LATENCY)
 
 
 async def endpoints(

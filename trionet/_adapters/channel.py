@@ -1,22 +1,22 @@
-"""MessageChannel: whole messages over any trio stream, with cancellation-safe framing."""
+"""MessageChannel: whole messages over any trio stream, with cancellation-safe framing.
+
+The public surface. The paths a message takes are private bases, a module
+each (``channel_socket.py`` and those below it: see ``channel_state.py``).
+"""
 
 from __future__ import annotations
 
-import contextlib
-import errno
-import functools
 import math
-import socket as _stdlib_socket
-import struct
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Final, TypeVar, final
+from typing import Final, final
 
 import trio
 
-from .._sansio.codecs import Buffer, Codec, Decoder, LengthPrefixed
-from ..errors import FrameTimeout, FramingError, IncompleteFrame
-from .idle import FrameLate, IdleTrackingStream, TLSRecordStream
+from .._sansio.codecs import Buffer, Codec, LengthPrefixed
+from ..errors import FramingError
+from .channel_socket import ChannelSocketPaths
+from .idle import IdleTrackingStream, TLSRecordStream
 from .trio_compat import stdlib_socket_of
 
 __all__ = ["MessageChannel", "MessageChannelStatistics"]
@@ -32,15 +32,6 @@ DEFAULT_READ_SIZE: Final = 65536
 #: a stalled peer cannot hold a cancelled task (and a server's shutdown) hostage.
 DEFAULT_ABORT_TIMEOUT: Final = 10.0
 
-# SO_LINGER with a zero timeout makes close() send a TCP reset: the peer learns that
-# the connection was aborted instead of seeing an orderly end after half a frame.
-_LINGER_ABORT: Final = struct.pack("ii", 1, 0)
-
-_T = TypeVar("_T")
-
-# What trio's SocketStream maps to ClosedResourceError (trio/_highlevel_socket.py,
-# _closed_stream_errnos); every other OSError is a BrokenResourceError.
-_CLOSED_ERRNOS: Final = frozenset({errno.EBADF, errno.ENOTSOCK})
 
 
 @final
@@ -67,7 +58,7 @@ class MessageChannelStatistics:
 
 
 @final
-class MessageChannel(trio.abc.Channel[bytes]):
+class MessageChannel(ChannelSocketPaths, trio.abc.Channel[bytes]):
     """Whole messages over a :class:`trio.abc.Stream`, framed by a codec.
 
     A :class:`trio.abc.Channel` of :class:`bytes`: each :meth:`send` puts one
@@ -150,35 +141,9 @@ class MessageChannel(trio.abc.Channel[bytes]):
       :exc:`~trionet.IncompleteFrame` (a :exc:`trio.BrokenResourceError`).
     """
 
-    # A server holds one channel per connection: slots keep each one small.
-    __slots__ = (
-        "_abort_timeout",
-        "_aborted",
-        "_activity",
-        "_closed",
-        "_codec",
-        "_decoder",
-        "_ending",
-        "_eof_received",
-        "_eof_sent",
-        "_first_byte_scope",
-        "_frame_deadline",
-        "_frame_timeout",
-        "_last_feed_at",
-        "_messages_received",
-        "_messages_sent",
-        "_partial_offset",
-        "_raw",
-        "_read_size",
-        "_receive_failure",
-        "_receiving",
-        "_send_waiters",
-        "_sending",
-        "_socket",
-        "_stream",
-        "_tls",
-        "_waiting_first_byte",
-    )
+    # A server holds one channel per connection: slots keep each one small. They
+    # are declared, with their types, on ChannelState (channel_state.py).
+    __slots__ = ()
 
     def __init__(
         self,
@@ -198,8 +163,8 @@ class MessageChannel(trio.abc.Channel[bytes]):
         if frame_timeout is not None and not frame_timeout > 0:
             raise ValueError(f"frame_timeout must be positive or None, not {frame_timeout}")
         self._stream = stream
-        self._codec: Codec = codec if codec is not None else LengthPrefixed()
-        self._decoder: Decoder = self._codec.decoder()
+        self._codec = codec if codec is not None else LengthPrefixed()
+        self._decoder = self._codec.decoder()
         self._read_size = read_size
         self._abort_timeout = float(abort_timeout)
         self._frame_timeout = frame_timeout
@@ -208,19 +173,17 @@ class MessageChannel(trio.abc.Channel[bytes]):
         self._partial_offset = -1
         self._frame_deadline = math.inf
         self._last_feed_at = 0.0
-        self._receive_failure: FrameTimeout | None = None
+        self._receive_failure = None
         # A server's TLS connection: the transport under the SSLStream follows the
         # TLS records, so that a record trickled byte by byte counts as a started
         # frame, and this channel reports application bytes as progress.
-        self._tls: TLSRecordStream | None = None
+        self._tls = None
         if isinstance(stream, trio.SSLStream) and isinstance(stream.transport_stream, TLSRecordStream):
             self._tls = stream.transport_stream
         # Writing through the socket tells us exactly how many bytes left; see
         # _write_socket. trio.SocketStream is final, so the check is exact. A
         # server's idle-timeout wrapper is seen through, and told of each write.
-        self._activity: IdleTrackingStream | TLSRecordStream | None = (
-            stream if isinstance(stream, IdleTrackingStream) else self._tls
-        )
+        self._activity = stream if isinstance(stream, IdleTrackingStream) else self._tls
         inner = stream.inner if isinstance(stream, IdleTrackingStream) else stream
         self._socket = inner.socket if isinstance(inner, trio.SocketStream) else None
         # The fast path (docs/design/fast-path.rst) calls the stdlib socket under a
@@ -233,18 +196,18 @@ class MessageChannel(trio.abc.Channel[bytes]):
         self._sending = False
         # Created by the first sender that has to wait: most channels never need
         # one, and a server holds a channel per connection.
-        self._send_waiters: trio.lowlevel.ParkingLot | None = None
+        self._send_waiters = None
         self._receiving = False
         # end_when_idle(): set once; a receive waiting for a frame's first byte is
         # woken through _waiting_first_byte (fast path: notify_closing) or
         # _first_byte_scope (other streams: the scope is cancelled).
         self._ending = False
         self._waiting_first_byte = False
-        self._first_byte_scope: trio.CancelScope | None = None
+        self._first_byte_scope = None
         self._closed = False
         self._eof_received = False
         self._eof_sent = False
-        self._aborted: trio.BrokenResourceError | None = None
+        self._aborted = None
         self._messages_sent = 0
         self._messages_received = 0
 
@@ -408,225 +371,6 @@ class MessageChannel(trio.abc.Channel[bytes]):
         self._messages_received += len(frames) - 1
         return frames
 
-    async def _read_frame_raw(self, sock: _stdlib_socket.socket) -> bytes:
-        # The fast path (docs/design/fast-path.rst): read the stdlib socket
-        # directly and wait only when it has nothing, so a receive that finds its
-        # bytes already in the kernel costs one schedule point (the shielded one
-        # below), and one that waited costs no more than the wait. Bytes read are
-        # fed to the decoder before any yield: a cancellation loses nothing.
-        scheduled = False
-        try:
-            while True:
-                try:
-                    frame = self._read_raw_nowait(sock)
-                except BlockingIOError:
-                    frame = None
-                    would_block = True
-                else:
-                    would_block = False
-                if would_block:
-                    # Waited for outside the except clause: an exception being
-                    # handled stays alive, with its traceback, for as long as
-                    # the clause runs (545 bytes per idle connection).
-                    if self._ending and not self._decoder.buffered:
-                        raise trio.EndOfChannel
-                    await self._wait_readable_raw(sock)
-                    scheduled = True
-                    continue
-                if frame is not None:
-                    break
-        except Exception:
-            # Errors are checkpoints too, as trio's own socket calls make them.
-            if not scheduled:
-                await trio.lowlevel.cancel_shielded_checkpoint()
-            raise
-        if not scheduled:
-            await trio.lowlevel.cancel_shielded_checkpoint()
-        return frame
-
-    def _read_raw_nowait(self, sock: _stdlib_socket.socket) -> bytes | None:
-        self._check_receive_state()
-        try:
-            data = sock.recv(self._read_size)
-        except BlockingIOError:
-            raise
-        except OSError as exc:
-            if exc.errno in _CLOSED_ERRNOS:
-                raise trio.ClosedResourceError("the stream was closed") from None
-            raise trio.BrokenResourceError(f"socket connection broken: {exc}") from exc
-        if data:
-            if self._activity is not None or self._frame_timeout is not None:
-                now = trio.current_time()
-                if self._activity is not None:
-                    self._activity.last_activity = now
-                self._last_feed_at = now
-        else:
-            self._eof_received = True
-            self._check_receive_state()
-        decoder = self._decoder
-        decoder.feed(data)
-        return decoder.next_frame()
-
-    async def _wait_readable_raw(self, sock: _stdlib_socket.socket) -> None:
-        try:
-            if self._decoder.buffered:
-                if self._frame_timeout is None:
-                    await trio.lowlevel.wait_readable(sock)
-                else:
-                    await self._within_frame_timeout(functools.partial(trio.lowlevel.wait_readable, sock))
-                return
-            self._waiting_first_byte = True
-            try:
-                await trio.lowlevel.wait_readable(sock)
-            finally:
-                self._waiting_first_byte = False
-        except trio.ClosedResourceError as exc:
-            # Either aclose() (ours or the stream's) closed the socket, or
-            # end_when_idle() woke this wait with notify_closing() and the socket
-            # is still open: then return, and the caller reads what is readable
-            # and ends the channel if there is nothing.
-            if self._aborted is not None:
-                raise trio.BrokenResourceError("the channel was aborted") from exc
-            if self._closed or sock.fileno() == -1 or not self._ending:
-                raise
-
-    async def _read_frame(self) -> bytes:
-        decoder = self._decoder
-        while True:
-            self._check_receive_state()
-            try:
-                if not decoder.buffered:
-                    data = await self._receive_first_bytes()
-                elif self._frame_timeout is None:
-                    data = await self._stream.receive_some(self._read_size)
-                else:
-                    data = await self._within_frame_timeout(
-                        functools.partial(self._stream.receive_some, self._read_size)
-                    )
-            except trio.ClosedResourceError as exc:
-                if self._aborted is not None:
-                    raise trio.BrokenResourceError("the channel was aborted") from exc
-                raise
-            if not data:
-                self._eof_received = True
-                self._check_receive_state()
-            elif self._tls is not None or self._frame_timeout is not None:
-                now = trio.current_time()
-                if self._tls is not None:
-                    self._tls.last_activity = now  # application bytes: progress
-                self._last_feed_at = now
-            decoder.feed(data)
-            frame = decoder.next_frame()
-            if frame is not None:
-                return frame
-
-    async def _receive_first_bytes(self) -> bytes | bytearray:
-        # Waiting for a new frame is where end_when_idle() may end a receive on a
-        # stream other than a plain socket: the wait runs in a scope it cancels.
-        # (A CancelScope costs about a schedule point, which the fast path avoids
-        # with notify_closing() instead.)
-        if self._ending and not self._readable_now():
-            await trio.lowlevel.checkpoint()
-            raise trio.EndOfChannel
-        tls = self._tls if self._frame_timeout is not None else None
-        if tls is not None:
-            return await self._receive_first_bytes_tls(tls)
-        with trio.CancelScope() as scope:
-            self._first_byte_scope = scope
-            try:
-                return await self._stream.receive_some(self._read_size)
-            finally:
-                self._first_byte_scope = None
-        raise trio.EndOfChannel
-
-    async def _receive_first_bytes_tls(self, tls: TLSRecordStream) -> bytes | bytearray:
-        # Under TLS the first byte of a frame is preceded by the first byte of
-        # the record that carries it, and a record can be trickled for ever
-        # without a byte reaching us. The transport arms the frame's deadline
-        # when a record starts (or has started: its first byte came with the
-        # previous frame), and cuts a wait that would pass it (issue 15.3).
-        timeout = self._frame_timeout
-        assert timeout is not None
-        armed = math.inf
-        with trio.CancelScope() as scope:
-            self._first_byte_scope = scope
-            tls.arm_after = timeout
-            if tls.partial_since is not None:
-                tls.frame_deadline = tls.partial_since + timeout
-            try:
-                data = await self._stream.receive_some(self._read_size)
-            except FrameLate:
-                raise self._frame_timed_out() from None
-            finally:
-                self._first_byte_scope = None
-                armed = tls.frame_deadline
-                tls.arm_after = None
-                tls.frame_deadline = math.inf
-            if data:
-                # The frame that begins here started when its record did.
-                self._partial_offset = self._decoder.offset
-                self._frame_deadline = armed if armed != math.inf else trio.current_time() + timeout
-            return data
-        raise trio.EndOfChannel
-
-    def _readable_now(self) -> bool:
-        # Whether the socket under the stream (also under TLS) has bytes or an end
-        # to read; False where the stream cannot tell (memory streams).
-        stream = self._stream
-        if isinstance(stream, trio.SSLStream):
-            stream = stream.transport_stream
-        if isinstance(stream, (IdleTrackingStream, TLSRecordStream)):
-            stream = stream.inner
-        if isinstance(stream, trio.SocketStream):
-            return stream.socket.is_readable()
-        return False
-
-    async def _within_frame_timeout(self, wait: Callable[[], Awaitable[_T]]) -> _T:
-        # A started frame must be complete frame_timeout after its first byte was
-        # read (wall clock: also while the handler is elsewhere). Only a wait is
-        # ever cut, and only when nothing is readable: bytes that arrived while a
-        # slow handler was busy are read first, so they cannot shed a good peer.
-        timeout = self._frame_timeout
-        assert timeout is not None
-        decoder = self._decoder
-        if decoder.offset != self._partial_offset:
-            # A new frame: its first bytes came with the last read.
-            self._partial_offset = decoder.offset
-            self._frame_deadline = self._last_feed_at + timeout
-        deadline = self._frame_deadline
-        tls = self._tls
-        if tls is not None:
-            # The transport under TLS cuts the waits, also those inside one record.
-            tls.frame_deadline = deadline
-            try:
-                return await wait()
-            except FrameLate:
-                pass
-            finally:
-                tls.frame_deadline = math.inf
-        else:
-            if trio.current_time() >= deadline and self._readable_now():
-                return await wait()
-            with trio.move_on_at(deadline):
-                return await wait()
-        raise self._frame_timed_out()
-
-    def _frame_timed_out(self) -> FrameTimeout:
-        assert self._frame_timeout is not None
-        self._receive_failure = FrameTimeout(self._frame_timeout, self._decoder.buffered)
-        return self._receive_failure
-
-    def _check_receive_state(self) -> None:
-        if self._receive_failure is not None:
-            raise self._receive_failure
-        if self._closed:
-            raise trio.ClosedResourceError("the channel was closed")
-        if self._aborted is not None:
-            raise trio.BrokenResourceError("the channel was aborted") from self._aborted
-        if self._eof_received:
-            if self._decoder.buffered:
-                raise IncompleteFrame(self._decoder.buffered)
-            raise trio.EndOfChannel
 
     # -------------------------------------------------------------------- sending
 
@@ -698,218 +442,6 @@ class MessageChannel(trio.abc.Channel[bytes]):
         """
         messages = values if isinstance(values, (list, tuple)) else list(values)
         await self._write(self._codec.encode_many(messages), len(messages))
-
-    @trio.lowlevel.enable_ki_protection
-    async def _write(self, data: bytes | bytearray, count: int) -> None:
-        scheduled = await self._acquire_sender()
-        try:
-            self._check_send_state()
-            sock = self._raw
-            if sock is not None:
-                sent = self._send_raw_nowait(sock, data)
-                if sent != len(data):
-                    await self._finish_raw_frame(sock, data, sent)
-                    scheduled = True
-            else:
-                scheduled = True
-                if self._socket is not None:
-                    await self._write_socket(self._socket, data)
-                else:
-                    await self._write_stream(data)
-            self._messages_sent += count
-        finally:
-            self._release_sender()
-        if not scheduled:
-            await trio.lowlevel.cancel_shielded_checkpoint()
-
-    async def _acquire_sender(self) -> bool:
-        # Take the sending side; True if that took a schedule point. Must be
-        # followed by try/finally: _release_sender() (KI-protected callers only).
-        if self._sending:
-            # Queued behind another sender: cancellable, and nothing is written.
-            # The sender ahead hands the ownership over when it leaves, so the
-            # woken task owns the channel even if it is cancelled meanwhile.
-            if self._send_waiters is None:
-                self._send_waiters = trio.lowlevel.ParkingLot()
-            await self._send_waiters.park()
-            return True
-        await trio.lowlevel.checkpoint_if_cancelled()
-        self._sending = True
-        return False
-
-    def _release_sender(self) -> None:
-        if self._send_waiters:  # None or empty: nobody waits
-            self._send_waiters.unpark()  # handed over: _sending stays True
-        else:
-            self._sending = False
-
-    def _send_raw_nowait(self, sock: _stdlib_socket.socket, data: Buffer) -> int:
-        try:
-            sent = sock.send(data)
-        except BlockingIOError:
-            return 0
-        except OSError as exc:
-            if exc.errno in _CLOSED_ERRNOS or sock.fileno() == -1:
-                raise trio.ClosedResourceError("the stream was closed") from exc
-            self._aborted = trio.BrokenResourceError(f"socket connection broken: {exc}")
-            raise self._aborted from exc
-        if self._activity is not None:
-            self._activity.last_activity = trio.current_time()
-        return sent
-
-    async def _wait_writable_raw(self, sock: _stdlib_socket.socket) -> None:
-        while True:
-            try:
-                await trio.lowlevel.wait_writable(sock)
-                return
-            except trio.ClosedResourceError:
-                # end_when_idle() wakes the socket's waiters with notify_closing()
-                # without closing it: then wait again.
-                if self._closed or sock.fileno() == -1:
-                    raise
-
-    async def _finish_raw_frame(self, sock: _stdlib_socket.socket, data: Buffer, sent: int) -> None:
-        # The socket did not take the whole frame at once: the slow path, with
-        # the semantics of _write_socket_frame below. Until the first byte is out
-        # a cancellation means nothing was sent; after it, the frame is finished
-        # under a shield, bounded by abort_timeout.
-        activity = self._activity
-        if activity is not None:
-            activity.sending += 1
-        try:
-            with memoryview(data) as view:
-                total = len(view)
-                while not sent:
-                    await self._wait_writable_raw(sock)
-                    sent = self._send_raw_nowait(sock, view)
-                try:
-                    while sent < total:
-                        await self._wait_writable_raw(sock)
-                        sent += self._send_raw_nowait(sock, view[sent:])
-                    return
-                except trio.Cancelled:
-                    # The frame has started: finish it below. The caller's scope
-                    # stays cancelled, so its next checkpoint raises Cancelled again.
-                    pass
-                with trio.move_on_after(self._abort_timeout, shield=True):
-                    while sent < total:
-                        await self._wait_writable_raw(sock)
-                        sent += self._send_raw_nowait(sock, view[sent:])
-                if sent < total:
-                    await self._abort(f"{sent} of {total} bytes were written")
-        finally:
-            if activity is not None:
-                activity.sending -= 1
-
-    def _check_send_state(self) -> None:
-        if self._closed:
-            raise trio.ClosedResourceError("the channel was closed")
-        if self._aborted is not None:
-            raise trio.BrokenResourceError("the channel was aborted") from self._aborted
-        if self._eof_sent:
-            raise trio.ClosedResourceError("cannot send after send_eof()")
-
-    async def _write_socket(self, sock: trio.socket.SocketType, data: bytes | bytearray) -> None:
-        # trio's socket methods have exact cancellation semantics: a send() that
-        # raises Cancelled sent nothing, and one that returns reports how much it
-        # sent. So the first call is the only point at which a cancellation may
-        # take effect, and after it we know precisely how much of the frame is out.
-        activity = self._activity
-        if activity is not None:
-            activity.last_activity = trio.current_time()
-            activity.sending += 1
-        try:
-            await self._write_socket_frame(sock, data)
-        finally:
-            if activity is not None:
-                activity.sending -= 1
-
-    async def _write_socket_frame(self, sock: trio.socket.SocketType, data: bytes | bytearray) -> None:
-        with memoryview(data) as view:
-            total = len(view)
-            sent = await self._socket_send(sock, view)
-            if sent == total:
-                return
-            try:
-                while sent < total:
-                    sent += await self._socket_send(sock, view[sent:])
-                return
-            except trio.Cancelled:
-                # The frame has started: finish it below. The caller's scope stays
-                # cancelled, so the next checkpoint raises Cancelled again.
-                pass
-            with trio.move_on_after(self._abort_timeout, shield=True):
-                while sent < total:
-                    sent += await self._socket_send(sock, view[sent:])
-            if sent < total:
-                await self._abort(f"{sent} of {total} bytes were written")
-
-    async def _socket_send(self, sock: trio.socket.SocketType, view: memoryview) -> int:
-        try:
-            sent = await sock.send(view)
-            if self._activity is not None:
-                self._activity.last_activity = trio.current_time()
-            return sent
-        except OSError as exc:
-            if sock.fileno() == -1:
-                raise trio.ClosedResourceError("the stream was closed") from exc
-            self._aborted = trio.BrokenResourceError(f"socket connection broken: {exc}")
-            raise self._aborted from exc
-
-    async def _write_stream(self, data: bytes | bytearray) -> None:
-        # A generic stream cannot say how much a cancelled send_all wrote, so the
-        # write must not be cancelled at all once it begins. It begins when the
-        # stream says it can take data, which we wait for cancellably; from then on
-        # the frame counts as started and is written under a shield. A shielded
-        # task cannot see its caller's cancellation, so a short-lived watcher task,
-        # outside the shield, sees it instead and starts the abort timer.
-        stream = self._stream
-        await stream.wait_send_all_might_not_block()
-        write_scope = trio.CancelScope(shield=True)
-        failure: BaseException | None = None
-
-        async def start_abort_timer_when_cancelled() -> None:
-            try:
-                await trio.sleep_forever()
-            except trio.Cancelled:
-                # Not re-raised: the caller's scope stays cancelled and delivers the
-                # cancellation at the caller's next checkpoint, after the frame.
-                write_scope.deadline = trio.current_time() + self._abort_timeout
-
-        tls = self._tls  # application bytes leaving are progress (see _read_frame)
-        if tls is not None:
-            tls.last_activity = trio.current_time()
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(start_abort_timer_when_cancelled)
-            with write_scope:
-                try:
-                    await stream.send_all(data)
-                except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-                    failure = exc
-            nursery.cancel_scope.cancel()
-        if tls is not None:
-            tls.last_activity = trio.current_time()
-        if isinstance(failure, trio.BrokenResourceError):
-            self._aborted = failure
-        if failure is not None:
-            raise failure
-        if write_scope.cancelled_caught:
-            await self._abort(f"{len(data)} bytes were handed to {type(stream).__name__}")
-
-    async def _abort(self, progress: str) -> None:
-        self._aborted = trio.BrokenResourceError(
-            f"a frame could not be finished within abort_timeout={self._abort_timeout}s "
-            f"after its sender was cancelled ({progress}); the channel was aborted"
-        )
-        if self._socket is not None and self._socket.type == _stdlib_socket.SOCK_STREAM:
-            # A Unix socket refuses SO_LINGER; then it closes plainly.
-            with contextlib.suppress(OSError, NotImplementedError):
-                self._socket.setsockopt(
-                    _stdlib_socket.SOL_SOCKET, _stdlib_socket.SO_LINGER, _LINGER_ABORT
-                )
-        with trio.CancelScope(shield=True):
-            await trio.aclose_forcefully(self._stream)
-        raise self._aborted
 
     # -------------------------------------------------------------------- closing
 

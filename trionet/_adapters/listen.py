@@ -15,8 +15,8 @@ from typing import Final
 
 import trio
 
-from .._endpoints.server_base import check_count
 from .._sansio.addresses import Address, validate_port, wildcard_addresses
+from .._sansio.validate import check_optional_count
 from .resolver import Resolver, resolve
 
 __all__ = ["DEFAULT_BACKLOG", "SAME_PORT_ATTEMPTS", "open_listening_sockets"]
@@ -92,7 +92,7 @@ async def open_listening_sockets(
     """
     validate_port(port)
     # listen() quietly turns a negative backlog into 0: say so instead.
-    backlog = check_count("backlog", backlog)
+    backlog = check_optional_count("backlog", backlog)
     if backlog is None:
         backlog = DEFAULT_BACKLOG
     backlog = min(backlog, DEFAULT_BACKLOG)

@@ -30,7 +30,7 @@ from .._sansio.addresses import Address
 from .._sansio.escape import escape_text
 from .._sansio.loglimit import Admission, RecordLimiter
 
-__all__ = ["Event", "EventLog", "Observer", "emit", "log_peer_error"]
+__all__ = ["Event", "EventLog", "Observer", "emit", "log_handler_error", "log_peer_error"]
 
 
 @final
@@ -152,6 +152,33 @@ _LIMITERS: Final[weakref.WeakKeyDictionary[object, RecordLimiter[_LogKey]]] = (
 def _peer_host(peer: object) -> str:
     """What a peer's records are grouped by: its host (not its port), or its text."""
     return escape_text(peer.host if isinstance(peer, Address) else str(peer))
+
+
+def log_handler_error(
+    logger: logging.Logger,
+    owner: object,
+    peer: object,
+    error: Exception,
+    *,
+    peer_errors: tuple[type[BaseException], ...],
+    ended: str,
+    raised: str,
+) -> None:
+    """The servers' one policy for a handler's exception (TCP, Unix and UDP alike).
+
+    One the peer caused (an instance of ``peer_errors``: garbage, a reset) is
+    logged at INFO without a traceback, as ``ended`` (``%s`` for the peer and
+    the error's type) followed by the error; any other at ERROR with its
+    traceback, as ``raised``. Both go through :func:`log_peer_error`: escaped,
+    and rate-limited per peer host and error type.
+    """
+    name = type(error).__name__
+    if isinstance(error, peer_errors):
+        log_peer_error(logger, owner, logging.INFO, ended + ": %s", peer, name, error,
+                       peer=peer, error=error, traceback=False)
+    else:
+        log_peer_error(logger, owner, logging.ERROR, raised, peer, name,
+                       peer=peer, error=error, traceback=True)
 
 
 def log_peer_error(

@@ -10,9 +10,8 @@ from __future__ import annotations
 import ipaddress
 import math
 import socket
-import sys
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Final, final
 
 import trio
@@ -20,7 +19,13 @@ import trio
 from .._sansio.addresses import Address, normalize_host, validate_port
 from .._sansio.errors import AddressError
 from .._sansio.ordering import interleave_families
+from .._sansio.validate import check_count
 from ..errors import ResolutionError
+from .resolver_cache import DEFAULT_MAX_CACHE_BYTES as DEFAULT_MAX_CACHE_BYTES
+from .resolver_cache import DEFAULT_MAX_CACHE_ENTRIES as DEFAULT_MAX_CACHE_ENTRIES
+from .resolver_cache import AnswerCache, CacheKey, HostsTable
+from .resolver_lookup import FAMILY_NAMES as _FAMILY_NAMES
+from .resolver_lookup import Lookups
 
 __all__ = [
     "DEFAULT_LOOKUP_TIMEOUT",
@@ -48,30 +53,7 @@ DEFAULT_MAX_CONCURRENT_LOOKUPS: Final = 20
 # attempts x MAXNS 3 name servers. A real lookup is never cut short by it; a
 # hung custom resolver is.
 DEFAULT_LOOKUP_TIMEOUT: Final = 30.0
-# trionet's choice: bounds memory on a server that resolves many names; far
-# above a client's working set.
-DEFAULT_MAX_CACHE_ENTRIES: Final = 1024
-# trionet's choice: 1,024 failures of names as long as DNS allows (253
-# characters, 888 bytes an entry as counted below) fit in it, and so do 1,024
-# short names with one address each; with two addresses about 950 fit, with
-# three about 780: there it binds before DEFAULT_MAX_CACHE_ENTRIES does.
-DEFAULT_MAX_CACHE_BYTES: Final = 1 << 20
-
-# How the cache's bytes are counted (see _entry_size). The constants are
-# upper bounds of what tracemalloc measures on CPython 3.11 for each part (a
-# negative entry's key tuple, entry and answer objects and dict slot take
-# about 300 bytes; an IPv6 address with its text, about 170), so the memory a
-# full cache holds stays under max_cache_bytes (1,000 failed 253-character
-# names: 888,000 bytes counted, 604,000 measured).
-_ENTRY_OVERHEAD: Final = 512
-_ADDRESS_SIZE: Final = 256
-# A failure's reason text is kept up to this many characters (a custom
-# resolver's error message could be of any length).
-_MAX_REASON_LENGTH: Final = 200
-
-_FAMILY_NAMES: Final = {0: "any family", socket.AF_INET: "IPv4", socket.AF_INET6: "IPv6"}
-
-_Key = tuple[str, int, int, int]  # (lookup name (normalize_host), family, type, flags)
+# DEFAULT_MAX_CACHE_ENTRIES and DEFAULT_MAX_CACHE_BYTES: see resolver_cache.py.
 
 
 @final
@@ -107,84 +89,6 @@ class ResolverStatistics:
     cache_bytes: int
 
 
-@dataclass(frozen=True, slots=True)
-class _Answer:
-    """A lookup's outcome, shared by every caller that waited for it.
-
-    Not an :class:`outcome.Outcome`: an outcome can be unwrapped once, and
-    re-raising one exception instance in several tasks would pile their
-    tracebacks onto it. Each caller gets its own result or ResolutionError.
-
-    A cacheable failure keeps the system's error as data (its type, errno and
-    text), never as the exception object: that object's traceback holds every
-    frame of the lookup, with their locals, for as long as the failure is
-    cached (issue 15: a few KiB per failed name).
-    """
-
-    addresses: tuple[Address, ...] = ()  # port 0; callers substitute theirs
-    reason: str | None = None  # set on failure
-    error_type: type[OSError] | None = None  # socket.gaierror or OSError: the system's error ...
-    error_code: int | None = None  # ... and its errno, rebuilt for each caller's __cause__
-    cause: BaseException | None = None  # only on answers that are never cached
-    cacheable: bool = True
-
-    def result(self, host: str, port: int) -> list[Address]:
-        if self.reason is not None:
-            # A new exception per caller: one instance raised in several tasks
-            # would accumulate their tracebacks.
-            raise ResolutionError(host, port, self.reason) from self._cause()
-        return [address.with_port(port) for address in self.addresses]
-
-    def _cause(self) -> BaseException | None:
-        if self.cause is not None or self.error_type is None:
-            return self.cause
-        if self.error_code is None:
-            return self.error_type(self.reason)
-        return self.error_type(self.error_code, self.reason)
-
-
-def _failure(error: OSError) -> _Answer:
-    """A cacheable answer for a lookup that failed with ``error``, without ``error`` itself."""
-    reason = error.strerror or str(error) or repr(error)
-    if len(reason) > _MAX_REASON_LENGTH:
-        reason = reason[: _MAX_REASON_LENGTH - 3] + "..."
-    code = error.errno if isinstance(error.errno, int) else None
-    kind = socket.gaierror if isinstance(error, socket.gaierror) else OSError
-    return _Answer(reason=reason, error_type=kind, error_code=code)
-
-
-def _entry_size(key: _Key, answer: _Answer) -> int:
-    """The bytes a cache entry counts for against ``max_cache_bytes``."""
-    reason = 0 if answer.reason is None else sys.getsizeof(answer.reason)
-    return _ENTRY_OVERHEAD + sys.getsizeof(key[0]) + reason + _ADDRESS_SIZE * len(answer.addresses)
-
-
-@dataclass(slots=True)
-class _CacheEntry:
-    answer: _Answer
-    expires_at: float
-    size: int  # _entry_size
-
-
-@dataclass(slots=True, eq=False)
-class _Flight:
-    """A system lookup that one caller drives and others wait for."""
-
-    answer: _Answer | None = None
-    changed: trio.Event = field(default_factory=trio.Event)  # answer set, or driver left
-    driving: bool = False
-    followers: int = 0
-    shield: trio.CancelScope | None = None  # the driver's, while the system call runs
-
-    def update_shield(self) -> None:
-        if self.shield is not None:
-            self.shield.shield = self.followers > 0
-
-    def abandoned(self) -> bool:
-        """Nobody drives or waits for this lookup any more, and it has no answer."""
-        return self.answer is None and not self.driving and not self.followers
-
-
 def _check_request(host: object, port: object, family: int) -> tuple[str, str, int]:
     """Check a lookup's arguments: (host as given, the name to look up, port).
 
@@ -195,14 +99,6 @@ def _check_request(host: object, port: object, family: int) -> tuple[str, str, i
     if family not in _FAMILY_NAMES:
         raise ValueError(f"family must be 0, AF_INET or AF_INET6, not {family!r}")
     return str(host), name, validate_port(port)
-
-
-def _check_count(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, not {value!r}")
-    if value < 1:
-        raise ValueError(f"{name} must be >= 1, not {value!r}")
-    return value
 
 
 def _literal(host: str) -> Address | None:
@@ -232,44 +128,6 @@ def _filter_family(
     if not found:
         raise ResolutionError(host, port, missing.format(_FAMILY_NAMES[family]))
     return interleave_families(_usable(a, host, port) for a in found)
-
-
-def _table_key(name: str) -> str:
-    """The hosts table's key for a lookup name (from normalize_host): without a trailing dot."""
-    return name[:-1] if name.endswith(".") and len(name) > 1 else name
-
-
-def _hosts_key(name: str) -> str:
-    """The hosts table's key for a name as given: checked and normalised as a looked-up name is."""
-    return _table_key(normalize_host(name))
-
-
-# Single-flight without background tasks
-# ======================================
-#
-# Concurrent identical lookups share one system call: the first caller (the
-# driver) makes it in its own task, and later callers (followers) wait for its
-# answer. trionet runs no hidden tasks, so the call lives in the driver's task,
-# and a cancelled driver must not take the lookup away from the followers (the
-# issue's contract, and Go's net.Resolver keeps shared lookups alive the same
-# way). Two mechanisms keep that promise while leaving trio's cancellation
-# semantics intact:
-#
-# 1. While the system call runs, the driver holds it in a cancel scope whose
-#    `shield` is on exactly when at least one follower waits. A cancelled driver
-#    then finishes the call, publishes the answer to the followers, and raises
-#    Cancelled straight after. The last follower to leave turns the shield off
-#    again, so a driver that nobody depends on is cancelled at once. The delay
-#    a shielded driver can see is bounded by `lookup_timeout`, which applies
-#    inside the shield.
-# 2. A driver cancelled before the call starts (queued on the capacity
-#    limiter), or one that lost the race between a follower joining and its own
-#    cancellation, hands the lookup over: a follower wakes up and drives it.
-#    Nothing has been lost in that case except a place in the limiter's queue.
-#
-# Every waiter sits in an ordinary checkpoint in its own task; when the last of
-# them is gone, nothing remains. (A system getaddrinfo() thread that trio
-# abandoned on cancellation runs to its end, as with trio.socket.getaddrinfo.)
 
 
 @final
@@ -362,21 +220,19 @@ class Resolver:
                 raise ValueError(f"{name} must be >= 0, not {value!r}")
         if lookup_timeout is not None and not lookup_timeout > 0:
             raise ValueError(f"lookup_timeout must be > 0 or None, not {lookup_timeout!r}")
-        _check_count("max_cache_entries", max_cache_entries)
-        _check_count("max_cache_bytes", max_cache_bytes)
-        _check_count("max_concurrent_lookups", max_concurrent_lookups)
-        self._ttl = float(ttl)
-        self._negative_ttl = float(negative_ttl)
-        self._lookup_timeout = math.inf if lookup_timeout is None else float(lookup_timeout)
-        self._max_cache_entries = max_cache_entries
-        self._max_cache_bytes = max_cache_bytes
-        self._limiter = trio.CapacityLimiter(max_concurrent_lookups)
-        self._hosts: dict[str, tuple[Address, ...]] = {}
-        self._cache: dict[_Key, _CacheEntry] = {}  # oldest first
-        self._cache_bytes = 0  # the sizes of the entries in _cache
-        self._flights: dict[_Key, _Flight] = {}
-        self._hits = self._negative_hits = self._misses = self._coalesced = 0
-        self._lookups = self._failures = self._static_hits = self._in_flight = 0
+        check_count("max_cache_entries", max_cache_entries)
+        check_count("max_cache_bytes", max_cache_bytes)
+        check_count("max_concurrent_lookups", max_concurrent_lookups)
+        self._hosts = HostsTable()
+        self._cache = AnswerCache(max_cache_entries, max_cache_bytes)
+        self._lookups = Lookups(
+            self._cache,
+            ttl=float(ttl),
+            negative_ttl=float(negative_ttl),
+            max_concurrent_lookups=max_concurrent_lookups,
+            lookup_timeout=math.inf if lookup_timeout is None else float(lookup_timeout),
+        )
+        self._hits = self._negative_hits = self._misses = self._static_hits = 0
         for name, addresses in (hosts or {}).items():
             self.set_host(name, addresses)
 
@@ -398,10 +254,7 @@ class Resolver:
               ``name`` is not a valid host name (too long, an empty label, a
               label over 63 bytes once encoded...).
         """
-        texts = [addresses] if isinstance(addresses, str) else list(addresses)
-        if not texts:
-            raise AddressError(f"no addresses given for host {name!r}")
-        self._hosts[_hosts_key(name)] = tuple(Address(text, 0) for text in texts)
+        self._hosts.set(name, addresses)
 
     def remove_host(self, name: str) -> None:
         """Remove ``name`` from the hosts table, if it is there.
@@ -409,25 +262,23 @@ class Resolver:
         Raises:
           AddressError: ``name`` is not a valid host name.
         """
-        self._hosts.pop(_hosts_key(name), None)
+        self._hosts.remove(name)
 
     @property
     def hosts(self) -> Mapping[str, tuple[str, ...]]:
         """A copy of the hosts table, with each address as text."""
-        return {name: tuple(str(a.ip) for a in addresses) for name, addresses in self._hosts.items()}
+        return self._hosts.as_text()
 
     def clear_cache(self, host: str | None = None) -> None:
         """Forget cached answers (and failures) for ``host``, or for every name."""
         if host is None:
             self._cache.clear()
-            self._cache_bytes = 0
             return
         try:
             name = normalize_host(host)
         except AddressError:
             return  # a malformed name is never cached
-        for key in [key for key in self._cache if key[0] == name]:
-            self._uncache(key)
+        self._cache.forget(name)
 
     def statistics(self) -> ResolverStatistics:
         """Return the resolver's counters, as a frozen snapshot."""
@@ -435,17 +286,18 @@ class Resolver:
             now = trio.current_time()
         except RuntimeError:  # outside trio.run: nothing can have expired "now"
             now = -math.inf
+        lookups = self._lookups
         return ResolverStatistics(
             hits=self._hits,
             negative_hits=self._negative_hits,
             misses=self._misses,
-            coalesced=self._coalesced,
-            lookups=self._lookups,
-            failures=self._failures,
+            coalesced=lookups.coalesced,
+            lookups=lookups.lookups,
+            failures=lookups.failures,
             static_hits=self._static_hits,
-            in_flight=self._in_flight,
-            cache_entries=sum(1 for e in self._cache.values() if e.expires_at > now),
-            cache_bytes=self._cache_bytes,
+            in_flight=lookups.in_flight,
+            cache_entries=self._cache.live_entries(now),
+            cache_bytes=self._cache.held_bytes,
         )
 
     # -- resolving ----------------------------------------------------------
@@ -507,145 +359,22 @@ class Resolver:
         if literal is not None:
             await trio.lowlevel.checkpoint()
             return _filter_family([literal], family, host, port, "it is not an {} address")
-        static = self._hosts.get(_table_key(name))
+        static = self._hosts.get(name)
         if static is not None:
             await trio.lowlevel.checkpoint()
             self._static_hits += 1
             return _filter_family(static, family, host, port, "the hosts table has no {} address")
-        key: _Key = (name, family, type, flags)
-        entry = self._cache.get(key)
-        if entry is not None:
-            if trio.current_time() < entry.expires_at:
-                await trio.lowlevel.checkpoint()
-                self._hits += 1
-                if entry.answer.reason is not None:
-                    self._negative_hits += 1
-                return entry.answer.result(host, port)
-            self._uncache(key)
+        key: CacheKey = (name, family, type, flags)
+        cached = self._cache.get(key, trio.current_time())
+        if cached is not None:
+            await trio.lowlevel.checkpoint()
+            self._hits += 1
+            if cached.reason is not None:
+                self._negative_hits += 1
+            return cached.result(host, port)
         self._misses += 1
-        answer = await self._wait_for_lookup(key)
+        answer = await self._lookups.wait(key)
         return answer.result(host, port)
-
-    async def _wait_for_lookup(self, key: _Key) -> _Answer:
-        flight = self._flights.get(key)
-        if flight is None:
-            flight = self._flights[key] = _Flight()
-        else:
-            self._coalesced += 1
-        while flight.answer is None:
-            if not flight.driving:
-                return await self._drive(flight, key)
-            flight.followers += 1
-            flight.update_shield()
-            try:
-                await flight.changed.wait()
-            except BaseException:
-                flight.followers -= 1
-                flight.update_shield()
-                if flight.abandoned():
-                    self._drop_flight(key, flight)
-                raise
-            flight.followers -= 1
-            flight.update_shield()
-        return flight.answer
-
-    async def _drive(self, flight: _Flight, key: _Key) -> _Answer:
-        flight.driving = True
-        # lookup_timeout counts from the request: a lookup queued behind
-        # max_concurrent_lookups others (hung ones, say) must not wait forever.
-        deadline = trio.current_time() + self._lookup_timeout
-        try:
-            with trio.move_on_at(deadline) as slot_wait:
-                await self._limiter.acquire()
-            if slot_wait.cancelled_caught:  # acquire() is atomic: no slot was taken
-                answer = _Answer(
-                    reason=f"no lookup slot came free within lookup_timeout={self._lookup_timeout:g} s "
-                    f"(all {self._limiter.total_tokens:g} max_concurrent_lookups stayed busy)",
-                    cacheable=False,  # about this resolver's load, not about the name
-                )
-            else:
-                try:
-                    answer = await self._system_lookup(flight, key, deadline)
-                finally:
-                    self._limiter.release()
-        except Exception as exc:  # a broken custom resolver: report it, do not retry
-            flight.driving = False
-            flight.shield = None
-            failure = _Answer(reason=f"the lookup raised {exc!r}", cause=exc, cacheable=False)
-            self._publish(key, flight, failure)
-            raise
-        except BaseException:  # Cancelled (or KeyboardInterrupt) before an answer
-            flight.driving = False
-            flight.shield = None
-            if flight.followers:
-                woken, flight.changed = flight.changed, trio.Event()
-                woken.set()  # hand over: a follower drives next
-            else:
-                self._drop_flight(key, flight)
-            raise
-        self._publish(key, flight, answer)
-        await trio.lowlevel.checkpoint_if_cancelled()  # a shielded driver's own cancel
-        return answer
-
-    async def _system_lookup(self, flight: _Flight, key: _Key, deadline: float) -> _Answer:
-        name, family, type_, flags = key
-        self._lookups += 1
-        self._in_flight += 1
-        try:
-            raw = None
-            error: OSError | None = None
-            with trio.CancelScope(shield=flight.followers > 0) as shield:
-                flight.shield = shield
-                with trio.move_on_at(deadline):
-                    try:
-                        # Port 0: the answer is shared by callers of any port.
-                        raw = await trio.socket.getaddrinfo(name, 0, family, type_, 0, flags)
-                    except OSError as exc:
-                        error = exc
-            flight.shield = None
-        finally:
-            self._in_flight -= 1
-        if error is not None:
-            return _failure(error)
-        if raw is None:
-            return _Answer(reason=f"the lookup took longer than {self._lookup_timeout:g} s")
-        found: list[Address] = []
-        for entry in raw:
-            try:
-                address = Address.from_sockaddr(entry[4]).with_port(0)
-            except AddressError:
-                continue  # neither IPv4 nor IPv6
-            if address not in found and family in (0, address.family):
-                found.append(address)
-        if not found:
-            return _Answer(reason=f"no {_FAMILY_NAMES[family]} address found")
-        return _Answer(addresses=tuple(interleave_families(found)))
-
-    def _publish(self, key: _Key, flight: _Flight, answer: _Answer) -> None:
-        if answer.reason is not None:
-            self._failures += 1
-        ttl = self._ttl if answer.reason is None else self._negative_ttl
-        if answer.cacheable and ttl > 0:
-            self._uncache(key)
-            size = _entry_size(key, answer)
-            if size <= self._max_cache_bytes:  # else it would evict everything, and still not fit
-                self._cache[key] = _CacheEntry(answer, trio.current_time() + ttl, size)
-                self._cache_bytes += size
-                while len(self._cache) > self._max_cache_entries or self._cache_bytes > self._max_cache_bytes:
-                    self._uncache(next(iter(self._cache)))
-        flight.answer = answer
-        self._drop_flight(key, flight)
-        flight.changed.set()
-
-    def _uncache(self, key: _Key) -> None:
-        entry = self._cache.pop(key, None)
-        if entry is not None:
-            self._cache_bytes -= entry.size
-
-    def _drop_flight(self, key: _Key, flight: _Flight) -> None:
-        if self._flights.get(key) is flight:
-            del self._flights[key]
-
 
 _default: trio.lowlevel.RunVar[Resolver] = trio.lowlevel.RunVar("trionet.default_resolver")
 

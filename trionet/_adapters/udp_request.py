@@ -1,7 +1,7 @@
 """Requests over a UDP endpoint: retransmitted until answered, one reply each.
 
 :class:`DatagramRequester` is the requesting part of :class:`~trionet.UDPEndpoint`
-(its base class, between it and :class:`~trionet._adapters.udp_receive.DatagramReceiver`):
+(its base class, above :class:`~trionet._adapters.udp_send.DatagramSender`):
 :meth:`~DatagramRequester.request`, the per-peer turns that bound the requests
 in progress, and the memory of finished requests by which their late replies
 are dropped. When to transmit, how long to wait and when to give up is decided
@@ -11,10 +11,9 @@ only drives it with trio's clock and the endpoint's socket.
 
 from __future__ import annotations
 
-import socket
 from collections import deque
-from collections.abc import Callable, Hashable
-from typing import Any, Final
+from collections.abc import Callable
+from typing import Final
 
 import trio
 
@@ -24,8 +23,11 @@ from .._sansio.retransmit import GiveUp, Retransmission
 from .._sansio.retry import RetryPolicy, RttEstimator
 from ..errors import DatagramTooLarge, RequestTimeout
 from .observe import Observer, emit
-from .udp_receive import Datagram, DatagramReceiver, PeerState, Waiter
-from .udp_socket import AddressLike
+from .resolver import Resolver
+from .udp_receive import Datagram, PeerState, Waiter
+from .udp_send import DatagramSender
+from .udp_send import Target as Target
+from .udp_socket import AddressLike, OpenedSocket
 
 __all__ = ["DEFAULT_RETRY_POLICY", "DatagramRequester", "Target"]
 
@@ -38,42 +40,36 @@ DEFAULT_RETRY_POLICY: Final = RetryPolicy()
 _LATE_REQUESTS_PER_PEER: Final = 32
 _LATE_PEERS: Final = 4096
 
-Target = tuple[Address, Any, int]  # (peer, sockaddr or None when connected, size limit)
 _Predicate = Callable[[Datagram], bool]
 
 
-class DatagramRequester(DatagramReceiver):
+class DatagramRequester(DatagramSender):
     """The requesting part of a UDP endpoint (private base of :class:`~trionet.UDPEndpoint`).
 
-    The endpoint provides the sending hooks (:meth:`_target`, :meth:`_transmit`)
-    and the destination caches that :meth:`request` reads (``_remote_target``,
-    ``_targets``); this class keeps the request counters, the turns and the
-    late-reply memory.
+    :meth:`request` sends through the sending half below it (its destination
+    cache, ``_target`` and ``_transmit``); this class keeps the request
+    counters, the turns and the late-reply memory.
     """
-
-    # Set by the endpoint (the sending half).
-    _remote_target: Target | None
-    _targets: dict[Hashable, Target]
 
     def __init__(
         self,
-        sock: trio.socket.SocketType,
-        std: socket.socket | None,
+        opened: OpenedSocket,
         *,
         remote: Address | None,
         max_receive_size: int,
         receive_queue_size: int,
         receive_queue_bytes: int,
         max_outstanding_per_peer: int | None,
+        resolver: Resolver | None,
         observer: Observer | None,
     ) -> None:
         super().__init__(
-            sock,
-            std,
+            opened,
             remote=remote,
             max_receive_size=max_receive_size,
             receive_queue_size=receive_queue_size,
             receive_queue_bytes=receive_queue_bytes,
+            resolver=resolver,
             observer=observer,
         )
         self._cap = max_outstanding_per_peer
@@ -81,18 +77,6 @@ class DatagramRequester(DatagramReceiver):
         # peer -> (expiry time, match) of its recently finished requests
         self._late: dict[Address, deque[tuple[float, _Predicate]]] = {}
         self._late_dropped = 0
-
-    # ------------------------------------------------------ sending hooks
-
-    async def _target(self, address: AddressLike | None) -> Target:
-        """The resolved destination for ``address`` (``None``: the connected peer)."""
-        raise NotImplementedError
-
-    async def _transmit(
-        self, data: bytes | bytearray | memoryview, sockaddr: Any, peer: Address
-    ) -> None:
-        """Send one datagram; if cancelled, nothing was sent."""
-        raise NotImplementedError
 
     # ---------------------------------------------------------------- turns
 

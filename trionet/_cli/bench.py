@@ -19,11 +19,8 @@ from typing import Final
 
 import trio
 
-from .._adapters.channel import MessageChannel
-from .._endpoints.connection import TCPConnection
-from .._endpoints.tcp_client import connect_tcp
-from .._endpoints.tcp_server import serve_tcp
-from .main import EXIT_OK, make_codec
+from .. import MessageChannel, TCPConnection, connect_tcp, serve_tcp
+from .common import EXIT_OK, make_codec
 
 __all__ = ["main", "run_bench"]
 

@@ -2,7 +2,7 @@
 
 Each command is an async function of the parsed arguments that returns an exit
 code, run by :func:`trionet._cli.main.main` under ``trio.run``. Expected failures are
-raised as :class:`~trionet._cli.main.CommandError` (one line on stderr, exit 1).
+raised as :class:`~trionet._cli.common.CommandError` (one line on stderr, exit 1).
 """
 
 from __future__ import annotations
@@ -19,19 +19,28 @@ from typing import Final
 
 import trio
 
-from .._adapters.happy_eyeballs_input import FamilyAnswer, resolve_happy_eyeballs
-from .._adapters.udp import PeerUnreachable, UDPEndpoint, open_udp_endpoint
+from .. import (
+    Address,
+    Codec,
+    ConnectAttempt,
+    Delimited,
+    FamilyAnswer,
+    Lines,
+    PeerUnreachable,
+    TCPConnection,
+    UDPEndpoint,
+    connect_tcp,
+    interleave_families,
+    open_tcp_server,
+    open_udp_endpoint,
+    resolve_happy_eyeballs,
+)
 from .._adapters.udp_socket import is_local_address
-from .._endpoints.connection import TCPConnection
-from .._endpoints.tcp_client import ConnectAttempt, connect_tcp
-from .._endpoints.tcp_server import open_tcp_server
-from .._sansio.addresses import Address, normalize_host
-from .._sansio.codecs import Codec, Delimited, Lines
 from .._sansio.escape import escape_text
-from .._sansio.ordering import interleave_families
+from .._sansio.hostnames import normalize_host
 from .._sansio.ratelimit import SourceRateLimit
 from ..errors import AddressError, ConnectError, FramingError, TrionetError
-from .main import EXIT_OK, EXIT_USAGE, PROG, CommandError, make_codec
+from .common import EXIT_OK, EXIT_USAGE, PROG, CommandError, make_codec
 
 __all__ = ["connect", "resolve", "serve"]
 

@@ -25,12 +25,7 @@ from typing import Final
 
 import trio
 
-from .._adapters.observe import Event, EventLog
-from .._adapters.resolver import Resolver
-from .._endpoints.connection import TCPConnection
-from .._endpoints.tcp_client import connect_tcp
-from .._endpoints.tcp_server import serve_tcp
-from .._sansio.codecs import Lines
+from .. import Event, EventLog, Lines, Resolver, TCPConnection, connect_tcp, serve_tcp
 from ..errors import FramingError
 
 __all__ = ["main", "run_demo"]

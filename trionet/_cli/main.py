@@ -12,53 +12,42 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Final, NoReturn
+from typing import NoReturn
 
 import trio
 
-from .._endpoints.server_core import DEFAULT_FRAME_TIMEOUT, DEFAULT_IDLE_TIMEOUT
+from .. import DEFAULT_FRAME_TIMEOUT, DEFAULT_IDLE_TIMEOUT
 from .._sansio.addresses import validate_port
-from .._sansio.codecs import Codec, LengthPrefixed, Lines, Netstring, Varint
-from .._sansio.errors import AddressError
+from ..errors import AddressError
+from .common import (
+    CODECS,
+    EXIT_FAILURE,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    PROG,
+    CommandError,
+    fail,
+    leaf_exceptions,
+    make_codec,
+)
 
-__all__ = ["CODECS", "PROG", "build_parser", "main"]
-
-PROG: Final = "python -m trionet"
-
-#: The ``--codec`` choices and what each stands for.
-CODECS: Final = {
-    "lines": "one message per line (b'\\n'; a b'\\r\\n' ending is accepted); nc and telnet speak it",
-    "length": "4-byte big-endian length, then the payload (tokio, Twisted, Netty)",
-    "varint": "unsigned LEB128 length, then the payload (protobuf's delimited format)",
-    "netstring": "b'5:hello,' (D. J. Bernstein's netstrings)",
-}
-
-EXIT_OK: Final = 0
-EXIT_FAILURE: Final = 1
-EXIT_USAGE: Final = 2
-# 128 + SIGINT, as shells report a program that Ctrl-C stopped.
-EXIT_INTERRUPTED: Final = 130
-
-
-class CommandError(Exception):
-    """A command failed: reported as one line on stderr, exit with ``code``.
-
-    Raised anywhere in a command, child tasks included: :func:`main` finds it
-    inside the exception groups that nurseries wrap errors in.
-    """
-
-    def __init__(self, message: str, code: int = 1) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-def leaf_exceptions(exc: BaseException) -> list[BaseException]:
-    """The exceptions inside ``exc`` and any exception groups nested in it."""
-    nested = getattr(exc, "exceptions", None)
-    if not isinstance(nested, tuple):
-        return [exc]
-    return [leaf for inner in nested for leaf in leaf_exceptions(inner)]
-
+# CODECS, PROG, CommandError... live in common.py (the commands import them
+# from there, so that they need not import this module back); re-exported.
+__all__ = [
+    "CODECS",
+    "EXIT_FAILURE",
+    "EXIT_INTERRUPTED",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "PROG",
+    "CommandError",
+    "build_parser",
+    "fail",
+    "leaf_exceptions",
+    "main",
+    "make_codec",
+]
 
 class _Parser(argparse.ArgumentParser):
     """An ArgumentParser whose errors are one line on stderr, then exit code 2."""
@@ -67,33 +56,6 @@ class _Parser(argparse.ArgumentParser):
         command = self.prog.removeprefix(PROG).strip()
         hint = f"{PROG} {command} --help" if command else f"{PROG} --help"
         fail(f"{message} (see '{hint}')", EXIT_USAGE)
-
-
-def fail(message: str, code: int = EXIT_FAILURE) -> NoReturn:
-    """Print ``python -m trionet: error: message`` (one line) to stderr and exit."""
-    one_line = " ".join(message.split())
-    print(f"{PROG}: error: {one_line}", file=sys.stderr, flush=True)
-    sys.exit(code)
-
-
-def make_codec(name: str, max_size: int | None) -> Codec:
-    """The codec ``--codec name`` stands for, with ``--max-size`` if given."""
-    try:
-        return _make_codec(name, max_size)
-    except ValueError as exc:  # a --max-size the header cannot express
-        raise CommandError(f"argument --max-size: {exc}", EXIT_USAGE) from exc
-
-
-def _make_codec(name: str, max_size: int | None) -> Codec:
-    if name == "lines":
-        return Lines() if max_size is None else Lines(max_size=max_size)
-    if name == "length":
-        return LengthPrefixed() if max_size is None else LengthPrefixed(max_size=max_size)
-    if name == "varint":
-        return Varint() if max_size is None else Varint(max_size=max_size)
-    if name == "netstring":
-        return Netstring() if max_size is None else Netstring(max_size=max_size)
-    raise CommandError(f"unknown codec {name!r}", EXIT_USAGE)
 
 
 def _port(text: str) -> int:

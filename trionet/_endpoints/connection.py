@@ -19,19 +19,16 @@ import trio
 from .._adapters.channel import MessageChannel
 from .._sansio.addresses import Address
 from .._sansio.escape import escape_text
+from .server_base import BaseServer, TCPServer, UnixServer
 
 if TYPE_CHECKING:
     from types import TracebackType
 
     from typing_extensions import Self
 
-    from .server_base import BaseServer
-    from .tcp_server import TCPServer
-    from .unix import UnixServer
-
 __all__ = ["Connection", "TCPConnection", "UnixConnection"]
 
-ServerT = TypeVar("ServerT", bound="BaseServer")
+ServerT = TypeVar("ServerT", bound=BaseServer)
 
 
 class Connection(Generic[ServerT]):
@@ -158,7 +155,7 @@ class Connection(Generic[ServerT]):
 
 
 @final
-class TCPConnection(Connection["TCPServer"]):
+class TCPConnection(Connection[TCPServer]):
     """A TCP connection: what a :func:`~trionet.serve_tcp` handler receives.
 
     Attributes:
@@ -223,7 +220,7 @@ class TCPConnection(Connection["TCPServer"]):
 
 
 @final
-class UnixConnection(Connection["UnixServer"]):
+class UnixConnection(Connection[UnixServer]):
     """A Unix domain socket connection: what a :func:`~trionet.serve_unix` handler receives.
 
     Attributes:

@@ -1,37 +1,63 @@
-"""What every trionet server shares: the server handle, its statistics, the async-with form."""
+"""What every stream server shares: its defaults, its handle (TCPServer, UnixServer), statistics.
+
+The handles sit below the machinery that runs a server (``server_core.py``) and
+below the connection types (``connection.py``), which name them: they reach the
+running server only through :class:`ServerControl`, the protocol that
+``ServerCore`` implements.
+"""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final, final
+from typing import Any, Final, Protocol, final
 
 import trio
 
-if TYPE_CHECKING:
-    from .server_core import ServerCore
+from .._sansio.addresses import Address
 
-__all__ = ["DEFAULT_SHUTDOWN_GRACE", "BaseServer", "ServerStatistics", "check_count", "open_server"]
+__all__ = [
+    "DEFAULT_FRAME_TIMEOUT",
+    "DEFAULT_IDLE_TIMEOUT",
+    "DEFAULT_MAX_PENDING_HANDSHAKES",
+    "DEFAULT_SHUTDOWN_GRACE",
+    "DEFAULT_TLS_HANDSHAKE_TIMEOUT",
+    "BaseServer",
+    "ServerControl",
+    "ServerStatistics",
+    "TCPServer",
+    "UnixServer",
+    "open_server",
+]
 
 # gunicorn's graceful_timeout and Kubernetes' terminationGracePeriodSeconds: 30 s.
 DEFAULT_SHUTDOWN_GRACE: Final = 30.0
 
-
-def check_count(name: str, value: int | None, *, minimum: int = 1) -> int | None:
-    """Validate a count option: ``None``, or an int (not a bool) of at least ``minimum``.
-
-    Raises:
-      TypeError: ``value`` is not an int (``True`` is not a count).
-      ValueError: ``value`` is below ``minimum``.
-    """
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int or None, not {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be at least {minimum} (or None), not {value!r}")
-    return value
+# The defaults below bound what a peer can hold without sending anything useful
+# (docs/howto/limits.rst has the table; issue 15.4). Each can be passed as None
+# for "no limit".
+#
+# A started frame must finish: nginx gives a client 60 s to send a whole request
+# header (client_header_timeout, default 60 s) and a body 60 s between reads
+# (client_body_timeout); Apache's mod_reqtimeout allows 20-40 s for a header. At
+# 60 s a max_size frame (8 MiB) still arrives over a 140 KB/s link.
+DEFAULT_FRAME_TIMEOUT: Final = 60.0
+# A connection on which nothing moves is closed: nginx's stream (TCP) proxy closes
+# one after 10 minutes without a byte in either direction (proxy_timeout 10m).
+# Generous for keep-alive protocols that ping (most do every 30-60 s), and a
+# silent peer holds its memory 10 minutes, not for ever.
+DEFAULT_IDLE_TIMEOUT: Final = 600.0
+# A TLS handshake takes round trips, not minutes: Go's http.DefaultTransport gives
+# it 10 s (TLSHandshakeTimeout), as connect_tcp does (asyncio's 60 s let 2,000
+# silent clients hold 51.5 KiB each for a minute).
+DEFAULT_TLS_HANDSHAKE_TIMEOUT: Final = 10.0
+# Connections still in their TLS handshake, at most: beyond it accepting pauses
+# (they wait in the kernel's backlog) until one finishes. 128 is what Linux's
+# SOMAXCONN was for decades (before 5.4): the accept queue of connections whose
+# TCP handshake is done but that the application has not taken yet, the stage
+# before this one. 128 of them cost about 6.5 MiB.
+DEFAULT_MAX_PENDING_HANDSHAKES: Final = 128
 
 
 @final
@@ -66,12 +92,28 @@ class ServerStatistics:
     shutting_down: bool
 
 
+class ServerControl(Protocol):
+    """What a server handle needs of the machinery that runs the server (``ServerCore``)."""
+
+    @property
+    def active(self) -> int: ...
+
+    @property
+    def shutdown_requested(self) -> trio.Event: ...
+
+    def statistics(self) -> ServerStatistics: ...
+
+    def begin_shutdown(self, grace: float) -> None: ...
+
+    async def shutdown(self, grace: float) -> None: ...
+
+
 class BaseServer:
     """What :class:`~trionet.TCPServer` and :class:`~trionet.UnixServer` share."""
 
     __slots__ = ("_core",)
 
-    def __init__(self, core: ServerCore[Any]) -> None:
+    def __init__(self, core: ServerControl) -> None:
         self._core = core
 
     @property
@@ -131,6 +173,63 @@ class BaseServer:
           started, goes on in the server's own task, with the same deadline.
         """
         await self._core.shutdown(grace)
+
+
+@final
+class TCPServer(BaseServer):
+    """A running TCP server, as returned by ``nursery.start(serve_tcp, ...)``.
+
+    Attributes:
+      addresses: The addresses bound, one per listening socket, in the order
+          opened: ``[::]:port`` and ``0.0.0.0:port`` for ``host=None``.
+      port: The port, the same on every address (also when ``port=0`` was asked).
+      connection_count: Connections open now.
+    """
+
+    __slots__ = ("_addresses",)
+
+    def __init__(self, core: ServerControl, addresses: tuple[Address, ...]) -> None:
+        super().__init__(core)
+        self._addresses = addresses
+
+    @property
+    def addresses(self) -> tuple[Address, ...]:
+        """The bound addresses; see the class documentation."""
+        return self._addresses
+
+    @property
+    def port(self) -> int:
+        """The port every listening socket is bound to."""
+        return self._addresses[0].port
+
+    def __repr__(self) -> str:
+        where = ", ".join(str(address) for address in self._addresses)
+        return f"<TCPServer {where} connections={self.connection_count}>"
+
+
+@final
+class UnixServer(BaseServer):
+    """A running Unix domain socket server, as returned by ``nursery.start(serve_unix, ...)``.
+
+    Attributes:
+      path: The socket's path (for a Linux abstract socket, the name with its
+          leading NUL).
+      connection_count: Connections open now.
+    """
+
+    __slots__ = ("_path",)
+
+    def __init__(self, core: ServerControl, path: str) -> None:
+        super().__init__(core)
+        self._path = path
+
+    @property
+    def path(self) -> str:
+        """The socket's path."""
+        return self._path
+
+    def __repr__(self) -> str:
+        return f"<UnixServer {self._path!r} connections={self.connection_count}>"
 
 
 @asynccontextmanager

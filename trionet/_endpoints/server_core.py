@@ -1,7 +1,7 @@
 """The server machinery that serve_tcp and serve_unix share: ServerCore.
 
 A server is two nurseries in the task that ``nursery.start`` runs: one with an
-accept loop per listening socket, inside one with a task per connection. The
+accept loop per listening socket (``accept.py``), inside one with a task per connection. The
 handler runs in that task, and nothing else runs per connection: with
 ``idle_timeout`` one timer task per server watches every connection (see
 :class:`~trionet._adapters.idle.IdleTimer`). Shutdown cancels the accept loops and closes the listening
@@ -13,15 +13,9 @@ connection is closed.
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import logging
 import math
-import os
-import select
-import socket
 import ssl
-import struct
 from collections.abc import Awaitable, Callable
 from typing import Any, Final, Generic, TypeVar, final
 
@@ -29,14 +23,25 @@ import trio
 
 from .._adapters.channel import DEFAULT_ABORT_TIMEOUT, MessageChannel
 from .._adapters.idle import IdleEntry, IdleTimer, IdleTrackingStream, KernelActivity, TLSRecordStream
-from .._adapters.observe import Observer, emit, log_peer_error
+from .._adapters.observe import Observer, emit, log_handler_error, log_peer_error
 from .._adapters.trio_compat import stdlib_socket_of
 from .._sansio.codecs import Codec
 from .._sansio.errors import FramingError
 from .._sansio.escape import escape_text
+from .._sansio.validate import check_optional_count, check_timeout
+from .accept import ACCEPT_BACKOFF_INITIAL, ACCEPT_BACKOFF_MAX, ACCEPT_BATCH, accept_loop, stdlib_socket
 from .connection import Connection
-from .server_base import BaseServer, ServerStatistics, check_count
+from .reset import blocked_for_sending, reset, reset_in_place
+from .server_base import (
+    DEFAULT_FRAME_TIMEOUT,
+    DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_MAX_PENDING_HANDSHAKES,
+    DEFAULT_TLS_HANDSHAKE_TIMEOUT,
+    BaseServer,
+    ServerStatistics,
+)
 
+# Re-exported: ACCEPT_* and stdlib_socket live in accept.py, the defaults in server_base.py.
 __all__ = [
     "ACCEPT_BACKOFF_INITIAL",
     "ACCEPT_BACKOFF_MAX",
@@ -52,60 +57,10 @@ __all__ = [
 #: The logger for handler errors, accept errors and shed connections.
 LOGGER: Final = logging.getLogger("trionet")
 
-# Go's net/http Server.Serve: on a temporary accept error it sleeps 5 ms, doubles
-# the delay on each further error up to 1 s, and resets it after a success.
-ACCEPT_BACKOFF_INITIAL: Final = 0.005
-ACCEPT_BACKOFF_MAX: Final = 1.0
-# Connections taken from the backlog per wake-up before the accept loop lets the
-# handlers run (Twisted's tcp.Port takes up to 100 per wake; libuv and asyncio
-# loop until EAGAIN). trio's accept() takes one per scheduler pass, so under load
-# a backlog of N waited N passes (issue 11.3); bounded so that a flood of
-# connects cannot starve the connections already open.
-ACCEPT_BATCH: Final = 64
-# The defaults below bound what a peer can hold without sending anything useful
-# (docs/howto/limits.rst has the table; issue 15.4). Each can be passed as None
-# for "no limit".
-#
-# A started frame must finish: nginx gives a client 60 s to send a whole request
-# header (client_header_timeout, default 60 s) and a body 60 s between reads
-# (client_body_timeout); Apache's mod_reqtimeout allows 20-40 s for a header. At
-# 60 s a max_size frame (8 MiB) still arrives over a 140 KB/s link.
-DEFAULT_FRAME_TIMEOUT: Final = 60.0
-# A connection on which nothing moves is closed: nginx's stream (TCP) proxy closes
-# one after 10 minutes without a byte in either direction (proxy_timeout 10m).
-# Generous for keep-alive protocols that ping (most do every 30-60 s), and a
-# silent peer holds its memory 10 minutes, not for ever.
-DEFAULT_IDLE_TIMEOUT: Final = 600.0
-# A TLS handshake takes round trips, not minutes: Go's http.DefaultTransport gives
-# it 10 s (TLSHandshakeTimeout), as connect_tcp does (asyncio's 60 s let 2,000
-# silent clients hold 51.5 KiB each for a minute).
-DEFAULT_TLS_HANDSHAKE_TIMEOUT: Final = 10.0
-# Connections still in their TLS handshake, at most: beyond it accepting pauses
-# (they wait in the kernel's backlog) until one finishes. 128 is what Linux's
-# SOMAXCONN was for decades (before 5.4): the accept queue of connections whose
-# TCP handshake is done but that the application has not taken yet, the stage
-# before this one. 128 of them cost about 6.5 MiB.
-DEFAULT_MAX_PENDING_HANDSHAKES: Final = 128
-# SO_LINGER on with a zero timeout: close() sends a TCP reset.
-_LINGER_ABORT: Final = struct.pack("ii", 1, 0)
 # After a handler returns, a TLS connection sends close_notify (so the peer can
 # tell an orderly end from a truncation); a peer that does not read gets this long.
 _TLS_CLOSE_TIMEOUT: Final = 5.0
 
-# accept() errors that mean the system is out of a resource, not that the
-# listener is broken: wait and try again (trio.serve_listeners' list).
-_CAPACITY_ERRNOS: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
-# Errors about the one connection being accepted (it was reset, or refused by a
-# firewall) rather than the listener: skip it (trio.SocketListener's list).
-_IGNORABLE_ACCEPT_ERRNOS: Final = frozenset(
-    getattr(errno, name)
-    for name in (
-        "EPERM", "ECONNABORTED", "EPROTO", "ENETDOWN", "ENOPROTOOPT", "EHOSTDOWN", "ENONET",
-        "EHOSTUNREACH", "EOPNOTSUPP", "ENETUNREACH", "ENOSR", "ESOCKTNOSUPPORT",
-        "EPROTONOSUPPORT", "ETIMEDOUT", "ECONNRESET",
-    )
-    if hasattr(errno, name)
-)
 # Exceptions a handler lets escape because of what the peer did, not because of
 # a bug: logged at INFO without a traceback, so a bad peer cannot flood the log.
 _PEER_ERRORS: Final = (trio.BrokenResourceError, trio.EndOfChannel, FramingError)
@@ -114,63 +69,6 @@ ConnT = TypeVar("ConnT", bound=Connection[Any])
 MakeConnection = Callable[
     [trio.abc.Stream, trio.socket.SocketType, Any, "MessageChannel | None"], ConnT
 ]
-
-
-def _check_timeout(name: str, value: float | None) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number of seconds or None, not {value!r}")
-    if not value > 0:  # also rejects NaN
-        raise ValueError(f"{name} must be a positive number of seconds, not {value!r}")
-    return float(value)
-
-
-def stdlib_socket(sock: trio.socket.SocketType) -> socket.socket | None:
-    """The standard library socket under a trio socket, or ``None`` if there is none.
-
-    trio offers no non-blocking ``accept``; the accept loop calls the standard
-    socket's ``accept()`` itself so that it can take every waiting connection in
-    one wake-up. The socket comes from :mod:`trionet._adapters.trio_compat`, trionet's one
-    reach into trio's internals. Anything else (the virtual network's sockets,
-    test doubles) gives ``None`` and is accepted through its ``accept()``, one
-    connection at a time. ``tests/test_tcp_server_accept.py`` fails if trio
-    moves the socket.
-    """
-    return stdlib_socket_of(sock)
-
-
-def _reset(sock: trio.socket.SocketType) -> None:
-    """Close ``sock`` with a TCP reset: a send blocked on it wakes at once."""
-    if sock.family != socket.AF_UNIX:  # a Unix socket refuses SO_LINGER
-        with contextlib.suppress(OSError, NotImplementedError):
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_ABORT)
-    sock.close()  # trio's close() wakes the tasks waiting on it (notify_closing)
-
-
-def _blocked_for_sending(socks: list[trio.socket.SocketType]) -> list[trio.socket.SocketType]:
-    """The sockets that cannot take a byte now: their send buffer is full.
-
-    Sockets that cannot be polled (the virtual network's, or every socket where
-    :func:`select.poll` is missing) are all reported, to be on the safe side.
-    """
-    if not hasattr(select, "poll"):
-        return socks
-    poller = select.poll()
-    blocked: list[trio.socket.SocketType] = []
-    by_fd: dict[int, trio.socket.SocketType] = {}
-    for sock in socks:
-        raw = stdlib_socket(sock)
-        fd = raw.fileno() if raw is not None else -1
-        if fd < 0:
-            blocked.append(sock)
-        else:
-            by_fd[fd] = sock
-            poller.register(fd, select.POLLOUT)
-    if by_fd:
-        writable = {fd for fd, events in poller.poll(0) if events == select.POLLOUT}
-        blocked.extend(sock for fd, sock in by_fd.items() if fd not in writable)
-    return blocked
 
 
 @final
@@ -206,15 +104,15 @@ class ServerCore(Generic[ConnT]):
         self._kind = kind
         self._describe_peer = describe_peer
         self._codec = codec
-        self._limit = check_count("max_connections", max_connections)
-        self._idle_timeout = _check_timeout("idle_timeout", idle_timeout)
-        self._frame_timeout = _check_timeout("frame_timeout", frame_timeout)
-        abort = _check_timeout("abort_timeout", abort_timeout)
+        self._limit = check_optional_count("max_connections", max_connections)
+        self._idle_timeout = check_timeout("idle_timeout", idle_timeout)
+        self._frame_timeout = check_timeout("frame_timeout", frame_timeout)
+        abort = check_timeout("abort_timeout", abort_timeout)
         assert abort is not None
         self._abort_timeout = abort
         self._ssl_context = ssl_context
-        self._handshake_timeout = _check_timeout("tls_handshake_timeout", tls_handshake_timeout)
-        pending = check_count("max_pending_handshakes", max_pending_handshakes)
+        self._handshake_timeout = check_timeout("tls_handshake_timeout", tls_handshake_timeout)
+        pending = check_optional_count("max_pending_handshakes", max_pending_handshakes)
         self._handshake_limit = pending if ssl_context is not None else None
         self._handshaking = 0
         self._end_idle = bool(end_idle_on_shutdown)
@@ -260,6 +158,22 @@ class ServerCore(Generic[ConnT]):
         """Set when shutdown begins."""
         return self._shutdown_requested
 
+    @property
+    def shutting_down(self) -> bool:
+        return self._shutting_down
+
+    @property
+    def accept_limited(self) -> bool:
+        return self._limit is not None or self._handshake_limit is not None
+
+    @property
+    def slot_freed(self) -> trio.lowlevel.ParkingLot:
+        return self._slot_freed
+
+    @property
+    def accept_scopes(self) -> list[trio.CancelScope]:
+        return self._accept_scopes
+
     def statistics(self) -> ServerStatistics:
         return ServerStatistics(
             connections_active=self._active,
@@ -298,7 +212,7 @@ class ServerCore(Generic[ConnT]):
                     with self._accept_scope:
                         async with trio.open_nursery() as acceptors:
                             for sock in sockets:
-                                acceptors.start_soon(self._accept_loop, sock)
+                                acceptors.start_soon(accept_loop, self, sock)
                             emit(self._observer, f"{self._kind}.listening", addresses=listening)
                             task_status.started(server)
                     # The accept loops end only when shutdown has begun.
@@ -338,8 +252,8 @@ class ServerCore(Generic[ConnT]):
         # it held for that peer, and the shutdown takes its grace and no more
         # (issue 12.1).
         self._cut = True
-        for sock in _blocked_for_sending(list(self._connections)):
-            _reset(sock)
+        for sock in blocked_for_sending(list(self._connections)):
+            reset(sock)
 
     def _close_listeners(self) -> None:
         for sock in self._sockets:
@@ -385,100 +299,9 @@ class ServerCore(Generic[ConnT]):
         self.begin_shutdown(grace)
         await self._stopped.wait()
 
-    # ---------------------------------------------------------------- accepts
+    # ------------------------------------------------ accepts (see accept.py)
 
-    async def _accept_loop(self, listener: trio.socket.SocketType) -> None:
-        raw = stdlib_socket(listener)
-        if raw is not None:
-            await self._accept_backlog(raw)
-        else:
-            await self._accept_one_at_a_time(listener)
-
-    async def _accept_backlog(self, raw: socket.socket) -> None:
-        # trio's accept() ends with a schedule point after each connection, so a
-        # backlog of N connections takes N scheduler passes, each as long as every
-        # busy connection's step. Here a wake-up takes up to ACCEPT_BATCH of them
-        # with non-blocking accept() calls (trio made the socket non-blocking) and
-        # waits for readability only when the backlog is empty. The limit is
-        # checked before each call, so a connection is never taken past it, and a
-        # close of the listener (shutdown) wakes the wait (notify_closing).
-        limited = self._limit is not None or self._handshake_limit is not None
-        from_stdlib = trio.socket.from_stdlib_socket
-        delay = 0.0
-        taken = 0
-        while True:
-            if limited and self._at_capacity():
-                self._pause()
-                await self._slot_freed.park()
-                taken = 0
-                continue
-            if taken >= ACCEPT_BATCH:
-                taken = 0
-                await trio.lowlevel.checkpoint()
-                continue
-            try:
-                conn, address = raw.accept()
-            except BlockingIOError:
-                taken = 0
-                try:
-                    await trio.lowlevel.wait_readable(raw)
-                except trio.ClosedResourceError:
-                    if self._shutting_down:
-                        return
-                    raise
-                continue
-            except OSError as exc:
-                if self._shutting_down:
-                    return  # our own close of the listener
-                taken += 1
-                if exc.errno in _IGNORABLE_ACCEPT_ERRNOS:
-                    continue
-                if exc.errno not in _CAPACITY_ERRNOS:
-                    raise
-                delay = min(delay * 2, ACCEPT_BACKOFF_MAX) if delay else ACCEPT_BACKOFF_INITIAL
-                self._accept_error(exc, delay)
-                await trio.sleep(delay)
-                taken = 0
-                continue
-            delay = 0.0
-            taken += 1
-            try:
-                sock = from_stdlib(conn)
-            except BaseException:
-                conn.close()
-                raise
-            self._start_connection(sock, address)
-
-    async def _accept_one_at_a_time(self, listener: trio.socket.SocketType) -> None:
-        accept = listener.accept
-        limited = self._limit is not None or self._handshake_limit is not None
-        delay = 0.0
-        while True:
-            try:
-                if not limited:
-                    sock, address = await accept()
-                else:
-                    accepted = await self._accept_within_limit(listener)
-                    if accepted is None:
-                        continue
-                    sock, address = accepted
-            except (OSError, trio.ClosedResourceError) as exc:
-                if self._shutting_down:
-                    return  # our own close of the listener woke the accept
-                if isinstance(exc, trio.ClosedResourceError):
-                    raise
-                if exc.errno in _IGNORABLE_ACCEPT_ERRNOS:
-                    continue
-                if exc.errno not in _CAPACITY_ERRNOS:
-                    raise
-                delay = min(delay * 2, ACCEPT_BACKOFF_MAX) if delay else ACCEPT_BACKOFF_INITIAL
-                self._accept_error(exc, delay)
-                await trio.sleep(delay)
-                continue
-            delay = 0.0
-            self._start_connection(sock, address)
-
-    def _start_connection(self, sock: trio.socket.SocketType, address: Any) -> None:
+    def start_connection(self, sock: trio.socket.SocketType, address: Any) -> None:
         self._active += 1
         self._accepted += 1
         self._connections[sock] = None
@@ -487,12 +310,12 @@ class ServerCore(Generic[ConnT]):
         if self._observer is not None:
             emit(self._observer, f"{self._kind}.accept", peer=self._describe_peer(address),
                  active=self._active)
-        if self._at_capacity():
-            self._pause()
+        if self.at_capacity():
+            self.pause_accepting()
         assert self._handlers is not None
         self._handlers.start_soon(self._serve, sock, address)
 
-    def _at_capacity(self) -> bool:
+    def at_capacity(self) -> bool:
         # At max_connections, or at max_pending_handshakes: accepting pauses.
         limit = self._limit
         if limit is not None and self._active >= limit:
@@ -500,52 +323,16 @@ class ServerCore(Generic[ConnT]):
         pending = self._handshake_limit
         return pending is not None and self._handshaking >= pending
 
-    async def _accept_within_limit(
-        self, listener: trio.socket.SocketType
-    ) -> tuple[trio.socket.SocketType, Any] | None:
-        # Accepting pauses at the limit: connections wait in the kernel's backlog
-        # (nothing is refused) until a handler (or a TLS handshake) finishes.
-        while self._at_capacity():
-            self._pause()
-            await self._slot_freed.park()
-        # With several listeners (IPv4 and IPv6), each waits in accept() while
-        # below the limit; the one that takes the last slot cancels the others.
-        # trio's accept() is exact on cancellation: if it raises Cancelled, no
-        # connection was taken from the backlog.
-        with trio.CancelScope() as scope:
-            self._accept_scopes.append(scope)
-            try:
-                accepted = await listener.accept()
-            finally:
-                self._accept_scopes.remove(scope)
-        if scope.cancelled_caught:
-            return None
-        if self._at_capacity():
-            # A sibling's accept completed in the same instant as the cancellation
-            # that should have stopped it: hold the connection until a slot frees.
-            try:
-                while self._at_capacity():
-                    await self._slot_freed.park()
-            except BaseException:
-                accepted[0].close()
-                raise
-        return accepted
-
-    def _pause(self) -> None:
+    def pause_accepting(self) -> None:
         for scope in self._accept_scopes:
             scope.cancel()
         if not self._paused:
             self._paused = True
             emit(self._observer, f"{self._kind}.paused", active=self._active, limit=self._limit)
 
-    def _accept_error(self, exc: OSError, delay: float) -> None:
-        self._accept_errors += 1
-        name = errno.errorcode.get(exc.errno or 0, str(exc.errno))
-        LOGGER.warning(
-            "accept() failed with %s (%s); the server keeps running and retries in %.3f s",
-            name, os.strerror(exc.errno or 0), delay,
-        )
-        emit(self._observer, f"{self._kind}.accept_error", errno=name, delay=delay)
+    def accept_failed(self, errno_name: str, delay: float) -> None:
+        self._accept_errors += 1  # logged by the accept loop
+        emit(self._observer, f"{self._kind}.accept_error", errno=errno_name, delay=delay)
 
     def _connection_done(self, sock: trio.socket.SocketType) -> None:
         # Synchronous, and reached whatever closing the connection raised: the
@@ -559,7 +346,7 @@ class ServerCore(Generic[ConnT]):
             self._capacity_freed()
 
     def _capacity_freed(self) -> None:
-        if not self._at_capacity():
+        if not self.at_capacity():
             if self._paused:
                 self._paused = False
                 emit(self._observer, f"{self._kind}.resumed", active=self._active)
@@ -683,9 +470,7 @@ class ServerCore(Generic[ConnT]):
             # to finish the frame. Reset the connection now instead (as nginx's
             # reset_timedout_connection): the stuck send fails at once. A quiet
             # connection keeps its orderly close (and TLS its close_notify).
-            with contextlib.suppress(OSError):
-                entry.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_ABORT)
-                entry.sock.shutdown(socket.SHUT_RDWR)
+            reset_in_place(entry.sock)
 
     def _shed_connection(self, address: Any, reason: str) -> None:
         self._shed += 1
@@ -701,12 +486,9 @@ class ServerCore(Generic[ConnT]):
         emit(self._observer, f"{self._kind}.handler_error", peer=peer, error=error)
         if self._strict:
             raise error
-        name = type(error).__name__
-        # Escaped, and rate-limited per peer host and error type (see log_peer_error).
-        if isinstance(error, _PEER_ERRORS):
-            log_peer_error(LOGGER, self, logging.INFO, "connection from %s ended by %s: %s",
-                           peer, name, error, peer=peer, error=error, traceback=False)
-        else:
-            log_peer_error(LOGGER, self, logging.ERROR, "handler for the connection from %s "
-                           "raised %s; the connection was closed and the server keeps serving",
-                           peer, name, peer=peer, error=error, traceback=True)
+        log_handler_error(
+            LOGGER, self, peer, error, peer_errors=_PEER_ERRORS,
+            ended="connection from %s ended by %s",
+            raised="handler for the connection from %s raised %s; the connection was closed "
+            "and the server keeps serving",
+        )

@@ -6,7 +6,7 @@ import functools
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any, final
+from typing import Any
 
 import trio
 
@@ -16,50 +16,20 @@ from .._adapters.observe import Observer
 from .._sansio.addresses import Address
 from .._sansio.codecs import Codec
 from .connection import TCPConnection
-from .server_base import DEFAULT_SHUTDOWN_GRACE, BaseServer, open_server
-from .server_core import (
+from .server_base import (
     DEFAULT_FRAME_TIMEOUT,
     DEFAULT_IDLE_TIMEOUT,
     DEFAULT_MAX_PENDING_HANDSHAKES,
+    DEFAULT_SHUTDOWN_GRACE,
     DEFAULT_TLS_HANDSHAKE_TIMEOUT,
-    ServerCore,
+    TCPServer,
+    open_server,
 )
+from .server_core import ServerCore
 
 __all__ = ["TCPServer", "open_tcp_server", "serve_tcp"]
 
 TCPHandler = Callable[[TCPConnection], Awaitable[object]]
-
-
-@final
-class TCPServer(BaseServer):
-    """A running TCP server, as returned by ``nursery.start(serve_tcp, ...)``.
-
-    Attributes:
-      addresses: The addresses bound, one per listening socket, in the order
-          opened: ``[::]:port`` and ``0.0.0.0:port`` for ``host=None``.
-      port: The port, the same on every address (also when ``port=0`` was asked).
-      connection_count: Connections open now.
-    """
-
-    __slots__ = ("_addresses",)
-
-    def __init__(self, core: ServerCore[TCPConnection], addresses: tuple[Address, ...]) -> None:
-        super().__init__(core)
-        self._addresses = addresses
-
-    @property
-    def addresses(self) -> tuple[Address, ...]:
-        """The bound addresses; see the class documentation."""
-        return self._addresses
-
-    @property
-    def port(self) -> int:
-        """The port every listening socket is bound to."""
-        return self._addresses[0].port
-
-    def __repr__(self) -> str:
-        where = ", ".join(str(address) for address in self._addresses)
-        return f"<TCPServer {where} connections={self.connection_count}>"
 
 
 def _describe_peer(sockaddr: Any) -> Address:

@@ -9,7 +9,8 @@ result of splitting ``host:port`` text when the host may be a name.
 Text forms are those of URLs (RFC 3986 section 3.2.2) and of every log line:
 ``127.0.0.1:80``, ``[::1]:80``, ``[fe80::1%eth0]:80``. The zone of a scoped
 IPv6 address follows the ``%`` directly, as ``ping`` and ``ip`` print it, not
-percent-encoded as RFC 6874 asks inside URIs.
+percent-encoded as RFC 6874 asks inside URIs. Host names are checked and
+normalised in :mod:`~trionet._sansio.hostnames`.
 
 Nothing here performs I/O: the :mod:`socket` module is used for its family
 constants only.
@@ -22,9 +23,16 @@ from dataclasses import dataclass, field, replace
 from socket import AF_INET, AF_INET6, AddressFamily
 from typing import Final, NamedTuple, final
 
-import idna
-
 from .errors import AddressError
+from .hostnames import (
+    MAX_SCOPE_ID,
+    check_zone,
+    encode_host_name,
+    parse_decimal,
+    shorten,
+    shorten_value,
+)
+from .hostnames import normalize_host as normalize_host  # its home before issue 16
 
 __all__ = [
     "Address",
@@ -36,22 +44,6 @@ __all__ = [
 
 MAX_PORT: Final = 65535  # ports are 16-bit unsigned integers (RFC 793 section 3.1)
 MAX_FLOWINFO: Final = 0xFFFFF  # the IPv6 flow label is 20 bits (RFC 6437 section 2)
-MAX_SCOPE_ID: Final = 0xFFFFFFFF  # sin6_scope_id is a uint32_t (RFC 3493 section 3.3)
-MAX_HOST_NAME_LENGTH: Final = 253  # 255 octets on the wire, minus length and root (RFC 1035)
-MAX_LABEL_LENGTH: Final = 63  # RFC 1035 section 2.3.4
-# trionet's choice, far above any system's interface names (Linux's IFNAMSIZ is
-# 16 bytes): a zone is echoed in messages and kept in addresses, so it is bounded.
-MAX_ZONE_LENGTH: Final = 255
-
-# Characters that never occur in a host name or an interface name, and that
-# usually mean the caller passed a URL or a path instead of a host.
-_FORBIDDEN_IN_NAMES: Final = frozenset(" \t\r\n/\\?#@[]%,;\"'<>")
-_ASCII_CONTROLS: Final = frozenset(map(chr, [*range(0x20), 0x7F]))
-# Host text longer than this is refused before any other work (trionet's
-# choice). An IPv6 literal with the longest zone is far shorter, and so is any
-# sensible spelling of a 253-character name: UTS-46 could shorten a longer one
-# by dropping ignored characters (U+00AD), but nobody writes those by the hundred.
-_MAX_HOST_TEXT_LENGTH: Final = 4 * MAX_HOST_NAME_LENGTH
 
 
 class AddressTypeError(AddressError, TypeError):
@@ -61,31 +53,6 @@ class AddressTypeError(AddressError, TypeError):
     :class:`TypeError`, as trionet's other validators raise for a value of the
     wrong type: ``True`` is an int to Python, but never a port.
     """
-
-
-def _shorten(name: str) -> str:
-    """``repr(name)``, cut short for a message if the name is long."""
-    return repr(name) if len(name) <= 60 else f"{name[:40]!r}... ({len(name)} characters)"
-
-
-def _shorten_value(value: object) -> str:
-    """``repr(value)`` for a message, cut short if it is long."""
-    text = repr(value)
-    return text if len(text) <= 60 else f"{text[:40]}... ({len(text)} characters)"
-
-
-def _parse_decimal(digits: str, limit: int, what: str, whole: str) -> int:
-    """``digits`` (ASCII decimal digits) as an int of at most ``limit``.
-
-    The length is checked before :func:`int` sees the text: past 4,300 digits
-    int() raises a bare ValueError (CPython's integer string conversion limit),
-    and a long run of digits costs quadratic time below it.
-    """
-    significant = digits.lstrip("0")
-    if len(significant) > len(str(limit)) or int(significant or "0") > limit:
-        shown = digits if len(digits) <= 20 else f"of {len(digits)} digits"
-        raise AddressError(f"{what} {shown} in {_shorten(whole)} is out of range: it must be 0-{limit}")
-    return int(significant or "0")
 
 
 def validate_port(port: object, *, context: str | None = None) -> int:
@@ -109,9 +76,9 @@ def validate_port(port: object, *, context: str | None = None) -> int:
       >>> validate_port(8080)
       8080
     """
-    where = f" in {_shorten(context)}" if context is not None else ""
+    where = f" in {shorten(context)}" if context is not None else ""
     if not isinstance(port, int) or isinstance(port, bool):
-        raise AddressTypeError(f"port{where} must be an int, not {_shorten_value(port)}")
+        raise AddressTypeError(f"port{where} must be an int, not {shorten_value(port)}")
     if not 0 <= port <= MAX_PORT:
         raise AddressError(f"port {port}{where} is out of range: it must be 0-{MAX_PORT}")
     return port
@@ -119,16 +86,16 @@ def validate_port(port: object, *, context: str | None = None) -> int:
 
 def _parse_port_text(text: str, whole: str) -> int:
     if not text:
-        raise AddressError(f"missing port after ':' in {_shorten(whole)}")
+        raise AddressError(f"missing port after ':' in {shorten(whole)}")
     if not (text.isascii() and text.isdigit()):
-        raise AddressError(f"invalid port {_shorten(text)} in {_shorten(whole)}: expected decimal digits")
-    return _parse_decimal(text, MAX_PORT, "port", whole)
+        raise AddressError(f"invalid port {shorten(text)} in {shorten(whole)}: expected decimal digits")
+    return parse_decimal(text, MAX_PORT, "port", whole)
 
 
 def _split(text: str, default_port: int | None) -> tuple[str, int, bool]:
     """Split ``text`` into (host, port, bracketed) without judging the host."""
     if not isinstance(text, str):
-        raise AddressError(f"expected an address as str, not {_shorten_value(text)}")
+        raise AddressError(f"expected an address as str, not {shorten_value(text)}")
     if default_port is not None:
         validate_port(default_port, context="default_port")
     if not text:
@@ -136,37 +103,37 @@ def _split(text: str, default_port: int | None) -> tuple[str, int, bool]:
     if text.startswith("["):
         end = text.find("]")
         if end < 0:
-            raise AddressError(f"missing ']' in {_shorten(text)}")
+            raise AddressError(f"missing ']' in {shorten(text)}")
         host, rest = text[1:end], text[end + 1 :]
         if rest.startswith(":"):
             port = _parse_port_text(rest[1:], text)
         elif rest:
-            raise AddressError(f"unexpected {_shorten(rest)} after ']' in {_shorten(text)}")
+            raise AddressError(f"unexpected {shorten(rest)} after ']' in {shorten(text)}")
         elif default_port is None:
-            raise AddressError(f"missing port in {_shorten(text)}: expected [address]:port")
+            raise AddressError(f"missing port in {shorten(text)}: expected [address]:port")
         else:
             port = default_port
         if not host:
-            raise AddressError(f"empty address between brackets in {_shorten(text)}")
+            raise AddressError(f"empty address between brackets in {shorten(text)}")
         return host, port, True
     colons = text.count(":")
     if colons == 1:
         host, _, port_text = text.partition(":")
         if not host:
-            raise AddressError(f"missing host before ':' in {_shorten(text)}")
+            raise AddressError(f"missing host before ':' in {shorten(text)}")
         return host, _parse_port_text(port_text, text), False
     if colons >= 2:
         try:
             ipaddress.IPv6Address(text.partition("%")[0])
         except ValueError:
             raise AddressError(
-                f"invalid address {_shorten(text)}: too many ':' for host:port, and not an IPv6 address"
+                f"invalid address {shorten(text)}: too many ':' for host:port, and not an IPv6 address"
             ) from None
     if default_port is None:
         if colons == 0:
-            raise AddressError(f"missing port in {_shorten(text)}: expected host:port")
+            raise AddressError(f"missing port in {shorten(text)}: expected host:port")
         raise AddressError(
-            f"missing port in {_shorten(text)}: an IPv6 address with a port is written in brackets, "
+            f"missing port in {shorten(text)}: an IPv6 address with a port is written in brackets, "
             "as in [::1]:80"
         )
     return text, default_port, False
@@ -175,30 +142,15 @@ def _split(text: str, default_port: int | None) -> tuple[str, int, bool]:
 def _parse_ip(text: str, whole: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
     _, percent, zone = text.partition("%")
     if percent:
-        _check_zone(zone, whole)
+        check_zone(zone, whole)
     try:
         return ipaddress.ip_address(text)
     except ValueError:
-        where = "" if text == whole else f" (in {_shorten(whole)})"
+        where = "" if text == whole else f" (in {shorten(whole)})"
         raise AddressError(
-            f"{_shorten(text)} is not an IP address{where}; host names need resolving first "
+            f"{shorten(text)} is not an IP address{where}; host names need resolving first "
             "(see trionet.resolve)"
         ) from None
-
-
-def _check_zone(zone: str, whole: str) -> int | str:
-    """Check a zone's text: an interface index (int) for a numeric zone, else the name."""
-    if not zone:
-        raise AddressError(f"empty zone after '%' in {_shorten(whole)}")
-    if len(zone) > MAX_ZONE_LENGTH:
-        raise AddressError(
-            f"zone in {_shorten(whole)} is {len(zone)} characters long; the limit is {MAX_ZONE_LENGTH}"
-        )
-    if not zone.isprintable() or _FORBIDDEN_IN_NAMES.intersection(zone):
-        raise AddressError(f"invalid zone {_shorten(zone)} in {_shorten(whole)}")
-    if zone.isascii() and zone.isdigit():  # an interface index, a uint32_t
-        return _parse_decimal(zone, MAX_SCOPE_ID, "zone", whole)
-    return zone
 
 
 @final
@@ -263,16 +215,16 @@ class Address:
             ip = ip.ipv4_mapped
         if not isinstance(flowinfo, int) or isinstance(flowinfo, bool):
             raise AddressTypeError(
-                f"flowinfo must be an int 0-{MAX_FLOWINFO}, not {_shorten_value(flowinfo)}"
+                f"flowinfo must be an int 0-{MAX_FLOWINFO}, not {shorten_value(flowinfo)}"
             )
         if not 0 <= flowinfo <= MAX_FLOWINFO:
             raise AddressError(f"flowinfo must be an int 0-{MAX_FLOWINFO}, not {flowinfo!r}")
         if isinstance(scope_id, str):
-            scope_id = _check_zone(scope_id, scope_id)
+            scope_id = check_zone(scope_id, scope_id)
         elif not isinstance(scope_id, int) or isinstance(scope_id, bool):
             raise AddressTypeError(
                 f"scope_id must be an int 0-{MAX_SCOPE_ID} or an interface name, "
-                f"not {_shorten_value(scope_id)}"
+                f"not {shorten_value(scope_id)}"
             )
         elif not 0 <= scope_id <= MAX_SCOPE_ID:
             raise AddressError(f"scope_id must be an int 0-{MAX_SCOPE_ID}, not {scope_id!r}")
@@ -322,7 +274,7 @@ class Address:
         host, port, bracketed = _split(text, default_port)
         ip = _parse_ip(host, text)
         if bracketed and isinstance(ip, ipaddress.IPv4Address):
-            raise AddressError(f"brackets are for IPv6 addresses only, in {_shorten(text)}")
+            raise AddressError(f"brackets are for IPv6 addresses only, in {shorten(text)}")
         return cls(host, port)
 
     @classmethod
@@ -426,139 +378,6 @@ class HostPort(NamedTuple):
         return f"{self.host}:{self.port}"
 
 
-def _encode_host_name(name: str, whole: str) -> str:
-    """Check a host name and return its ASCII form, in lower case.
-
-    A non-ASCII name is encoded as trio's getaddrinfo encodes it: IDNA 2008
-    with the UTS-46 mapping (the ``idna`` package), so ``BÜCHER.test`` becomes
-    ``xn--bcher-kva.test``, and every spelling that the mapping folds together
-    is one name: fullwidth letters (``db.test`` written with U+FF44 and
-    U+FF42), the ideographic full stop (``db\u3002test``), and the characters
-    it ignores, such as the soft hyphen (U+00AD) and the zero-width space
-    (U+200B). Characters that UTS-46 disallows (other invisible or control
-    characters) are refused. The length limits apply to the encoded form, as
-    they do on the wire. ASCII names are not held to IDNA's letters-digits-
-    hyphen rule, because names such as ``_srv.example`` or ``my_host`` are in
-    use and getaddrinfo resolves them; only their structure is checked.
-    """
-    where = "" if name == whole else f" in {_shorten(whole)}"
-    # A cheap bound before any other work: the UTS-46 mapping can remove
-    # characters (U+00AD), but a name 4 times the limit is refused whatever
-    # it would remove.
-    if len(name) > _MAX_HOST_TEXT_LENGTH:
-        raise AddressError(
-            f"host name{where or ' ' + _shorten(name)} is {len(name)} characters long; "
-            f"the limit is {MAX_HOST_NAME_LENGTH}"
-        )
-    ascii_name = name.isascii()
-    bad = sorted(_FORBIDDEN_IN_NAMES.intersection(name))
-    # Non-ASCII format characters are left to UTS-46, which drops the ignored
-    # ones (U+00AD, U+200B) and refuses the rest.
-    if bad or (not name.isprintable() if ascii_name else bool(_ASCII_CONTROLS.intersection(name))):
-        shown = repr(bad[0]) if bad else "a control character"
-        raise AddressError(f"invalid host name {_shorten(name)}{where}: it contains {shown}")
-    if ascii_name:
-        encoded = name.lower()
-    else:
-        try:
-            encoded = idna.encode(name, uts46=True).decode("ascii")
-        except idna.IDNAError as exc:
-            raise AddressError(
-                f"invalid host name {_shorten(name)}{where}: {exc} (as IDNA 2008 with UTS-46 mapping)"
-            ) from None
-    body = encoded[:-1] if encoded.endswith(".") and encoded != "." else encoded
-    if len(body) > MAX_HOST_NAME_LENGTH:
-        raise AddressError(
-            f"host name{where or ' ' + _shorten(name)} is {len(body)} characters long"
-            f"{'' if encoded == name else ' encoded'}; the limit is {MAX_HOST_NAME_LENGTH}"
-        )
-    for label in body.split("."):
-        if not label:
-            raise AddressError(f"invalid host name {_shorten(name)}{where}: empty label")
-        if len(label) > MAX_LABEL_LENGTH:
-            raise AddressError(
-                f"invalid host name {_shorten(name)}{where}: label {label[:20]!r}... is longer "
-                f"than {MAX_LABEL_LENGTH} characters"
-            )
-        if label.startswith("-") or label.endswith("-"):
-            raise AddressError(
-                f"invalid host name {_shorten(name)}{where}: label {label!r} starts or ends with '-'"
-            )
-    return encoded
-
-
-def normalize_host(host: str) -> str:
-    """The form of ``host`` that name lookups use, checked before any lookup.
-
-    - An IP literal comes back as it is (a zone included); an IPv6 literal in
-      brackets (``"[::1]"``, as in URLs) comes back without them.
-    - A name comes back in ASCII and lower case: a non-ASCII name is encoded
-      as IDNA 2008 with the UTS-46 mapping, as :func:`trio.socket.getaddrinfo`
-      does, so ``"bücher.test"`` and ``"xn--bcher-kva.test"`` are the same
-      name, and so are ``"db.test"``, the same in fullwidth letters,
-      ``"db\u3002test"`` (the ideographic full stop) and ``"d\u00adb.test"`` (a
-      soft hyphen, which UTS-46 ignores, as it does U+200B). A trailing dot
-      is kept.
-
-    Every check runs before any lookup; :class:`trionet.Resolver` uses this
-    function for looked-up names and for its hosts table alike.
-
-    Args:
-      host: A host name or an IP address.
-
-    Returns:
-      The text to look up.
-
-    Raises:
-      AddressError: ``host`` is not a str, is empty, has brackets around
-          something other than an IPv6 address, contains a character no host
-          name has (a space, ``/``, ``:``, a control character...), fails IDNA
-          encoding, or is too long (more than 253 characters, or a label of
-          more than 63, counted in its encoded form; text of more than 1,012
-          characters is refused before it is looked at), or is an IP literal
-          whose zone is malformed or, if numeric, over 2**32 - 1. The message
-          says which.
-
-    Example:
-      >>> normalize_host("[::1]")
-      '::1'
-      >>> normalize_host("Bücher.Test")
-      'xn--bcher-kva.test'
-    """
-    if not isinstance(host, str) or not host:
-        raise AddressError(f"host must be a non-empty str, not {_shorten_value(host)}")
-    if len(host) > _MAX_HOST_TEXT_LENGTH:
-        raise AddressError(
-            f"host {_shorten(host)} is {len(host)} characters long; the limit is {MAX_HOST_NAME_LENGTH}"
-        )
-    if host.startswith("[") or host.endswith("]"):
-        inner = host[1:-1] if host.startswith("[") and host.endswith("]") else ""
-        try:
-            ipaddress.IPv6Address(inner.partition("%")[0])
-        except ValueError:
-            raise AddressError(
-                f"invalid host {_shorten(host)}: brackets are for an IPv6 address alone, "
-                "as in '[::1]' (a port is a separate argument)"
-            ) from None
-        if "%" in inner:
-            _check_zone(inner.partition("%")[2], host)
-        return inner
-    try:
-        ipaddress.ip_address(host.partition("%")[0])
-    except ValueError:
-        pass
-    else:
-        if "%" in host:
-            _check_zone(host.partition("%")[2], host)
-        return host
-    if ":" in host:
-        raise AddressError(
-            f"invalid host {_shorten(host)}: not an IP address, and ':' has no place in a host "
-            "name (a port is a separate argument)"
-        )
-    return _encode_host_name(host, host)
-
-
 def parse_host_port(text: str, *, default_port: int | None = None) -> HostPort:
     """Split ``host:port`` text where the host may be a name or an IP address.
 
@@ -594,7 +413,7 @@ def parse_host_port(text: str, *, default_port: int | None = None) -> HostPort:
     try:
         ip = ipaddress.ip_address(host)
     except ValueError:
-        _encode_host_name(host, text)
+        encode_host_name(host, text)
         return HostPort(host, port)
     return HostPort(str(ip), port)
 

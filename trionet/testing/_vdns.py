@@ -16,18 +16,16 @@ from __future__ import annotations
 
 import ipaddress
 import socket
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final, final
+from typing import TYPE_CHECKING, Final, Protocol, final
 
 import trio
 
 if TYPE_CHECKING:
     from trio._socket import _GetAddrInfoEntry
 
-    from ._vnet import VirtualNetwork
-
-__all__ = ["LOCALHOST", "DnsRecord", "DnsTable", "VirtualResolver", "normalize_name"]
+__all__ = ["LOCALHOST", "DnsNetwork", "DnsRecord", "DnsTable", "VirtualResolver", "normalize_name"]
 
 LOCALHOST: Final = ("::1", "127.0.0.1")
 # What glibc returns for host=None: wildcards with AI_PASSIVE, else loopbacks.
@@ -143,11 +141,31 @@ def _port_number(port: bytes | str | int | None, flags: int) -> int:
     )
 
 
+class _Named(Protocol):
+    @property
+    def name(self) -> str: ...
+
+
+class DnsNetwork(Protocol):
+    """The network as its resolver sees it: the table, who owns an address, the trace.
+
+    (Defined here rather than in :mod:`._vtypes`, which sits above this module.)
+    """
+
+    @property
+    def _dns(self) -> DnsTable: ...
+
+    @property
+    def _owners(self) -> Mapping[str, _Named]: ...
+
+    def _record_here(self, event: str, *, note: str) -> None: ...
+
+
 @final
 class VirtualResolver(trio.abc.HostnameResolver):
     """A :class:`trio.abc.HostnameResolver` that answers from a virtual network."""
 
-    def __init__(self, net: VirtualNetwork) -> None:
+    def __init__(self, net: DnsNetwork) -> None:
         self._net = net
 
     async def getaddrinfo(

@@ -13,17 +13,14 @@ import contextvars
 import errno
 import ipaddress
 import socket
-from typing import TYPE_CHECKING, Final, final
+from typing import Final, final
 
 import trio
 
 from ._vsocket import fail
 from ._vtcp import TCPSocket
+from ._vtypes import Host, Network, Socket
 from ._vudp import UDPSocket
-
-if TYPE_CHECKING:
-    from ._vnet import VirtualNetwork
-    from ._vsocket import VirtualSocket
 
 __all__ = ["SocketFactory", "VirtualHost", "current_host", "host_address"]
 
@@ -36,7 +33,7 @@ current_host: contextvars.ContextVar[VirtualHost | None] = contextvars.ContextVa
     "trionet.testing.current_host", default=None
 )
 
-_Table = dict[tuple[str | None, int], "VirtualSocket"]
+_Table = dict[tuple[str | None, int], Socket]
 _PROTOCOLS: Final[dict[int, int]] = {
     socket.SOCK_STREAM: socket.IPPROTO_TCP,
     socket.SOCK_DGRAM: socket.IPPROTO_UDP,
@@ -55,13 +52,13 @@ class VirtualHost:
       network: The network it belongs to.
     """
 
-    def __init__(self, network: VirtualNetwork, name: str, addresses: tuple[str, ...]) -> None:
+    def __init__(self, network: Network, name: str, addresses: tuple[str, ...]) -> None:
         self.network = network
         self.name = name
         self.addresses = addresses
         self._tables: dict[tuple[int, int], _Table] = {}
         self._next_port = _EPHEMERAL_FIRST
-        self._sockets: dict[VirtualSocket, None] = {}  # live sockets, in creation order
+        self._sockets: dict[Socket, None] = {}  # live sockets, in creation order
 
     def __repr__(self) -> str:
         return f"<VirtualHost {self.name!r} {' '.join(self.addresses)}>"
@@ -80,7 +77,7 @@ class VirtualHost:
     def _table(self, kind: int, family: int) -> _Table:
         return self._tables.setdefault((int(kind), int(family)), {})
 
-    def _bind(self, sock: VirtualSocket, ip: str | None, port: int) -> int:
+    def _bind(self, sock: Socket, ip: str | None, port: int) -> int:
         """Enter ``sock`` in the port table; return the port (chosen if 0)."""
         table = self._table(sock.type, sock.family)
         if port == 0:
@@ -92,7 +89,7 @@ class VirtualHost:
         table[(ip, port)] = sock
         return port
 
-    def _bind_ephemeral(self, table: _Table, sock: VirtualSocket, ip: str | None) -> int:
+    def _bind_ephemeral(self, table: _Table, sock: Socket, ip: str | None) -> int:
         used = {port for _ip, port in table}
         span = _EPHEMERAL_LAST - _EPHEMERAL_FIRST + 1
         for _ in range(span):
@@ -103,12 +100,12 @@ class VirtualHost:
                 return port
         raise fail(errno.EADDRINUSE, f"no free ephemeral port on host {self.name!r}")
 
-    def _unbind(self, sock: VirtualSocket, ip: str | None, port: int) -> None:
+    def _unbind(self, sock: Socket, ip: str | None, port: int) -> None:
         table = self._table(sock.type, sock.family)
         if table.get((ip, port)) is sock:
             del table[(ip, port)]
 
-    def _lookup(self, kind: int, family: int, ip: str, port: int) -> VirtualSocket | None:
+    def _lookup(self, kind: int, family: int, ip: str, port: int) -> Socket | None:
         """The socket that receives traffic for ``ip``:``port``, if any."""
         table = self._table(kind, family)
         return table.get((ip, port)) or table.get((None, port))
@@ -118,7 +115,7 @@ class VirtualHost:
 class SocketFactory(trio.abc.SocketFactory):
     """Makes virtual sockets for ``trio.socket.socket()``, on the host the task acts as."""
 
-    def __init__(self, net: VirtualNetwork) -> None:
+    def __init__(self, net: Network) -> None:
         self._net = net
 
     def socket(
@@ -147,7 +144,7 @@ class SocketFactory(trio.abc.SocketFactory):
         cls = TCPSocket if kind == socket.SOCK_STREAM else UDPSocket
         return cls(self._net, host, socket.AddressFamily(family), socket.SocketKind(kind), _PROTOCOLS[kind])
 
-    def _acting_host(self) -> VirtualHost:
+    def _acting_host(self) -> Host:
         host = current_host.get() or self._net._default_host
         if host is None:
             raise RuntimeError(

@@ -29,9 +29,9 @@ import trio
 from ._vdns import DnsTable, VirtualResolver
 from ._vevents import EventQueue
 from ._vhost import SocketFactory, VirtualHost, current_host, host_address
-from ._vlink import Flow, LinkConfig, describe
-from ._vsocket import VirtualSocket
+from ._vlink import LinkConfig, describe
 from ._vtrace import NetworkStatistics, TraceEvent, TraceLog
+from ._vtypes import Address, Host, Retryable, Socket
 
 __all__ = ["VirtualNetwork"]
 
@@ -113,10 +113,10 @@ class VirtualNetwork:
         self._dns = DnsTable()
         self._busy: dict[tuple[str, str], float] = {}
         self._rngs: dict[str, random.Random] = {}
-        self._stalled: list[Flow] = []
+        self._stalled: list[Retryable] = []  # TCP flows holding packets
         self._log = TraceLog(enabled=trace)
         self._counts: collections.Counter[str] = collections.Counter()
-        self._open: dict[VirtualSocket, None] = {}
+        self._open: dict[Socket, None] = {}
         self._default_host: VirtualHost | None = None
 
     # ---- hosts and installation -------------------------------------------
@@ -378,10 +378,10 @@ class VirtualNetwork:
     def _record(
         self,
         now: float,
-        host: VirtualHost | None,
+        host: Host | None,
         event: str,
-        src: tuple[str, int] | None,
-        dst: tuple[str, int] | None,
+        src: Address | None,
+        dst: Address | None,
         size: int = 0,
         note: str = "",
     ) -> None:
@@ -399,12 +399,12 @@ class VirtualNetwork:
             rng = self._rngs[key] = random.Random(f"{self.seed!r}|{key}")
         return rng
 
-    def _host_for(self, src: VirtualHost, ip: str) -> VirtualHost | None:
+    def _host_for(self, src: Host, ip: str) -> Host | None:
         if ip.startswith("127.") or ip in _LOOPBACK:
             return src
         return self._owners.get(ip)
 
-    def _blocked(self, src: VirtualHost, ip: str) -> str | None:
+    def _blocked(self, src: Host, ip: str) -> str | None:
         """Why packets from ``src`` to ``ip`` cannot get through now, or None."""
         if ip in self._blackholes:
             return "blackhole"
@@ -415,13 +415,13 @@ class VirtualNetwork:
             return "partition"
         return None
 
-    def _link_between(self, a: VirtualHost, b: VirtualHost) -> LinkConfig:
+    def _link_between(self, a: Host, b: Host) -> LinkConfig:
         config = self._links.get((a.name, b.name))
         if config is None:
             return _LOCAL_LINK if a is b else self.default_link
         return config
 
-    def _depart(self, now: float, a: VirtualHost, b: VirtualHost, size: int, link: LinkConfig) -> float:
+    def _depart(self, now: float, a: Host, b: Host, size: int, link: LinkConfig) -> float:
         """When a packet sent at ``now`` has left ``a`` (queueing behind earlier ones)."""
         if link.bandwidth is None:
             return now

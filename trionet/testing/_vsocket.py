@@ -22,11 +22,10 @@ from typing import TYPE_CHECKING, Any, Final, Literal, overload
 
 import trio
 
+from ._vtypes import Host, Network
+
 if TYPE_CHECKING:
     from typing_extensions import Buffer, Self
-
-    from ._vhost import VirtualHost
-    from ._vnet import VirtualNetwork
 
 __all__ = ["VirtualSocket", "fail"]
 
@@ -95,8 +94,8 @@ class VirtualSocket(trio.socket.SocketType):
 
     def __init__(
         self,
-        net: VirtualNetwork,
-        host: VirtualHost,
+        net: Network,
+        host: Host,
         family: socket.AddressFamily,
         kind: socket.SocketKind,
         proto: int,
@@ -138,8 +137,8 @@ class VirtualSocket(trio.socket.SocketType):
         return False
 
     @property
-    def host(self) -> VirtualHost:
-        """The virtual host this socket belongs to."""
+    def host(self) -> Host:
+        """The :class:`~trionet.testing.VirtualHost` this socket belongs to."""
         return self._host
 
     def fileno(self) -> int:

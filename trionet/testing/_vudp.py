@@ -20,15 +20,12 @@ import errno
 import functools
 import socket
 from collections import deque
-from typing import TYPE_CHECKING, Any, Final, Literal, final
+from typing import Any, Final, Literal, final
 
 from ._vcalls import BLOCKED, SocketCalls, _Blocked
 from ._vsocket import VirtualSocket, fail
 from ._vtrace import format_address
-
-if TYPE_CHECKING:
-    from ._vhost import VirtualHost
-    from ._vnet import VirtualNetwork
+from ._vtypes import Address, Host, Network
 
 __all__ = ["MAX_DATAGRAM", "UDPSocket"]
 
@@ -39,8 +36,6 @@ MAX_DATAGRAM: Final = {socket.AF_INET: 65507, socket.AF_INET6: 65527}
 # IP + UDP header bytes, counted against a link's MTU.
 _HEADERS: Final = {socket.AF_INET: 28, socket.AF_INET6: 48}
 
-Address = tuple[str, int]
-
 
 @final
 class UDPSocket(SocketCalls):
@@ -48,8 +43,8 @@ class UDPSocket(SocketCalls):
 
     def __init__(
         self,
-        net: VirtualNetwork,
-        host: VirtualHost,
+        net: Network,
+        host: Host,
         family: socket.AddressFamily,
         kind: socket.SocketKind,
         proto: int,
@@ -210,8 +205,8 @@ def _raise(error: OSError) -> Any:
 
 
 def _drop(
-    net: VirtualNetwork,
-    host: VirtualHost,
+    net: Network,
+    host: Host,
     src: Address,
     dst: Address,
     size: int,
@@ -223,7 +218,7 @@ def _drop(
 
 
 def _transmit(
-    net: VirtualNetwork, host: VirtualHost, src: Address, dst: Address, data: bytes, now: float
+    net: Network, host: Host, src: Address, dst: Address, data: bytes, now: float
 ) -> None:
     """Put one datagram on the wire, deciding its fate with the flow's random stream."""
     net._record(now, host, "udp.send", src, dst, len(data))
@@ -256,7 +251,7 @@ def _transmit(
 
 
 def _arrive(
-    net: VirtualNetwork, host: VirtualHost, src: Address, dst: Address, data: bytes, now: float
+    net: Network, host: Host, src: Address, dst: Address, data: bytes, now: float
 ) -> None:
     family = socket.AF_INET6 if ":" in dst[0] else socket.AF_INET
     sock = host._lookup(socket.SOCK_DGRAM, family, *dst)
@@ -274,7 +269,7 @@ def _arrive(
     net._events.schedule(arrival, f"icmp {format_address(*dst)}>{format_address(*src)}", notify)
 
 
-def _icmp_arrived(host: VirtualHost, src: Address, dst: Address, now: float) -> None:
+def _icmp_arrived(host: Host, src: Address, dst: Address, now: float) -> None:
     family = socket.AF_INET6 if ":" in src[0] else socket.AF_INET
     sock = host._lookup(socket.SOCK_DGRAM, family, *src)
     if isinstance(sock, UDPSocket):

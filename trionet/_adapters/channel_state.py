@@ -1,0 +1,165 @@
+"""The root of MessageChannel: its slots, its state checks, send ownership, the abort.
+
+:class:`~trionet.MessageChannel` is one class built on a chain of private
+bases, a module each, every one seeing those below it:
+``channel_state.py`` (here: what every path shares) < ``channel_timeout.py``
+(``frame_timeout``) < ``channel_stream.py`` (TLS, memory and custom streams)
+< ``channel_socket.py`` (the socket fast path, docs/design/fast-path.rst, and
+trio's socket methods) < ``channel.py`` (the public surface). Bases rather
+than functions taking the channel: the hot path pays the same attribute
+lookups and ``await`` frames as when it was one class.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket as _stdlib_socket
+import struct
+from typing import Final
+
+import trio
+
+from .._sansio.codecs import Codec, Decoder
+from ..errors import FrameTimeout, IncompleteFrame
+from .idle import IdleTrackingStream, TLSRecordStream
+
+__all__ = ["ChannelState"]
+
+# SO_LINGER with a zero timeout makes close() send a TCP reset: the peer learns that
+# the connection was aborted instead of seeing an orderly end after half a frame.
+_LINGER_ABORT: Final = struct.pack("ii", 1, 0)
+
+
+class ChannelState:
+    """A channel's attributes and shared helpers (a private base of :class:`~trionet.MessageChannel`)."""
+
+    # A server holds one channel per connection: slots keep each one small. The
+    # classes above add none (``__slots__ = ()``), so no instance has a __dict__.
+    __slots__ = (
+        "_abort_timeout",
+        "_aborted",
+        "_activity",
+        "_closed",
+        "_codec",
+        "_decoder",
+        "_ending",
+        "_eof_received",
+        "_eof_sent",
+        "_first_byte_scope",
+        "_frame_deadline",
+        "_frame_timeout",
+        "_last_feed_at",
+        "_messages_received",
+        "_messages_sent",
+        "_partial_offset",
+        "_raw",
+        "_read_size",
+        "_receive_failure",
+        "_receiving",
+        "_send_waiters",
+        "_sending",
+        "_socket",
+        "_stream",
+        "_tls",
+        "_waiting_first_byte",
+    )
+
+    # Set, and explained, by MessageChannel.__init__.
+    _abort_timeout: float
+    _aborted: trio.BrokenResourceError | None
+    _activity: IdleTrackingStream | TLSRecordStream | None
+    _closed: bool
+    _codec: Codec
+    _decoder: Decoder
+    _ending: bool
+    _eof_received: bool
+    _eof_sent: bool
+    _first_byte_scope: trio.CancelScope | None
+    _frame_deadline: float
+    _frame_timeout: float | None
+    _last_feed_at: float
+    _messages_received: int
+    _messages_sent: int
+    _partial_offset: int
+    _raw: _stdlib_socket.socket | None
+    _read_size: int
+    _receive_failure: FrameTimeout | None
+    _receiving: bool
+    _send_waiters: trio.lowlevel.ParkingLot | None
+    _sending: bool
+    _socket: trio.socket.SocketType | None
+    _stream: trio.abc.Stream
+    _tls: TLSRecordStream | None
+    _waiting_first_byte: bool
+
+    # ------------------------------------------------------------------ receiving
+
+    def _check_receive_state(self) -> None:
+        if self._receive_failure is not None:
+            raise self._receive_failure
+        if self._closed:
+            raise trio.ClosedResourceError("the channel was closed")
+        if self._aborted is not None:
+            raise trio.BrokenResourceError("the channel was aborted") from self._aborted
+        if self._eof_received:
+            if self._decoder.buffered:
+                raise IncompleteFrame(self._decoder.buffered)
+            raise trio.EndOfChannel
+
+    def _readable_now(self) -> bool:
+        # Whether the socket under the stream (also under TLS) has bytes or an end
+        # to read; False where the stream cannot tell (memory streams).
+        stream = self._stream
+        if isinstance(stream, trio.SSLStream):
+            stream = stream.transport_stream
+        if isinstance(stream, (IdleTrackingStream, TLSRecordStream)):
+            stream = stream.inner
+        if isinstance(stream, trio.SocketStream):
+            return stream.socket.is_readable()
+        return False
+
+    # -------------------------------------------------------------------- sending
+
+    async def _acquire_sender(self) -> bool:
+        # Take the sending side; True if that took a schedule point. Must be
+        # followed by try/finally: _release_sender() (KI-protected callers only).
+        if self._sending:
+            # Queued behind another sender: cancellable, and nothing is written.
+            # The sender ahead hands the ownership over when it leaves, so the
+            # woken task owns the channel even if it is cancelled meanwhile.
+            if self._send_waiters is None:
+                self._send_waiters = trio.lowlevel.ParkingLot()
+            await self._send_waiters.park()
+            return True
+        await trio.lowlevel.checkpoint_if_cancelled()
+        self._sending = True
+        return False
+
+    def _release_sender(self) -> None:
+        if self._send_waiters:  # None or empty: nobody waits
+            self._send_waiters.unpark()  # handed over: _sending stays True
+        else:
+            self._sending = False
+
+    def _check_send_state(self) -> None:
+        if self._closed:
+            raise trio.ClosedResourceError("the channel was closed")
+        if self._aborted is not None:
+            raise trio.BrokenResourceError("the channel was aborted") from self._aborted
+        if self._eof_sent:
+            raise trio.ClosedResourceError("cannot send after send_eof()")
+
+    async def _abort(self, progress: str) -> None:
+        self._aborted = trio.BrokenResourceError(
+            f"a frame could not be finished within abort_timeout={self._abort_timeout}s "
+            f"after its sender was cancelled ({progress}); the channel was aborted"
+        )
+        if self._socket is not None and self._socket.type == _stdlib_socket.SOCK_STREAM:
+            # A Unix socket refuses SO_LINGER; then it closes plainly.
+            with contextlib.suppress(OSError, NotImplementedError):
+                self._socket.setsockopt(
+                    _stdlib_socket.SOL_SOCKET, _stdlib_socket.SO_LINGER, _LINGER_ABORT
+                )
+        with trio.CancelScope(shield=True):
+            await trio.aclose_forcefully(self._stream)
+        raise self._aborted
