@@ -155,14 +155,31 @@ class FrameLate(Exception):
 
 
 class _ActivityWrapper(trio.abc.HalfCloseableStream):
-    """What the two activity-tracking wrappers share: ``inner`` and the calls passed through."""
+    """What the two activity-tracking wrappers share: ``inner``, sends, and the calls passed through.
 
-    __slots__ = ("inner", "last_activity", "sending")
+    A send counts as activity when it starts and when it finishes, if
+    ``count_records`` (a blocked send is idleness: the peer stopped reading).
+    """
 
-    def __init__(self, inner: trio.abc.Stream) -> None:
+    __slots__ = ("count_records", "inner", "last_activity", "sending")
+
+    def __init__(self, inner: trio.abc.Stream, *, count_records: bool = True) -> None:
         self.inner = inner
         self.last_activity = trio.current_time()
         self.sending = 0
+        self.count_records = count_records
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        counted = self.count_records
+        if counted:
+            self.last_activity = trio.current_time()
+        self.sending += 1
+        try:
+            await self.inner.send_all(data)
+        finally:
+            self.sending -= 1
+        if counted:
+            self.last_activity = trio.current_time()
 
     async def wait_send_all_might_not_block(self) -> None:
         await self.inner.wait_send_all_might_not_block()
@@ -199,15 +216,6 @@ class IdleTrackingStream(_ActivityWrapper):
     """
 
     __slots__ = ()
-
-    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        self.last_activity = trio.current_time()
-        self.sending += 1
-        try:
-            await self.inner.send_all(data)
-        finally:
-            self.sending -= 1
-        self.last_activity = trio.current_time()
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
         data = await self.inner.receive_some(max_bytes)
@@ -251,14 +259,12 @@ class TLSRecordStream(_ActivityWrapper):
         "_body_left",
         "_header",
         "arm_after",
-        "count_records",
         "frame_deadline",
         "partial_since",
     )
 
     def __init__(self, inner: trio.abc.Stream, *, count_records: bool = True) -> None:
-        super().__init__(inner)
-        self.count_records = count_records
+        super().__init__(inner, count_records=count_records)
         self.partial_since: float | None = None
         self.frame_deadline = math.inf
         self.arm_after: float | None = None
@@ -266,18 +272,6 @@ class TLSRecordStream(_ActivityWrapper):
         # records), and how many bytes of its body are still to come.
         self._header: bytes | None = b""
         self._body_left = 0
-
-    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        counted = self.count_records
-        if counted:
-            self.last_activity = trio.current_time()
-        self.sending += 1
-        try:
-            await self.inner.send_all(data)
-        finally:
-            self.sending -= 1
-        if counted:
-            self.last_activity = trio.current_time()
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
         if self.arm_after is not None and self.partial_since is None:

@@ -413,15 +413,11 @@ class DatagramReceiver:
         """
         await trio.lowlevel.checkpoint_if_cancelled()
         self._check_open()
-        queue = self._queue
-        if self._std is not None and (not queue or self._taken >= _DRAIN_EVERY):
-            self._taken = 0
-            self._drain()
-        if queue:
-            self._taken += 1
-            datagram = self._take(queue.popleft())
+        datagram = self._pop_queued()
+        if datagram is not None:
             await trio.lowlevel.cancel_shielded_checkpoint()
             return datagram
+        queue = self._queue
         waiter = Waiter(False)
         try:
             while not queue:
@@ -448,14 +444,21 @@ class DatagramReceiver:
           trio.ClosedResourceError: The endpoint is closed.
         """
         self._check_open()
+        datagram = self._pop_queued()
+        if datagram is None:
+            raise trio.WouldBlock
+        return datagram
+
+    def _pop_queued(self) -> Datagram | None:
+        """The first queued datagram, or ``None``; drains the socket first when due."""
         queue = self._queue
         if self._std is not None and (not queue or self._taken >= _DRAIN_EVERY):
             self._taken = 0
             self._drain()
-        if queue:
-            self._taken += 1
-            return self._take(queue.popleft())
-        raise trio.WouldBlock
+        if not queue:
+            return None
+        self._taken += 1
+        return self._take(queue.popleft())
 
     def __aiter__(self) -> DatagramReceiver:
         return self

@@ -115,17 +115,18 @@ async def accept_loop(server: AcceptingServer, listener: trio.socket.SocketType)
         await _accept_one_at_a_time(server, listener)
 
 
-def _next_delay(delay: float) -> float:
-    return min(delay * 2, ACCEPT_BACKOFF_MAX) if delay else ACCEPT_BACKOFF_INITIAL
-
-
-def _accept_failed(server: AcceptingServer, exc: OSError, delay: float) -> None:
+def _back_off(server: AcceptingServer, exc: OSError, delay: float) -> float:
+    """The next back-off delay after an accept() error, reported; raises ``exc`` unless it means capacity."""
+    if exc.errno not in _CAPACITY_ERRNOS:
+        raise exc
+    delay = min(delay * 2, ACCEPT_BACKOFF_MAX) if delay else ACCEPT_BACKOFF_INITIAL
     name = errno.errorcode.get(exc.errno or 0, str(exc.errno))
     LOGGER.warning(
         "accept() failed with %s (%s); the server keeps running and retries in %.3f s",
         name, os.strerror(exc.errno or 0), delay,
     )
     server.accept_failed(name, delay)
+    return delay
 
 
 async def _accept_backlog(server: AcceptingServer, raw: socket.socket) -> None:
@@ -167,10 +168,7 @@ async def _accept_backlog(server: AcceptingServer, raw: socket.socket) -> None:
             taken += 1
             if exc.errno in _IGNORABLE_ACCEPT_ERRNOS:
                 continue
-            if exc.errno not in _CAPACITY_ERRNOS:
-                raise
-            delay = _next_delay(delay)
-            _accept_failed(server, exc, delay)
+            delay = _back_off(server, exc, delay)
             await trio.sleep(delay)
             taken = 0
             continue
@@ -204,10 +202,7 @@ async def _accept_one_at_a_time(server: AcceptingServer, listener: trio.socket.S
                 raise
             if exc.errno in _IGNORABLE_ACCEPT_ERRNOS:
                 continue
-            if exc.errno not in _CAPACITY_ERRNOS:
-                raise
-            delay = _next_delay(delay)
-            _accept_failed(server, exc, delay)
+            delay = _back_off(server, exc, delay)
             await trio.sleep(delay)
             continue
         delay = 0.0
