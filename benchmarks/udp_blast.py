@@ -144,7 +144,7 @@ def _trionet(count: int, *, batches: bool, buffer: int | None = None) -> tuple[i
                     except trio.WouldBlock:
                         pass
 
-            return await _blast(endpoint.local_address.port, count, receive)
+            return await _blast(endpoint.local.port, count, receive)
 
     return trio.run(main)
 

@@ -53,17 +53,17 @@ def picture(log: trionet.EventLog, origin: float) -> list[str]:
     ends: dict[str, tuple[float, str]] = {}
     for event in log:
         address = str(event.details.get("address", ""))
-        if event.kind == "connect.attempt":
+        if event.kind == "tcp.connect.attempt":
             starts[address] = event.time
-        elif event.kind in ("connect.won", "connect.failed", "connect.cancelled"):
-            ends[address] = (event.time, event.kind.removeprefix("connect."))
+        elif event.kind in ("tcp.connect.won", "tcp.connect.failed", "tcp.connect.cancelled"):
+            ends[address] = (event.time, event.kind.removeprefix("tcp.connect."))
     if not starts:
         return []
     last = max(time for time, _ in ends.values()) - origin
     scale = WIDTH / max(last, 0.001)
     lines = [f"{'':>20}0 ms{'':>{WIDTH - 8}}{last * 1000:.0f} ms",
              f"{'':>20}|{'-' * (WIDTH - 1)}|"]
-    for event in log.of_kind("connect.answer"):
+    for event in log.of_kind("tcp.connect.answer"):
         column = round((event.time - origin) * scale)
         family = event.details["family"]
         lines.append(f"{family + ' answer':>19} {' ' * column + '*':<{WIDTH}} at "

@@ -1,7 +1,7 @@
 """Addresses: parsing, formatting, normalisation and socket tuples (sans-IO).
 
-Imports private ``trionet._sansio.addresses``: it runs that module's docstring
-examples and tests ``validate_port``, an internal helper.
+Through the public API; the docstring examples of the private modules behind it
+run in ``test_sansio_internals.py``.
 """
 
 from __future__ import annotations
@@ -15,11 +15,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from trionet import Address, AddressError, HostPort, TrionetError, parse_host_port, wildcard_addresses
-from trionet._sansio import addresses as addresses_module
-from trionet._sansio import hostnames as hostnames_module
-from trionet._sansio.addresses import validate_port
-
-from .docstring_examples import run_docstring_examples
 
 # text, default_port -> (host, port, scope_id, family, formatted)
 VALID = [
@@ -287,13 +282,19 @@ def test_parse_host_port_rejects_malformed_text_naming_it(
     assert message in str(info.value)
 
 
-def test_validate_port_names_the_context() -> None:
-    assert validate_port(0) == 0
-    assert validate_port(65535) == 65535
-    with pytest.raises(AddressError, match="port 65536 in 'config' is out of range"):
-        validate_port(65536, context="config")
+def test_port_checks_name_the_context() -> None:
+    # Every port goes through one check; a message names where the port came from.
+    assert Address("127.0.0.1", 0).port == 0
+    assert Address("127.0.0.1", 65535).port == 65535
+    assert parse_host_port("example.test", default_port=65535).port == 65535
+    with pytest.raises(AddressError, match="port 65536 in 'default_port' is out of range"):
+        parse_host_port("example.test", default_port=65536)
+    with pytest.raises(AddressError, match="port 65536 is out of range"):
+        Address("127.0.0.1", 65536)
     with pytest.raises(AddressError, match=r"port must be an int, not 8\.0"):
-        validate_port(8.0)
+        Address("127.0.0.1", 8.0)  # type: ignore[arg-type]
+    with pytest.raises(AddressError, match=r"port must be an int, not 8\.0"):
+        wildcard_addresses(8.0)  # type: ignore[arg-type]
 
 
 def test_wildcard_addresses_cover_both_families_on_one_port_ipv6_first() -> None:
@@ -301,18 +302,6 @@ def test_wildcard_addresses_cover_both_families_on_one_port_ipv6_first() -> None
     assert [a.family for a in wildcard_addresses(0)] == [socket.AF_INET6, socket.AF_INET]
     with pytest.raises(AddressError, match="out of range"):
         wildcard_addresses(65536)
-
-
-def test_docstring_examples_run() -> None:
-    result = run_docstring_examples(addresses_module)
-    assert result.attempted >= 8
-    assert result.failed == 0
-
-
-def test_the_host_name_docstring_examples_run() -> None:
-    result = run_docstring_examples(hostnames_module)
-    assert result.attempted >= 2
-    assert result.failed == 0
 
 
 # --- properties ------------------------------------------------------------------

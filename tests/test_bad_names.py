@@ -4,8 +4,8 @@ Not a bare ``UnicodeError`` from the IDNA codec inside getaddrinfo, and not an
 ``ExceptionGroup`` from a nursery inside trionet (issue 12, item 3); and nothing
 is looked up or cached for a malformed name (issue 14, item 7).
 
-Imports private ``normalize_host``: the internal check that every public entry point
-runs on a host, tested directly too.
+The check every entry point runs on a host is also the hosts table's
+(``Resolver.set_host``): each bad name is fed to that synchronous path too.
 """
 
 from __future__ import annotations
@@ -22,12 +22,11 @@ import trio.testing
 
 import trionet
 from trionet import AddressError, ResolutionError, TrionetError
-from trionet._sansio.addresses import normalize_host
 
 from .resolver_fakes import FakeResolver, installed_fake
 
 if sys.version_info < (3, 11):
-    from exceptiongroup import BaseExceptionGroup
+    from exceptiongroup import BaseExceptionGroup  # type: ignore[import-not-found, unused-ignore]
 
 # Each is malformed in a way the IDNA codec, getaddrinfo or the brackets trip on.
 BAD_NAMES = [
@@ -124,9 +123,9 @@ async def _open_tcp_server(host: str) -> None:
         pass
 
 
-async def _open_listening_sockets(host: str) -> None:
+async def _bind_listening_sockets(host: str) -> None:
     async with AsyncExitStack():
-        for sock in await trionet.open_listening_sockets(0, host=host):
+        for sock in await trionet.bind_listening_sockets(0, host=host):
             sock.close()
 
 
@@ -155,7 +154,7 @@ ENTRY_POINTS: dict[str, Callable[[str], Awaitable[object]]] = {
     "UDPEndpoint.request": _udp_request,
     "serve_tcp(host=)": _serve_tcp,
     "open_tcp_server(host=)": _open_tcp_server,
-    "open_listening_sockets(host=)": _open_listening_sockets,
+    "bind_listening_sockets(host=)": _bind_listening_sockets,
     "serve_udp(host=)": _serve_udp,
 }
 
@@ -171,10 +170,15 @@ async def test_a_bad_name_raises_one_trionet_error_and_looks_nothing_up(
 
 
 @pytest.mark.parametrize("host", BAD_NAMES)
-def test_normalize_host_rejects_each_bad_name_with_an_address_error(host: str) -> None:
+def test_the_hosts_table_rejects_each_bad_name_with_an_address_error(host: str) -> None:
+    resolver = trionet.Resolver()
     with pytest.raises(AddressError) as info:
-        normalize_host(host)
+        resolver.set_host(host, "127.0.0.1")
     assert not isinstance(info.value, UnicodeError)
+    with pytest.raises(AddressError) as info:
+        trionet.Resolver(hosts={host: "127.0.0.1"})
+    assert not isinstance(info.value, UnicodeError)
+    assert resolver.hosts == {}
 
 
 async def test_a_malformed_name_is_never_cached(fake: FakeResolver) -> None:
@@ -218,7 +222,7 @@ async def test_udp_send_takes_a_bracketed_ipv6_literal_host() -> None:
     async with trionet.open_udp_endpoint(local=("::1", 0)) as receiver, trionet.open_udp_endpoint(
         local=("::1", 0)
     ) as sender:
-        await sender.send(b"hi", ("[::1]", receiver.local_address.port))
+        await sender.send(b"hi", ("[::1]", receiver.local.port))
         with trio.fail_after(10):
             datagram = await receiver.receive()
     assert datagram.data == b"hi"
@@ -227,7 +231,7 @@ async def test_udp_send_takes_a_bracketed_ipv6_literal_host() -> None:
 async def test_servers_listen_on_a_bracketed_ipv6_literal() -> None:
     async with trionet.open_tcp_server(_handler, 0, host="[::1]") as server:
         assert [str(address.ip) for address in server.addresses] == ["::1"]
-    sockets = await trionet.open_listening_sockets(0, host="[::1]")
+    sockets = await trionet.bind_listening_sockets(0, host="[::1]")
     try:
         assert [sock.getsockname()[0] for sock in sockets] == ["::1"]
     finally:

@@ -2,9 +2,9 @@
 
 Real loopback TCP with trio's real clock (never an autojump clock over real
 sockets); waits are on events and ``wait_all_tasks_blocked``, never on sleeps.
-
-Imports private ``IdleTrackingStream`` and ``stdlib_socket_of``: the fast path is
-chosen by the stream type, which these internals decide.
+Which path a channel took is read from its private attributes (``_raw``,
+``_socket``); the helper that finds the stdlib socket, and the fast path under
+the idle-tracking wrapper, are tested in ``test_adapter_internals.py``.
 """
 
 from __future__ import annotations
@@ -20,8 +20,6 @@ import trio
 import trio.testing
 
 from trionet import LengthPrefixed, MessageChannel
-from trionet._adapters.idle import IdleTrackingStream
-from trionet._adapters.trio_compat import stdlib_socket_of
 from trionet.testing import VirtualNetwork
 
 from .conftest import open_fd_count, tcp_stream_pair
@@ -78,21 +76,13 @@ async def test_trio_still_keeps_the_stdlib_socket_where_trionet_looks() -> None:
     # (it falls back to trio's public socket methods). Update trionet/_adapters/trio_compat.py.
     from trio._socket import _SocketType  # noqa: F401 - must exist
 
-    sock = trio.socket.socket()
-    with sock:
-        raw = stdlib_socket_of(sock)
-        assert raw is not None, "trio changed its socket internals: update trionet/_adapters/trio_compat.py"
-        assert type(raw) is socket.socket
-        assert raw.fileno() == sock.fileno()
-        assert raw.getblocking() is False
-
-
-async def test_a_channel_over_a_socket_stream_takes_the_fast_path_also_through_the_idle_wrapper() -> None:
     client, server = await tcp_stream_pair()
     async with client, server:
-        assert MessageChannel(client)._raw is client.socket._sock  # type: ignore[attr-defined]
-        assert MessageChannel(IdleTrackingStream(server))._raw is not None
-        assert MessageChannel(trio.testing.memory_stream_pair()[0])._raw is None
+        raw = MessageChannel(client)._raw  # what trionet found in the trio socket
+        assert raw is not None, "trio changed its socket internals: update trionet/_adapters/trio_compat.py"
+        assert type(raw) is socket.socket
+        assert raw.fileno() == client.socket.fileno()
+        assert raw.getblocking() is False
 
 
 async def test_virtual_sockets_keep_the_trio_socket_path(autojump_clock: trio.testing.MockClock) -> None:
@@ -102,10 +92,9 @@ async def test_virtual_sockets_keep_the_trio_socket_path(autojump_clock: trio.te
     net.link("client", "server", latency=0.001)
     with net.install():
         client, server = await socket_pair(net, 9)
-        assert stdlib_socket_of(client) is None
         a, b = MessageChannel(trio.SocketStream(client)), MessageChannel(trio.SocketStream(server))
         async with a, b:
-            assert a._raw is None
+            assert a._raw is None  # no stdlib socket inside a virtual one
             assert a._socket is client
             await a.send(b"over the virtual network")
             assert await b.receive() == b"over the virtual network"
@@ -432,14 +421,6 @@ async def _end_when_blocked(channel: MessageChannel) -> None:
     channel.end_when_idle()
 
 
-async def test_end_when_idle_through_the_idle_tracking_wrapper() -> None:
-    client, server = await tcp_stream_pair()
-    async with client, MessageChannel(IdleTrackingStream(server)) as channel, trio.open_nursery() as nursery:
-        nursery.start_soon(_end_when_blocked, channel)
-        with pytest.raises(trio.EndOfChannel):
-            await channel.receive()
-
-
 async def test_end_when_idle_on_memory_streams() -> None:
     left, right = trio.testing.memory_stream_pair()
     peer, channel = MessageChannel(left), MessageChannel(right)
@@ -516,11 +497,15 @@ class RecordingDecoder:
     def offset(self) -> int:
         return int(self.inner.offset)
 
+    @property
+    def held(self) -> int:
+        return int(self.inner.held)
+
 
 async def test_flags_are_set_and_cleared_with_keyboard_interrupt_protection() -> None:
     seen: list[tuple[str, bool]] = []
 
-    class RecordingCodec(LengthPrefixed):
+    class RecordingCodec(LengthPrefixed):  # type: ignore[misc]  # a final class, subclassed to spy
         def encode(self, message: bytes | bytearray | memoryview) -> bytes:
             seen.append(("encode", trio.lowlevel.currently_ki_protected()))
             return super().encode(message)

@@ -1,10 +1,10 @@
-"""``python -m trionet``: each command run as a user runs it, as a subprocess.
+"""``python -m trionet``. Imports private ``trionet._cli``: the CLI is a private
+package, and parts of it are driven in-process (argument parsing, errors, a
+spied server, print mode, the UDP echo guard and its rate limits).
 
-Servers print ``listening on ADDRESS`` first; tests read that line for the port
-instead of sleeping. Every test is bounded by ``trio.fail_after``.
-
-Imports private ``trionet._cli``: some commands are driven in-process (argument
-parsing, errors, a spied server).
+Everything else runs each command as a user runs it, as a subprocess. Servers
+print ``listening on ADDRESS`` first; tests read that line for the port instead
+of sleeping. Every test is bounded by ``trio.fail_after``.
 """
 
 from __future__ import annotations
@@ -12,8 +12,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ipaddress
+import os
 import signal
 import socket
+import struct
 import time
 from typing import Any
 
@@ -22,10 +24,20 @@ import trio
 import trio.testing
 
 import trionet
+from tests.peer_text import unsafe_chars
 from tests.processes import CLI, run, running
 from tests.resolver_fakes import installed_fake
-from trionet import DEFAULT_FRAME_TIMEOUT, DEFAULT_IDLE_TIMEOUT, LengthPrefixed, Netstring, Varint
+from trionet import (
+    DEFAULT_FRAME_TIMEOUT,
+    DEFAULT_IDLE_TIMEOUT,
+    Address,
+    LengthPrefixed,
+    Lines,
+    Netstring,
+    Varint,
+)
 from trionet._cli import commands as _cli_commands
+from trionet._cli.commands import _ECHO_BURST, _ECHO_RATE, _EchoGuard
 from trionet._cli.main import CommandError, build_parser, main
 from trionet.testing import VirtualNetwork
 
@@ -72,9 +84,9 @@ async def test_demo_tours_servers_and_clients_and_exits_0_within_10_seconds() ->
     assert "carol    the server ended my idle connection at shutdown (EndOfChannel)" in out
     assert "no task is left running and every socket is closed" in out
     # Happy Eyeballs: IPv6 black-holed, IPv4 started 250 ms later wins.
-    assert "connect.attempt      address=[fd00::1]:80" in out
-    assert "connect.won          address=10.0.0.1:80" in out
-    assert "connect.cancelled    address=[fd00::1]:80" in out
+    assert "tcp.connect.attempt    address=[fd00::1]:80" in out
+    assert "tcp.connect.won        address=10.0.0.1:80" in out
+    assert "tcp.connect.cancelled  address=[fd00::1]:80" in out
     assert out.rstrip().endswith("none is running now.")
 
 
@@ -449,3 +461,149 @@ async def test_the_cli_passes_frame_timeout_to_the_server(
         await _cli_commands._serve_tcp(args, LengthPrefixed(), stop, ["-"])
     assert seen["frame_timeout"] == 5.0
     assert seen["idle_timeout"] == DEFAULT_IDLE_TIMEOUT
+
+
+# ------------------------------------------- print mode: peer text escaped (issue 15)
+
+
+def test_udp_print_mode_prints_each_message_on_one_escaped_line(capsys: pytest.CaptureFixture[str]) -> None:
+    args = argparse.Namespace(mode="print")
+    peer = Address("127.0.0.1", 4444)
+
+    async def send(data: bytes, address: Address) -> None:
+        raise AssertionError("print mode sends nothing")
+
+    hostile = b"hi\r\x1b[2K\x1b]0;owned\x07\n127.0.0.1:4444 connected\xc2\x9b31m\xff\xe2\x80\xae"
+    trio.run(_cli_commands._answer, args, LengthPrefixed(), send, LengthPrefixed().encode(hostile), peer)
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1
+    assert unsafe_chars(out[:-1]) == []
+    # escape_text's rendering, spelled out: C0 and C1 controls, a bidi override, a stray byte.
+    assert out == (
+        "127.0.0.1:4444: hi\\r\\x1b[2K\\x1b]0;owned\\x07\\n127.0.0.1:4444 connected"
+        "\\u009b31m\\xff\\u202e\n"
+    )
+
+
+async def test_tcp_print_mode_lets_no_peer_forge_a_line_or_reach_the_terminal() -> None:
+    hostile = (b"hello\r\x1b[2K\x1b]0;window title\x07\n127.0.0.1:4444 connected\n"
+               b"\xc2\x9b2J \xe2\x80\xae \xff")
+    with trio.fail_after(TIMEOUT):
+        async with running([*CLI, "serve", "print", "--codec", "length", "--host", "127.0.0.1",
+                            "--port", "0", "--exit-after", "1"]) as server:
+            listening = await server.stdout.until("listening on")
+            port = int(listening.split()[2].rsplit(":", 1)[1])
+            stream = await trio.open_tcp_stream("127.0.0.1", port)
+            async with stream:
+                await stream.send_all(LengthPrefixed().encode(hostile))
+                await stream.send_eof()
+                assert await stream.receive_some() == b""
+            assert server.process.stdout is not None
+            raw = b""
+            while chunk := await server.process.stdout.receive_some():
+                raw += chunk
+            assert await server.process.wait() == 0
+    text = raw.decode("utf-8")  # strict: the output is valid UTF-8
+    lines = text.split("\n")
+    assert lines[-1] == ""
+    assert all(unsafe_chars(line) == [] for line in lines)
+    client = lines[0].split()[0]
+    assert lines[:-1] == [
+        f"{client} connected",
+        f"{client}: hello\\r\\x1b[2K\\x1b]0;window title\\x07\\n127.0.0.1:4444 connected\\n"
+        "\\u009b2J \\u202e \\xff",
+        f"{client} disconnected",
+        "stopped after 1 connection(s)",
+    ]
+
+
+def test_a_described_error_is_one_escaped_line() -> None:
+    assert _cli_commands.describe(ValueError("bad\x1b[2K\r\nframe")) == "bad\\x1b[2K frame"
+
+
+async def test_lines_print_mode_escapes_too(capsys: pytest.CaptureFixture[str]) -> None:
+    args = argparse.Namespace(mode="print")
+
+    async def send(data: bytes, address: Address) -> None:
+        raise AssertionError("print mode sends nothing")
+
+    await _cli_commands._answer(args, Lines(), send, b"a\x1b[31m\nb\r", Address("::1", 5))
+    assert capsys.readouterr().out == "[::1]:5: a\\x1b[31m\n[::1]:5: b\\r\n"
+
+
+# ------------------------------------------- the UDP echo guard and its warning (issue 15)
+#
+# ``serve --udp`` answered any source: one datagram forged to come from the
+# server itself looped for ever, and two echo servers ping-ponged without end.
+# It now refuses privileged and well-known service source ports and its own
+# address, rate-limits each source, and warns when it listens beyond loopback.
+
+
+@pytest.mark.parametrize("port", [7, 19, 53, 123, 1023, 1900, 3702, 5353, 5683, 11211])
+async def test_the_echo_refuses_service_source_ports(port: int) -> None:
+    guard = _EchoGuard(9000)
+    assert not await guard.admit(Address("192.0.2.1", port))
+    assert await guard.admit(Address("192.0.2.1", 40000))
+
+
+async def test_the_echo_refuses_its_own_address_but_not_a_remote_peer_on_its_port() -> None:
+    guard = _EchoGuard(9000)
+    assert not await guard.admit(Address("127.0.0.1", 9000))
+    assert not await guard.admit(Address("::1", 9000))
+    # 192.0.2.0/24 (TEST-NET-1) is never an address of this machine.
+    assert await guard.admit(Address("192.0.2.1", 9000))
+
+
+async def test_each_source_is_echoed_at_most_the_rate_limit(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    guard = _EchoGuard(9000)
+    start = trio.current_time()
+    admitted = 0
+    for _ in range(1_000):
+        admitted += await guard.admit(Address("192.0.2.1", 40000))
+        await trio.sleep(0.001)  # 1,000 datagrams in one virtual second
+    elapsed = trio.current_time() - start
+    assert admitted <= _ECHO_BURST + _ECHO_RATE * elapsed + 1
+    assert admitted >= _ECHO_BURST
+    # Another source has a bucket of its own.
+    assert await guard.admit(Address("192.0.2.2", 40000))
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="forging a source address needs a raw socket (root)")
+async def test_a_datagram_forged_from_the_cli_echo_server_itself_is_not_echoed() -> None:
+    with trio.fail_after(TIMEOUT):
+        async with running([*CLI, "serve", "--udp", "--host", "127.0.0.1", "--port", "0"]) as server:
+            port = port_in(await server.stdout.until("listening on 127.0.0.1:"))
+            raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_UDP)
+            with raw:
+                raw.sendto(struct.pack("!HHHH", port, port, 8 + 5, 0) + b"loop\n", ("127.0.0.1", 0))
+            line = await server.stdout.next()
+            assert "not echoing (this server's own address)" in line, line
+            # Still serving others, and it never echoed the forged one: had it
+            # looped, it would have refused its own reply, not the forged datagram.
+            sock = trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            with sock:
+                await sock.connect(("127.0.0.1", port))
+                await sock.send(b"hello\n")
+                assert await sock.recv(100) == b"hello\n"
+            code, lines = await server.stop()
+    assert code == 0
+    assert sum("not echoing" in line for line in lines) == 1
+
+
+@pytest.mark.parametrize(("host", "warned"), [(None, True), ("127.0.0.1", False), ("::1", False)])
+async def test_serve_warns_on_stderr_when_it_listens_beyond_loopback(
+    host: str | None, warned: bool
+) -> None:
+    where = [] if host is None else ["--host", host]
+    with trio.fail_after(TIMEOUT):
+        async with running([*CLI, "serve", "--port", "0", *where]) as server:
+            await server.stdout.until("listening on ")
+            code, _ = await server.stop()
+            assert server.process.stderr is not None
+            stderr = b""
+            while chunk := await server.process.stderr.receive_some():
+                stderr += chunk
+    assert code == 0
+    assert (b"warning: listening beyond loopback" in stderr) is warned, stderr

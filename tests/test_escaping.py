@@ -1,43 +1,33 @@
-"""Peer-controlled text never reaches a log record, an event string or the CLI raw (issue 15 item 5).
+"""Peer-controlled text never reaches a log record or an event string raw (issue 15 item 5).
 
-escape_text is the one function that makes peer text displayable; the tests
-below drive the paths where peer text used to leak (a Unix client's bound
-name, bytes printed by ``serve print``) and the per-peer rate limit on the
-tracebacks that a flood of bad datagrams used to write.
-
-Imports private ``escape_text``, ``RecordLimiter``, ``escaped_traceback`` and
-``trionet._cli``: the escaping and log-limiting helpers are internal.
+The tests below drive the paths where peer text used to leak (a Unix client's
+bound name, a handler's exception quoting what the peer sent) and the per-peer
+rate limit on the tracebacks that a flood of bad datagrams used to write. The
+escaping function itself and the record limiter are tested in
+``test_sansio_internals.py``, the CLI's print mode in ``test_cli.py``.
 """
 
 from __future__ import annotations
 
-import argparse
 import functools
 import io
 import logging
 import os
-import re
 import shutil
 import socket
 import sys
 import tempfile
-import unicodedata
 from collections.abc import Iterator
 from types import MappingProxyType
 
 import pytest
 import trio
 import trio.testing
-from hypothesis import example, given
-from hypothesis import strategies as st
 
-from tests.processes import CLI, running
 from trionet import (
-    Address,
     Datagram,
     Event,
     EventLog,
-    LengthPrefixed,
     Lines,
     TCPConnection,
     UnixConnection,
@@ -46,136 +36,11 @@ from trionet import (
     serve_udp,
     serve_unix,
 )
-from trionet._adapters.observe import escaped_traceback
-from trionet._cli import commands as _cli_commands
-from trionet._sansio.escape import escape_text
-from trionet._sansio.loglimit import Admission, RecordLimiter
 from trionet.testing import VirtualNetwork
 
+from .peer_text import HOSTILE_NAME, unsafe_chars
+
 TIMEOUT = 30
-HOSTILE_NAME = "evil\nCRITICAL forged line \x1b[2K\x1b]0;pwned\x07\u202e"
-# What a peer uses against a terminal or a log: line breaks, CSI and OSC
-# sequences, a C1 CSI (U+009B), bidi overrides, separators, surrogates.
-SPECIALS = ["\n", "\r", "\t", "\x00", "\x1b", "\x7f", "\x85", "\x9b", "\u2028", "\u202e",
-            "\u2066", "\u200b", "\ufeff", "\udcff", "\ud800", "\\"]
-ANY_CHAR = st.one_of(
-    st.characters(exclude_categories=()),
-    st.integers(0xD800, 0xDFFF).map(chr),  # lone surrogates, which st.characters omits
-    st.sampled_from(SPECIALS),
-)
-BIDI_CONTROLS = {chr(c) for c in (*range(0x202A, 0x202F), *range(0x2066, 0x206A), 0x200E, 0x200F)}
-
-
-def unsafe_chars(text: str) -> list[str]:
-    """The characters of ``text`` that must not reach a log or a terminal."""
-    return [char for char in text
-            if unicodedata.category(char) in ("Cc", "Cs", "Cf", "Zl", "Zp") or char in BIDI_CONTROLS]
-
-
-_ESCAPE = re.compile(r"\\(x[0-9a-f]{2}|u[0-9a-f]{4}|U[0-9a-f]{8}|[ntr])")
-
-
-def unescape_text(text: str) -> str:
-    """The inverse of escape_text on text without backslashes (a test oracle)."""
-    named = {"n": "\n", "t": "\t", "r": "\r"}
-    return _ESCAPE.sub(lambda m: named.get(m[1]) or chr(int(m[1][1:], 16)), text)
-
-
-def unescape_bytes(text: str) -> bytes:
-    """The inverse of escape_text on bytes without backslashes."""
-    out = bytearray()
-    for piece in re.split(r"(\\x[0-9a-f]{2})", text):
-        if piece.startswith("\\x"):
-            out.append(int(piece[2:], 16))
-        else:
-            out += unescape_text(piece).encode("utf-8")
-    return bytes(out)
-
-
-# ------------------------------------------------------------------ escape_text
-
-
-@pytest.mark.parametrize(
-    ("raw", "shown"),
-    [
-        (HOSTILE_NAME, "evil\\nCRITICAL forged line \\x1b[2K\\x1b]0;pwned\\x07\\u202e"),
-        ("a\r\tb\x7f\x85", "a\\r\\tb\\x7f\\x85"),
-        ("name-\udcff", "name-\\udcff"),
-        ("\u2066rtl\u2069 \u2028", "\\u2066rtl\\u2069 \\u2028"),
-        ("\U000e0001", "\\U000e0001"),
-        ("Grüße, 東京, Ελλάδα, 🙂 C:\\dir", "Grüße, 東京, Ελλάδα, 🙂 C:\\dir"),
-        (b"ok\n\x1b[2K\xff\xc3", "ok\\n\\x1b[2K\\xff\\xc3"),
-        (b"\xc2\x85 \x85 caf\xc3\xa9", "\\u0085 \\x85 café"),  # decoded U+0085 vs the raw byte
-        (b"\x00abstract", "\\x00abstract"),
-    ],
-)
-def test_control_and_invisible_characters_are_shown_as_escapes(raw: str | bytes, shown: str) -> None:
-    assert escape_text(raw) == shown
-
-
-def test_escaping_anything_else_is_a_type_error() -> None:
-    with pytest.raises(TypeError):
-        escape_text(42)  # type: ignore[arg-type]
-
-
-@given(st.text(ANY_CHAR))
-@example(HOSTILE_NAME)
-def test_escaped_text_is_printable_and_has_no_control_format_or_surrogate_character(text: str) -> None:
-    shown = escape_text(text)
-    assert shown.isprintable()
-    assert unsafe_chars(shown) == []
-    shown.encode("utf-8")  # no lone surrogate: a UTF-8 log file takes it
-
-
-@given(st.text(st.characters(exclude_categories=())).filter(str.isprintable))
-def test_printable_text_passes_unchanged(text: str) -> None:
-    assert escape_text(text) is text or escape_text(text) == text
-
-
-@given(st.text(ANY_CHAR).map(lambda text: text.replace("\\", "")))
-def test_distinct_texts_stay_distinguishable(text: str) -> None:
-    # The backslash passes unchanged, so only text without one can be decoded;
-    # on that text the escaping is injective.
-    assert unescape_text(escape_text(text)) == text
-
-
-@given(st.binary())
-@example(b"\xc2\x85\x85")
-def test_bytes_are_shown_printable_and_distinguishable(data: bytes) -> None:
-    shown = escape_text(data)
-    assert shown.isprintable()
-    if b"\\" not in data:
-        assert unescape_bytes(shown) == data
-
-
-# ---------------------------------------------------------------- RecordLimiter
-
-
-def test_the_limiter_lets_a_burst_through_then_notes_once_and_reports_the_count_later() -> None:
-    limiter: RecordLimiter[str] = RecordLimiter(burst=2, window=10.0)
-    got = [limiter.admit("a", float(t)) for t in range(5)]
-    assert got == [Admission.LOG, Admission.LOG, Admission.NOTICE, Admission.SUPPRESS,
-                   Admission.SUPPRESS]
-    assert limiter.admit("b", 5.0) is Admission.LOG  # another key has its own budget
-    assert limiter.expire(9.9) == []
-    assert limiter.expire(10.0) == [("a", 2)]
-    assert limiter.admit("a", 10.0) is Admission.LOG
-    assert limiter.expire(15.0) == []  # "b" held nothing back
-
-
-def test_the_limiter_bounds_its_keys_and_new_keys_share_one_overflow_window() -> None:
-    limiter: RecordLimiter[int] = RecordLimiter(burst=1, window=10.0, max_keys=3)
-    admitted = [limiter.admit(key, 0.0) for key in range(1000)]
-    assert admitted.count(Admission.LOG) == 4  # three keys and the overflow window
-    assert admitted.count(Admission.NOTICE) == 1
-    assert sorted(limiter.expire(10.0), key=str) == [(None, 995)]
-
-
-@pytest.mark.parametrize("kwargs", [{"burst": 0}, {"window": 0.0}, {"window": float("nan")},
-                                    {"max_keys": 0}, {"burst": True}])
-def test_the_limiter_rejects_settings_out_of_range(kwargs: dict[str, float]) -> None:
-    with pytest.raises(ValueError, match="must be a positive"):
-        RecordLimiter(**kwargs)  # type: ignore[arg-type]
 
 
 # ---------------------------------------------------------------------- events
@@ -245,10 +110,16 @@ def trionet_log() -> Iterator[Records]:
         logger.setLevel(level)
 
 
-@pytest.mark.parametrize("name", [HOSTILE_NAME, os.fsdecode(b"not-utf8-\xff\xfe\x1b[2K")],
-                         ids=["controls", "not-utf-8"])
+# (name, what the peer's name shows as: escape_text's rendering, spelled out)
+HOSTILE_NAMES = [
+    (HOSTILE_NAME, "evil\\nCRITICAL forged line \\x1b[2K\\x1b]0;pwned\\x07\\u202e"),
+    (os.fsdecode(b"not-utf8-\xff\xfe\x1b[2K"), "not-utf8-\\udcff\\udcfe\\x1b[2K"),
+]
+
+
+@pytest.mark.parametrize(("name", "shown"), HOSTILE_NAMES, ids=["controls", "not-utf-8"])
 async def test_a_unix_clients_hostile_name_reaches_no_log_record_or_event_raw(
-    name: str, short_dir: str, trionet_log: Records
+    name: str, shown: str, short_dir: str, trionet_log: Records
 ) -> None:
     server_path = os.path.join(short_dir, "server.sock")
     client_path = os.path.join(short_dir, name)
@@ -275,7 +146,7 @@ async def test_a_unix_clients_hostile_name_reaches_no_log_record_or_event_raw(
                 await closed.wait()
             nursery.cancel_scope.cancel()
 
-    assert seen == [escape_text(client_path)]
+    assert seen == [os.path.join(short_dir, shown)]  # the directory is printable: unchanged
     assert unsafe_chars(seen[0]) == []
     assert trionet_log.records, "the handler error was not logged"
     for record in trionet_log.records:
@@ -283,66 +154,13 @@ async def test_a_unix_clients_hostile_name_reaches_no_log_record_or_event_raw(
         assert unsafe_chars(message) == [], message
         assert unsafe_chars(str(getattr(record, "peer", ""))) == []
     assert trionet_log.failed == 0  # nothing vanished from the UTF-8 log file
-    assert escape_text(name).encode() in trionet_log.written()
+    assert shown.encode() in trionet_log.written()
     assert events.of_kind("unix.handler_error")
     for event in events:
         assert unsafe_chars(str(event)) == [], str(event)
     timeline = events.format_timeline()
     assert unsafe_chars(timeline.replace("\n", "")) == []
     assert len(timeline.splitlines()) == len(events)
-
-
-# ------------------------------------------------------------------------ CLI
-
-
-def test_udp_print_mode_prints_each_message_on_one_escaped_line(capsys: pytest.CaptureFixture[str]) -> None:
-    args = argparse.Namespace(mode="print")
-    peer = Address("127.0.0.1", 4444)
-
-    async def send(data: bytes, address: Address) -> None:
-        raise AssertionError("print mode sends nothing")
-
-    hostile = b"hi\r\x1b[2K\x1b]0;owned\x07\n127.0.0.1:4444 connected\xc2\x9b31m\xff\xe2\x80\xae"
-    trio.run(_cli_commands._answer, args, LengthPrefixed(), send, LengthPrefixed().encode(hostile), peer)
-    out = capsys.readouterr().out
-    assert out.count("\n") == 1
-    assert unsafe_chars(out[:-1]) == []
-    assert out == f"127.0.0.1:4444: {escape_text(hostile)}\n"
-
-
-async def test_tcp_print_mode_lets_no_peer_forge_a_line_or_reach_the_terminal() -> None:
-    hostile = (b"hello\r\x1b[2K\x1b]0;window title\x07\n127.0.0.1:4444 connected\n"
-               b"\xc2\x9b2J \xe2\x80\xae \xff")
-    with trio.fail_after(TIMEOUT):
-        async with running([*CLI, "serve", "print", "--codec", "length", "--host", "127.0.0.1",
-                            "--port", "0", "--exit-after", "1"]) as server:
-            listening = await server.stdout.until("listening on")
-            port = int(listening.split()[2].rsplit(":", 1)[1])
-            stream = await trio.open_tcp_stream("127.0.0.1", port)
-            async with stream:
-                await stream.send_all(LengthPrefixed().encode(hostile))
-                await stream.send_eof()
-                assert await stream.receive_some() == b""
-            assert server.process.stdout is not None
-            raw = b""
-            while chunk := await server.process.stdout.receive_some():
-                raw += chunk
-            assert await server.process.wait() == 0
-    text = raw.decode("utf-8")  # strict: the output is valid UTF-8
-    lines = text.split("\n")
-    assert lines[-1] == ""
-    assert all(unsafe_chars(line) == [] for line in lines)
-    client = lines[0].split()[0]
-    assert lines[:-1] == [
-        f"{client} connected",
-        f"{client}: {escape_text(hostile)}",
-        f"{client} disconnected",
-        "stopped after 1 connection(s)",
-    ]
-
-
-def test_a_described_error_is_one_escaped_line() -> None:
-    assert _cli_commands.describe(ValueError("bad\x1b[2K\r\nframe")) == "bad\\x1b[2K frame"
 
 
 # --------------------------------------------------------------- UDP flood
@@ -430,16 +248,6 @@ async def test_the_suppressed_count_is_reported_when_the_window_ends(
     assert len(messages) == 5 + 1 + 1 + 1  # burst, notice, summary, the next window's first
 
 
-async def test_lines_print_mode_escapes_too(capsys: pytest.CaptureFixture[str]) -> None:
-    args = argparse.Namespace(mode="print")
-
-    async def send(data: bytes, address: Address) -> None:
-        raise AssertionError("print mode sends nothing")
-
-    await _cli_commands._answer(args, Lines(), send, b"a\x1b[31m\nb\r", Address("::1", 5))
-    assert capsys.readouterr().out == "[::1]:5: a\\x1b[31m\n[::1]:5: b\\r\n"
-
-
 # ------------------------------------------------------------------ TCP server
 
 
@@ -482,15 +290,32 @@ async def test_tcp_handler_errors_are_rate_limited_per_peer_and_every_one_is_cou
     assert unsafe_chars(written.replace("\n", "")) == []
 
 
-def test_a_traceback_shows_every_message_in_its_chain_escaped_on_its_line() -> None:
-    try:
+@pytest.mark.net(latency=0.001)
+async def test_a_traceback_shows_every_message_in_its_chain_escaped_on_its_line(
+    net: VirtualNetwork, autojump_clock: trio.testing.MockClock, trionet_log: Records
+) -> None:
+    closed = trio.Event()
+
+    def observe(event: Event) -> None:
+        if event.kind == "tcp.closed":
+            closed.set()
+
+    async def fragile(conn: TCPConnection) -> None:
         try:
             raise ValueError("inner\nCRITICAL forged")
         except ValueError as inner:
             raise KeyError("outer\x1b[2K") from inner
-    except KeyError as exc:
-        text = escaped_traceback(exc)
+
+    with trio.fail_after(TIMEOUT), net.host("server"):
+        async with open_tcp_server(fragile, 7, observer=observe):
+            with net.host("client"):
+                async with await trio.open_tcp_stream("10.0.0.1", 7):
+                    await closed.wait()
+    (record,) = [r for r in trionet_log.records if r.exc_info is not None]
+    text = record.exc_text  # what every logging.Formatter writes for the exception
+    assert text is not None
     assert "ValueError: inner\\nCRITICAL forged" in text
     assert "KeyError: 'outer\\x1b[2K'" in text
     assert not any(line.startswith("CRITICAL") for line in text.split("\n"))
     assert unsafe_chars(text.replace("\n", "")) == []
+    assert "ValueError: inner\\nCRITICAL forged" in trionet_log.written().decode()

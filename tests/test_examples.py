@@ -129,9 +129,9 @@ async def test_happy_eyeballs_ipv6_black_hole_loses_to_ipv4_started_at_250_ms() 
     assert result.returncode == 0, result.stderr
     out = result.stdout.decode()
     assert "connected to 10.0.0.1:443 after 252.0 ms (simulated)" in out
-    assert "      0.0 ms  connect.attempt      address=[fd00::1]:443" in out
-    assert "    250.0 ms  connect.attempt      address=10.0.0.1:443" in out
-    assert "    252.0 ms  connect.cancelled    address=[fd00::1]:443" in out
+    assert "      0.0 ms  tcp.connect.attempt    address=[fd00::1]:443" in out
+    assert "    250.0 ms  tcp.connect.attempt    address=10.0.0.1:443" in out
+    assert "    252.0 ms  tcp.connect.cancelled  address=[fd00::1]:443" in out
     picture = out.split("on one time axis:\n\n")[1].splitlines()
     assert picture[-2].split()[0] == "[fd00::1]:443"
     assert picture[-2].endswith("= cancelled at 252.0 ms")
@@ -146,8 +146,8 @@ async def test_happy_eyeballs_refused_ipv6_starts_the_ipv4_attempt_at_once() -> 
         result = await run(example("happy_eyeballs.py", "--refuse"))
     assert result.returncode == 0, result.stderr
     out = result.stdout.decode()
-    assert "    100.0 ms  connect.failed       address=[fd00::1]:443" in out
-    assert "    100.0 ms  connect.attempt      address=10.0.0.1:443" in out
+    assert "    100.0 ms  tcp.connect.failed     address=[fd00::1]:443" in out
+    assert "    100.0 ms  tcp.connect.attempt    address=10.0.0.1:443" in out
     assert "won at 200.0 ms" in out
 
 
@@ -155,9 +155,9 @@ async def test_happy_eyeballs_slow_ipv6_answer_waits_at_most_the_50_ms_resolutio
     with trio.fail_after(TIMEOUT):
         short = await run(example("happy_eyeballs.py", "--slow-ipv6-dns", "0.03"))
         long = await run(example("happy_eyeballs.py", "--slow-ipv6-dns", "0.2"))
-    assert "     30.0 ms  connect.attempt      address=[fd00::1]:443" in short.stdout.decode()
+    assert "     30.0 ms  tcp.connect.attempt    address=[fd00::1]:443" in short.stdout.decode()
     out = long.stdout.decode()
-    assert "     50.0 ms  connect.attempt      address=10.0.0.1:443" in out
+    assert "     50.0 ms  tcp.connect.attempt    address=10.0.0.1:443" in out
     assert "fd00::1" not in out.split("What connect_tcp did")[1]
 
 

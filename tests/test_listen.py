@@ -11,9 +11,9 @@ import pytest
 import trio
 
 from tests.conftest import open_fd_count
-from trionet import Address, Resolver, open_listening_sockets
+from trionet import Address, Resolver, bind_listening_sockets
 
-#: How many port numbers open_listening_sockets tries for a dual-stack port 0 (ten:
+#: How many port numbers bind_listening_sockets tries for a dual-stack port 0 (ten:
 #: trionet's choice, see trionet/_adapters/listen.py).
 SAME_PORT_ATTEMPTS = 10
 
@@ -36,7 +36,7 @@ async def accept_from(listener: trio.socket.SocketType, host: str, port: int) ->
 
 
 async def test_host_none_port_zero_listens_on_both_families_on_one_port(no_fd_leak: None) -> None:
-    sockets = await open_listening_sockets(0)
+    sockets = await bind_listening_sockets(0)
     try:
         assert [sock.family for sock in sockets] == [V6, V4]
         v6, v4 = sockets
@@ -58,7 +58,7 @@ async def test_a_given_port_is_used_for_both_families(no_fd_leak: None) -> None:
     with stdlib_socket.socket(V6) as probe:  # find a free port, then free it
         probe.bind(("::1", 0))
         port = probe.getsockname()[1]
-    sockets = await open_listening_sockets(port)
+    sockets = await bind_listening_sockets(port)
     try:
         assert [port_of(sock) for sock in sockets] == [port, port]
         assert (await accept_from(sockets[1], "127.0.0.1", port)).host == "127.0.0.1"
@@ -68,7 +68,7 @@ async def test_a_given_port_is_used_for_both_families(no_fd_leak: None) -> None:
 
 
 async def test_udp_sockets_are_bound_on_one_port_and_not_listening(no_fd_leak: None) -> None:
-    sockets = await open_listening_sockets(0, type=stdlib_socket.SOCK_DGRAM)
+    sockets = await bind_listening_sockets(0, type=stdlib_socket.SOCK_DGRAM)
     try:
         v6, v4 = sockets
         port = port_of(v6)
@@ -87,7 +87,7 @@ async def test_udp_sockets_are_bound_on_one_port_and_not_listening(no_fd_leak: N
 
 async def test_a_name_binds_each_of_its_addresses_on_one_port(no_fd_leak: None) -> None:
     resolver = Resolver(hosts={"loopback.test": ["::1", "127.0.0.1"]})
-    sockets = await open_listening_sockets(0, host="loopback.test", resolver=resolver)
+    sockets = await bind_listening_sockets(0, host="loopback.test", resolver=resolver)
     try:
         port = port_of(sockets[0])
         assert [Address.from_sockaddr(sock.getsockname()) for sock in sockets] == [
@@ -102,7 +102,7 @@ async def test_a_name_binds_each_of_its_addresses_on_one_port(no_fd_leak: None) 
 
 
 async def test_a_literal_binds_one_socket(no_fd_leak: None) -> None:
-    [sock] = await open_listening_sockets(0, host="127.0.0.1")
+    [sock] = await bind_listening_sockets(0, host="127.0.0.1")
     with sock:
         assert sock.getsockname()[0] == "127.0.0.1"
 
@@ -114,15 +114,15 @@ async def test_a_port_taken_on_ipv4_raises_and_closes_the_ipv6_socket() -> None:
         port = blocker.getsockname()[1]
         before = open_fd_count()
         with pytest.raises(OSError, match=f"cannot bind 0.0.0.0:{port}") as info:
-            await open_listening_sockets(port)
+            await bind_listening_sockets(port)
         assert info.value.errno == errno.EADDRINUSE
         assert open_fd_count() == before
 
 
 async def test_reuse_port_lets_two_sets_of_sockets_share_the_port(no_fd_leak: None) -> None:
-    first = await open_listening_sockets(0, reuse_port=True)
+    first = await bind_listening_sockets(0, reuse_port=True)
     try:
-        second = await open_listening_sockets(port_of(first[0]), reuse_port=True)
+        second = await bind_listening_sockets(port_of(first[0]), reuse_port=True)
         try:
             assert {port_of(sock) for sock in first + second} == {port_of(first[0])}
             assert second[0].getsockopt(stdlib_socket.SOL_SOCKET, stdlib_socket.SO_REUSEPORT) == 1
@@ -137,7 +137,7 @@ async def test_reuse_port_lets_two_sets_of_sockets_share_the_port(no_fd_leak: No
 async def test_a_cancelled_call_raises_cancelled_and_leaves_no_socket(no_fd_leak: None) -> None:
     with trio.CancelScope() as scope:
         scope.cancel()
-        await open_listening_sockets(0)
+        await bind_listening_sockets(0)
     assert scope.cancelled_caught
 
 
@@ -204,7 +204,7 @@ async def test_port_zero_retries_when_the_ipv6_port_is_taken_on_ipv4(
     before = open_fd_count()
     previous = trio.socket.set_custom_socket_factory(colliding)
     try:
-        sockets = await open_listening_sockets(0)
+        sockets = await bind_listening_sockets(0)
     finally:
         trio.socket.set_custom_socket_factory(previous)
     try:
@@ -225,7 +225,7 @@ async def test_the_retries_are_bounded(colliding: CollidingFactory) -> None:
     previous = trio.socket.set_custom_socket_factory(colliding)
     try:
         with pytest.raises(OSError, match=r"cannot bind 0\.0\.0\.0:") as info:
-            await open_listening_sockets(0)
+            await bind_listening_sockets(0)
     finally:
         trio.socket.set_custom_socket_factory(previous)
     assert info.value.errno == errno.EADDRINUSE

@@ -12,9 +12,8 @@
 
 No real DNS: names are answered (or refused) by fakes installed through
 ``trio.socket.set_custom_hostname_resolver``; connections use loopback only.
-
-Imports private ``normalize_host``: the internal name check is fed every spelling
-directly, as well as through the public API.
+The name a lookup sends is read from the fake, which sees exactly what
+getaddrinfo is asked for.
 """
 
 from __future__ import annotations
@@ -31,7 +30,6 @@ import trio
 
 import trionet
 from trionet import DEFAULT_MAX_CACHE_BYTES, Address, AddressError, ResolutionError, Resolver, parse_host_port
-from trionet._sansio.addresses import normalize_host
 
 from .resolver_fakes import FakeResolver, installed_fake
 
@@ -274,13 +272,20 @@ IDN_SPELLINGS = [
 
 
 @pytest.mark.parametrize("spelling", SPELLINGS)
-def test_every_spelling_normalises_to_one_name(spelling: str) -> None:
-    assert normalize_host(spelling).rstrip(".") == "db.test"
+async def test_every_spelling_is_looked_up_as_one_name(spelling: str, fake: FakeResolver) -> None:
+    fake.add("db.test", "192.0.2.66")
+    fake.add("db.test.", "192.0.2.66")  # a root dot is kept: the fake answers that spelling too
+    assert await Resolver().resolve(spelling, 80) == [Address("192.0.2.66", 80)]
+    assert {name.rstrip(".") for name in fake.names_called()} == {"db.test"}
+    assert Resolver(hosts={spelling: "127.0.0.1"}).hosts.keys() == {"db.test"}
 
 
 @pytest.mark.parametrize("spelling", IDN_SPELLINGS)
-def test_every_idn_spelling_normalises_to_its_xn_form(spelling: str) -> None:
-    assert normalize_host(spelling) == "xn--bcher-kva.test"
+async def test_every_idn_spelling_is_looked_up_in_its_xn_form(spelling: str, fake: FakeResolver) -> None:
+    fake.add("xn--bcher-kva.test", "192.0.2.67")
+    assert await Resolver().resolve(spelling, 80) == [Address("192.0.2.67", 80)]
+    assert set(fake.names_called()) == {"xn--bcher-kva.test"}
+    assert Resolver(hosts={spelling: "127.0.0.1"}).hosts.keys() == {"xn--bcher-kva.test"}
 
 
 @pytest.mark.parametrize("spelling", SPELLINGS)
@@ -346,8 +351,8 @@ async def test_udp_sends_to_the_pinned_address_however_the_name_is_spelled(
     async with trionet.open_udp_endpoint(local=("127.0.0.1", 0)) as receiver, trionet.open_udp_endpoint(
         local=("127.0.0.1", 0), resolver=resolver
     ) as sender:
-        await sender.send(b"hi", (spelling, receiver.local_address.port))
-        await sender.send(b"ho", f"{spelling}:{receiver.local_address.port}")
+        await sender.send(b"hi", (spelling, receiver.local.port))
+        await sender.send(b"ho", f"{spelling}:{receiver.local.port}")
         with trio.fail_after(10):
             assert (await receiver.receive()).data == b"hi"
             assert (await receiver.receive()).data == b"ho"
@@ -387,7 +392,11 @@ MANY_DIGITS = "1" * 5000  # past CPython's 4,300-digit int() limit
         pytest.param(parse_host_port, f"[fe80::1%{MANY_DIGITS}]:80", id="parse_host_port-zone"),
         pytest.param(lambda text: Address(text, 80), f"fe80::1%{MANY_DIGITS}", id="Address-zone"),
         pytest.param(lambda text: Address("fe80::1", 80, scope_id=text), MANY_DIGITS, id="Address-scope_id"),
-        pytest.param(normalize_host, f"fe80::1%{MANY_DIGITS}", id="normalize_host-zone"),
+        pytest.param(
+            lambda text: Resolver().set_host(text, "::1"),
+            f"fe80::1%{MANY_DIGITS}",
+            id="Resolver.set_host-zone",
+        ),
     ],
 )
 def test_thousands_of_digits_are_an_address_error_with_a_short_message(

@@ -17,8 +17,8 @@ def _log(*events: tuple[str, float, dict[str, object]]) -> EventLog:
 def test_float_details_are_rounded_not_printed_with_float_noise() -> None:
     log = _log(("udp.give_up", 0.0, {"attempts": 3, "elapsed": 0.1 * 7}))
     assert 0.1 * 7 == 0.7000000000000001  # the noise the timeline must not show
-    assert log.format_timeline() == "      0.0 ms  udp.give_up          attempts=3 elapsed=0.7"
-    assert str(log.events[0]) == "    0.000s  udp.give_up          attempts=3 elapsed=0.7"
+    assert log.format_timeline() == "      0.0 ms  udp.give_up            attempts=3 elapsed=0.7"
+    assert str(log.events[0]) == "    0.000s  udp.give_up            attempts=3 elapsed=0.7"
 
 
 def test_a_long_kind_widens_the_column_for_every_line() -> None:

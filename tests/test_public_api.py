@@ -123,9 +123,15 @@ def test_a_bool_port_raises_the_public_address_type_error() -> None:
 # Each exported default, and every entry point that takes its option ("entry"
 # is a name in trionet.__all__, a class standing for its constructor).
 DEFAULT_USERS: dict[str, list[tuple[str, str]]] = {
-    "DEFAULT_READ_SIZE": [("MessageChannel", "read_size")],
+    "DEFAULT_READ_SIZE": [
+        ("MessageChannel", "read_size"),
+        ("connect_tcp", "read_size"),
+        ("connect_unix", "read_size"),
+    ],
     "DEFAULT_ABORT_TIMEOUT": [
         ("MessageChannel", "abort_timeout"),
+        ("connect_tcp", "abort_timeout"),
+        ("connect_unix", "abort_timeout"),
         ("serve_tcp", "abort_timeout"),
         ("open_tcp_server", "abort_timeout"),
         ("serve_unix", "abort_timeout"),
@@ -149,6 +155,8 @@ DEFAULT_USERS: dict[str, list[tuple[str, str]]] = {
         ("open_unix_server", "idle_timeout"),
     ],
     "DEFAULT_FRAME_TIMEOUT": [
+        ("connect_tcp", "frame_timeout"),
+        ("connect_unix", "frame_timeout"),
         ("serve_tcp", "frame_timeout"),
         ("open_tcp_server", "frame_timeout"),
         ("serve_unix", "frame_timeout"),
@@ -160,21 +168,22 @@ DEFAULT_USERS: dict[str, list[tuple[str, str]]] = {
         ("serve_unix", "tls_handshake_timeout"),
         ("open_unix_server", "tls_handshake_timeout"),
         ("connect_tcp", "tls_handshake_timeout"),
+        ("connect_unix", "tls_handshake_timeout"),
     ],
     "DEFAULT_MAX_PENDING_HANDSHAKES": [
         ("serve_tcp", "max_pending_handshakes"),
         ("open_tcp_server", "max_pending_handshakes"),
+        ("serve_unix", "max_pending_handshakes"),
+        ("open_unix_server", "max_pending_handshakes"),
     ],
     "DEFAULT_SHUTDOWN_GRACE": [
+        # shutdown(grace=None) and shutdown_nowait() use the server's shutdown_grace.
+        ("serve_tcp", "shutdown_grace"),
+        ("serve_unix", "shutdown_grace"),
+        ("serve_udp", "shutdown_grace"),
         ("open_tcp_server", "shutdown_grace"),
         ("open_unix_server", "shutdown_grace"),
         ("open_udp_server", "shutdown_grace"),
-        ("TCPServer.shutdown", "grace"),
-        ("TCPServer.shutdown_nowait", "grace"),
-        ("UnixServer.shutdown", "grace"),
-        ("UnixServer.shutdown_nowait", "grace"),
-        ("UDPServer.shutdown", "grace"),
-        ("UDPServer.shutdown_nowait", "grace"),
     ],
     "DEFAULT_MAX_RECEIVE_SIZE": [
         ("open_udp_endpoint", "max_receive_size"),

@@ -17,7 +17,7 @@ import struct
 import pytest
 import trio
 
-from benchmarks._soak_common import count_tasks
+from tests.soak.common import count_tasks
 from trionet import (
     Event,
     LengthPrefixed,

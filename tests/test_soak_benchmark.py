@@ -1,4 +1,4 @@
-"""Smoke test of ``python -m benchmarks.soak``: the documented command runs and reports.
+"""Smoke test of ``python -m tests.soak``: the documented command runs and reports.
 
 Only the shape of the report is checked: ``--quick`` runs every scenario with
 tiny counts, so its figures mean nothing. The scenarios themselves are tested
@@ -19,7 +19,7 @@ SCENARIOS = ["chaos", "hostile", "peers", "load", "udp-cancel", "udp-proxy", "ud
 def test_the_quick_form_runs_every_scenario_in_its_own_process_and_passes(tmp_path: Path) -> None:
     results = tmp_path / "soak.json"
     done = subprocess.run(
-        [sys.executable, "-W", "error", "-m", "benchmarks.soak", "--quick", "--json", str(results)],
+        [sys.executable, "-W", "error", "-m", "tests.soak", "--quick", "--json", str(results)],
         cwd=ROOT, capture_output=True, text=True, timeout=120, check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr
@@ -37,7 +37,7 @@ def test_the_quick_form_runs_every_scenario_in_its_own_process_and_passes(tmp_pa
 
 def test_an_unknown_scenario_is_refused() -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "benchmarks.soak", "--only", "chaos,nonsense"],
+        [sys.executable, "-m", "tests.soak", "--only", "chaos,nonsense"],
         cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
     )
     assert done.returncode == 2

@@ -1,18 +1,18 @@
 """Cancellation chaos: 200 clients and an echo server, cancelled at random on both sides.
 
-The CI form of ``python -m benchmarks.soak`` (see docs/reliability.rst) runs the
+The CI form of ``python -m tests.soak`` (see docs/reliability.rst) runs the
 full 100,000 messages over real loopback TCP; smaller runs cover the two other
 write paths of MessageChannel: through an idle-tracking stream (``idle_timeout``)
 and over TLS, where partial writes cannot be seen and whole writes are shielded.
-The scenario is ``benchmarks/_soak_chaos.py``.
+The scenario is ``tests/soak/chaos.py``.
 """
 
 from __future__ import annotations
 
 import pytest
 
-from benchmarks._soak_chaos import ChaosReport, run_chaos
-from benchmarks._soak_common import tls_contexts
+from tests.soak.chaos import ChaosReport, run_chaos
+from tests.soak.common import tls_contexts
 
 CLIENTS = 200
 MESSAGES = 100_000

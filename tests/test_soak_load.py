@@ -1,12 +1,12 @@
 """Thousands of connections to one server, then a graceful shutdown within its grace.
 
-The scenario is ``benchmarks/_soak_load.py``; ``python -m benchmarks.soak --only load``
+The scenario is ``tests/soak/load.py``; ``python -m tests.soak --only load``
 runs it at full size with its figures. Real loopback sockets and the real clock.
 """
 
 from __future__ import annotations
 
-from benchmarks._soak_load import run_load
+from tests.soak.load import run_load
 
 
 async def test_two_thousand_echoing_connections_are_all_served_and_shut_down_within_the_grace() -> None:

@@ -3,7 +3,7 @@
 The scenario's loopback literals run on the virtual network (``net``), under
 ``MockClock(autojump_threshold=0)``: exact timings, and a clock that cannot jump
 while a kernel is still delivering bytes. The scenario is
-``benchmarks/_soak_peers.py``, the long form ``python -m benchmarks.soak --long``.
+``tests/soak/peers.py``, the long form ``python -m tests.soak --long``.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import pytest
 import trio
 import trio.testing
 
-from benchmarks._soak_common import ensure_fd_limit, tls_contexts
-from benchmarks._soak_peers import descriptors_needed, run_slow_and_idle
+from tests.soak.common import ensure_fd_limit, tls_contexts
+from tests.soak.peers import descriptors_needed, run_slow_and_idle
 from trionet import LengthPrefixed, MessageChannel, TCPConnection, open_tcp_server
 from trionet.testing import VirtualNetwork
 
@@ -24,7 +24,7 @@ pytestmark = pytest.mark.net(default_host="client", trace=False)
 
 # 200 + 200 here: the virtual network wakes every parked socket on each event, so
 # its cost grows with the square of the peers (500 + 500 took 27 s). The long
-# form, python -m benchmarks.soak --long, runs larger counts.
+# form, python -m tests.soak --long, runs larger counts.
 SLOW = 200
 IDLE = 200
 FRAME_TIMEOUT = 10.0

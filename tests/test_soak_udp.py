@@ -1,7 +1,7 @@
 """UDP under loss and peers that vanish during a UDP exchange.
 
-The loss scenario is ``benchmarks/_soak_udp.py`` (CI form: the full 10,000
-requests; long form ``python -m benchmarks.soak --long``). The vanishing peers
+The loss scenario is ``tests/soak/udp.py`` (CI form: the full 10,000
+requests; long form ``python -m tests.soak --long``). The vanishing peers
 run on the virtual network (``net``) with their loopback literals: it answers a
 closed port with an ICMP "port unreachable" as Linux does, and keeps
 ``autojump_clock`` exact (a mock clock must not jump while a kernel delivers).
@@ -15,8 +15,8 @@ import pytest
 import trio
 import trio.testing
 
-from benchmarks._soak_common import count_tasks
-from benchmarks._soak_udp import run_request_cancellations, run_udp_under_loss
+from tests.soak.common import count_tasks
+from tests.soak.udp import run_request_cancellations, run_udp_under_loss
 from trionet import Datagram, PeerUnreachable, RetryPolicy, match_bytes, open_udp_endpoint, open_udp_server
 from trionet.errors import RequestTimeout
 from trionet.testing import VirtualNetwork

@@ -1,12 +1,12 @@
 """``serve_udp`` behind a proxy that drops 30 % and duplicates 10 % (real loopback).
 
-The scenario is ``benchmarks/_soak_udp_proxy.py``; ``python -m benchmarks.soak
+The scenario is ``tests/soak/udp_proxy.py``; ``python -m tests.soak
 --only udp-proxy`` runs it with its figures.
 """
 
 from __future__ import annotations
 
-from benchmarks._soak_udp_proxy import run_udp_behind_proxy
+from tests.soak.udp_proxy import run_udp_behind_proxy
 
 
 async def test_two_thousand_requests_behind_a_lossy_duplicating_proxy_are_each_handled_once() -> None:

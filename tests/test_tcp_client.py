@@ -61,7 +61,7 @@ async def listen(net: VirtualNetwork, address: str, port: int = 80) -> trio.sock
 
 def attempt_times(log: EventLog) -> list[tuple[str, float]]:
     return [
-        (str(event.details["address"]), round(event.time, 6)) for event in log.of_kind("connect.attempt")
+        (str(event.details["address"]), round(event.time, 6)) for event in log.of_kind("tcp.connect.attempt")
     ]
 
 
@@ -76,7 +76,7 @@ async def test_blackholed_ipv6_loses_to_ipv4_started_after_250_ms(
             assert str(conn.peer) == f"{V4}:80"
             assert trio.current_time() == pytest.approx(0.25, abs=1e-9)
     assert attempt_times(log) == [(f"[{V6}]:80", 0.0), (f"{V4}:80", 0.25)]
-    assert [str(event.details["address"]) for event in log.of_kind("connect.cancelled")] == [f"[{V6}]:80"]
+    assert [str(event.details["address"]) for event in log.of_kind("tcp.connect.cancelled")] == [f"[{V6}]:80"]
 
 
 async def test_refused_attempt_starts_the_next_at_once(
@@ -91,7 +91,7 @@ async def test_refused_attempt_starts_the_next_at_once(
             assert str(conn.peer) == f"{V4}:80"
             assert trio.current_time() == pytest.approx(0.2)
     assert attempt_times(log) == [(f"[{V6}]:80", 0.0), (f"{V4}:80", 0.1)]
-    assert [event.time for event in log.of_kind("connect.failed")] == [pytest.approx(0.1)]
+    assert [event.time for event in log.of_kind("tcp.connect.failed")] == [pytest.approx(0.1)]
 
 
 async def test_every_attempt_failing_raises_one_connect_error_naming_each(
@@ -173,7 +173,7 @@ async def test_slow_first_attempt_is_closed_when_a_later_one_wins(
         async with await connect_tcp("example.test", 80, resolver=Resolver(), observer=log) as conn:
             assert str(conn.peer) == f"{V4}:80"
             assert trio.current_time() == pytest.approx(0.25)
-        assert [str(event.details["address"]) for event in log.of_kind("connect.cancelled")] == [
+        assert [str(event.details["address"]) for event in log.of_kind("tcp.connect.cancelled")] == [
             "[fd00::99]:80"
         ]
         # The far server sees the losing connection closed.
@@ -214,7 +214,7 @@ async def test_local_address_restricts_attempts_to_its_family(
     log = EventLog()
     with listener:
         async with await connect_tcp(
-            "example.test", 80, local_address="fd00::2", resolver=Resolver(), observer=log
+            "example.test", 80, local="fd00::2", resolver=Resolver(), observer=log
         ) as conn:
             assert str(conn.local.host) == "fd00::2"
     assert attempt_times(log) == [(f"[{V6}]:80", 0.0)]
@@ -233,8 +233,8 @@ async def test_bad_arguments_raise_before_any_lookup() -> None:
     ("kwargs", "error", "message"),
     [
         ({"first_address_family_count": 0}, ValueError, "first_address_family_count must be at least 1"),
-        ({"local_address": "fe80::1%eth0"}, AddressError, "is an interface name"),
-        ({"local_address": "[::1"}, AddressError, "missing ']'"),
+        ({"local": "fe80::1%eth0"}, AddressError, "is an interface name"),
+        ({"local": "[::1"}, AddressError, "missing ']'"),
         ({"resolution_delay": -1}, ValueError, "resolution_delay must be >= 0"),
     ],
 )
@@ -366,7 +366,7 @@ async def test_a_family_whose_sockets_cannot_be_created_is_skipped(
             # The refusal starts the next attempt at once, not after 250 ms.
             assert trio.current_time() == pytest.approx(won_at)
     assert factory.refusals == 1
-    [failed] = log.of_kind("connect.failed")
+    [failed] = log.of_kind("tcp.connect.failed")
     assert isinstance(failed.details["error"], OSError)
     assert failed.details["error"].errno == errno_value  # type: ignore[attr-defined]
     assert net.statistics().sockets == 0
@@ -471,7 +471,7 @@ async def test_local_address_leaves_the_port_to_connect() -> None:
         listener.listen()
         port = listener.getsockname()[1]
         with trio.fail_after(10):
-            async with await connect_tcp("127.0.0.1", port, local_address="127.0.0.1") as conn:
+            async with await connect_tcp("127.0.0.1", port, local="127.0.0.1") as conn:
                 assert conn.socket.getsockopt(socket.IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT) == 1
                 assert conn.local.host == "127.0.0.1"
 
@@ -509,9 +509,9 @@ async def test_a_local_address_that_rules_out_every_address_says_so(
 ) -> None:
     net.set_dns("v4only.test", V4)
     with pytest.raises(ConnectError) as info:
-        await connect_tcp("v4only.test", 80, local_address="::", resolver=Resolver())
+        await connect_tcp("v4only.test", 80, local="::", resolver=Resolver())
     message = str(info.value)
-    assert "local_address='::' is IPv6, which rules out every address found" in message, message
+    assert "local='::' is IPv6, which rules out every address found" in message, message
     assert f"IPv4: {V4}:80" in message
     assert info.value.attempts == ()
 

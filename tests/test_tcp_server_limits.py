@@ -1,18 +1,17 @@
-"""serve_tcp's limits: max_connections, idle_timeout, and the accept-error back-off.
+"""serve_tcp's limits: max_connections and idle_timeout.
 
 Timed tests run on ``autojump_clock`` with ``net``: their loopback literals reach
 the virtual network, where the mock clock cannot outrun the kernel.
 
-Imports private ``ServerCore``, its back-off constants and ``wait_idle``: the accept
-back-off is driven with a fake listener, below the public API.
+Through the public API. The accept-error back-off (driven with a fake listener,
+below the public API), ``IdleTrackingStream`` and ``wait_idle`` are tested in
+``test_adapter_internals.py``; a server really out of descriptors in
+``test_tcp_server_emfile.py``.
 """
 
 from __future__ import annotations
 
-import errno
 import functools
-import logging
-from typing import Any
 
 import pytest
 import trio
@@ -23,12 +22,9 @@ from trionet import (
     LengthPrefixed,
     MessageChannel,
     TCPConnection,
-    TCPServer,
     open_tcp_server,
     serve_tcp,
 )
-from trionet._adapters.idle import IdleTrackingStream, wait_idle
-from trionet._endpoints.server_core import ACCEPT_BACKOFF_INITIAL, ACCEPT_BACKOFF_MAX, ServerCore
 from trionet.testing import VirtualNetwork
 
 pytestmark = pytest.mark.net(default_host="client")
@@ -196,155 +192,7 @@ async def echo_channel(conn: TCPConnection) -> None:
         await conn.channel.send(message)
 
 
-async def test_wait_idle_returns_exactly_one_period_after_the_last_byte(
-    autojump_clock: trio.testing.MockClock,
-) -> None:
-    left, right = trio.testing.memory_stream_pair()
-    tracked = IdleTrackingStream(left)
-    begin = trio.current_time()
-    async with trio.open_nursery() as nursery:
-
-        async def chatter() -> None:
-            for _ in range(3):
-                await trio.sleep(1.5)
-                await right.send_all(b"x")
-                await tracked.receive_some(10)
-
-        nursery.start_soon(chatter)
-        await wait_idle(tracked, 2)
-    assert trio.current_time() - begin == 4.5 + 2
-
-
-async def test_idle_tracking_stream_passes_everything_through(
-    autojump_clock: trio.testing.MockClock,
-) -> None:
-    left, right = trio.testing.memory_stream_pair()
-    tracked = IdleTrackingStream(left)
-    created = tracked.last_activity
-    await trio.sleep(1)
-    await tracked.send_all(b"abc")
-    assert tracked.last_activity == created + 1
-    assert await right.receive_some(10) == b"abc"
-    await tracked.wait_send_all_might_not_block()
-    await tracked.send_eof()
-    assert await right.receive_some(10) == b""
-    await right.send_eof()
-    await trio.sleep(1)
-    assert await tracked.receive_some(10) == b""
-    assert tracked.last_activity == created + 1  # an end of stream is not a byte
-    await tracked.aclose()
-    with pytest.raises(trio.ClosedResourceError):
-        await left.receive_some(1)
-
-
-async def test_idle_tracking_stream_cannot_half_close_a_stream_that_cannot() -> None:
-    class OneWay(trio.abc.Stream):
-        async def send_all(self, data: bytes | bytearray | memoryview) -> None: ...
-        async def wait_send_all_might_not_block(self) -> None: ...
-        async def receive_some(self, max_bytes: int | None = None) -> bytes:
-            return b""
-        async def aclose(self) -> None: ...
-
-    with pytest.raises(TypeError, match="OneWay cannot half-close"):
-        await IdleTrackingStream(OneWay()).send_eof()
-
-
-# -------------------------------------------------------- accept-error back-off
-
-
-async def virtual_pair() -> tuple[trio.socket.SocketType, trio.socket.SocketType]:
-    """Two connected TCP sockets on the installed virtual network."""
-    with trio.socket.socket() as listener:
-        await listener.bind(("127.0.0.1", 0))
-        listener.listen(1)
-        client = trio.socket.socket()
-        await client.connect(listener.getsockname())
-        server, _ = await listener.accept()
-    return server, client
-
-
-class FlakyListener:
-    """A stand-in for a listening socket whose accept() fails with EMFILE on cue."""
-
-    def __init__(self, script: list[str]) -> None:
-        self.script = script  # "emfile", "ok", "reset"; then blocks for ever
-        self.accept_times: list[float] = []
-        self.pairs: list[Any] = []
-        self.script_done = trio.Event()
-
-    async def accept(self) -> tuple[trio.socket.SocketType, Any]:
-        self.accept_times.append(trio.current_time())
-        await trio.lowlevel.checkpoint()
-        if not self.script:
-            self.script_done.set()
-            await trio.sleep_forever()
-        step = self.script.pop(0)
-        if step == "emfile":
-            raise OSError(errno.EMFILE, "Too many open files")
-        if step == "reset":
-            raise OSError(errno.ECONNABORTED, "Software caused connection abort")
-        a, b = await virtual_pair()
-        self.pairs.append(b)
-        return a, ("127.0.0.1", 1)
-
-    def close(self) -> None:
-        for sock in self.pairs:
-            sock.close()
-
-
-async def run_core_on(listener: FlakyListener, log: EventLog) -> None:
-    async def handler(conn: TCPConnection) -> None:
-        pass
-
-    core: ServerCore[TCPConnection] = ServerCore(
-        handler, kind="tcp", describe_peer=str, codec=None, max_connections=None,
-        idle_timeout=None, ssl_context=None, tls_handshake_timeout=10, strict=False,
-        observer=log,
-    )
-
-    def make(stream: trio.abc.Stream, sock: Any, peer: Any, channel: Any) -> TCPConnection:
-        return TCPConnection(stream, socket=sock, peer=peer, channel=channel)
-
-    async with trio.open_nursery() as nursery:
-        server = TCPServer(core, ())
-        await nursery.start(
-            functools.partial(core.run, [listener], make, server, listening=())  # type: ignore[list-item]
-        )
-        await listener.script_done.wait()
-        await trio.testing.wait_all_tasks_blocked()
-        await server.shutdown(grace=0)
-
-
-async def test_accept_errors_back_off_from_5ms_doubling_to_1s_and_reset_after_a_success(
-    net: VirtualNetwork, autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
-) -> None:
-    caplog.set_level(logging.WARNING, logger="trionet")
-    listener = FlakyListener(["emfile"] * 10 + ["ok"] + ["emfile"] * 2 + ["reset", "ok"])
-    log = EventLog()
-    await run_core_on(listener, log)
-    delays = [event.details["delay"] for event in log.of_kind("tcp.accept_error")]
-    assert delays == [0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.0, 1.0, 0.005, 0.01]
-    assert ACCEPT_BACKOFF_INITIAL == 0.005
-    assert ACCEPT_BACKOFF_MAX == 1.0
-    gaps = [b - a for a, b in zip(listener.accept_times, listener.accept_times[1:], strict=False)]
-    assert gaps[:10] == pytest.approx(delays[:10])
-    assert gaps[13] == 0  # a connection reset before accept is skipped without delay
-    assert len(log.of_kind("tcp.accept")) == 2
-    warnings = [r for r in caplog.records if r.name == "trionet"]
-    assert len(warnings) == 12
-    assert "EMFILE" in warnings[0].getMessage()
-    assert "retries in 0.005 s" in warnings[0].getMessage()
-    listener.close()
-
-
-async def test_an_unexpected_accept_error_is_raised() -> None:
-    class Broken(FlakyListener):
-        async def accept(self) -> tuple[trio.socket.SocketType, Any]:
-            await trio.lowlevel.checkpoint()
-            raise OSError(errno.EINVAL, "Invalid argument")
-
-    with pytest.RaisesGroup(OSError, flatten_subgroups=True):
-        await run_core_on(Broken([]), EventLog())
+# ------------------------------------------------ max_connections, two listeners
 
 
 async def test_max_connections_with_two_listeners_never_exceeds_the_limit(

@@ -54,8 +54,8 @@ async def endpoint() -> AsyncIterator[UDPEndpoint]:
 async def test_ipv4_and_ipv6_peers_talk_to_one_dual_stack_endpoint() -> None:
     async with open_udp_endpoint() as server:
         assert server.dual_stack
-        assert server.local_address.host == "::"
-        port = server.local_address.port
+        assert server.local.host == "::"
+        port = server.local.port
         with await plain_socket("127.0.0.1") as v4, await plain_socket("::1") as v6:
             await v4.sendto(b"from v4", ("127.0.0.1", port))
             await v6.sendto(b"from v6", ("::1", port))
@@ -70,7 +70,7 @@ async def test_ipv4_and_ipv6_peers_talk_to_one_dual_stack_endpoint() -> None:
 
 
 async def test_an_endpoint_bound_to_an_ipv4_address_is_ipv4_only(endpoint: UDPEndpoint) -> None:
-    assert endpoint.local_address.host == "127.0.0.1"
+    assert endpoint.local.host == "127.0.0.1"
     assert not endpoint.dual_stack
     assert endpoint.socket.family == socket.AF_INET
 
@@ -101,7 +101,7 @@ async def test_send_takes_addresses_in_every_form_and_resolves_names(
             await ep.send(b"again", target)  # type: ignore[arg-type]  # from the cache
             data, source = await peer.recvfrom(100)
             assert data == b"hello"
-            assert Address.from_sockaddr(source).port == ep.local_address.port
+            assert Address.from_sockaddr(source).port == ep.local.port
             assert await peer.recv(100) == b"again"
 
 
@@ -119,7 +119,7 @@ async def test_send_without_an_address_on_an_unconnected_endpoint_is_refused(
 async def test_async_iteration_yields_datagrams_in_arrival_order(endpoint: UDPEndpoint) -> None:
     with await plain_socket() as peer:
         for i in range(5):
-            await peer.sendto(b"%d" % i, endpoint.local_address.to_sockaddr())
+            await peer.sendto(b"%d" % i, endpoint.local.to_sockaddr())
         got = []
         async for datagram in endpoint:
             got.append(datagram.data)
@@ -169,8 +169,8 @@ async def test_a_datagram_larger_than_the_receive_size_is_reported_truncated() -
     log = EventLog()
     async with open_udp_endpoint("127.0.0.1:0", max_receive_size=1024, observer=log) as ep:
         with await plain_socket() as peer:
-            await peer.sendto(bytes(range(250)) * 8, ep.local_address.to_sockaddr())  # 2,000 bytes
-            await peer.sendto(b"y" * 1024, ep.local_address.to_sockaddr())
+            await peer.sendto(bytes(range(250)) * 8, ep.local.to_sockaddr())  # 2,000 bytes
+            await peer.sendto(b"y" * 1024, ep.local.to_sockaddr())
             cut = await ep.receive()
             assert cut.truncated
             assert cut.data == (bytes(range(250)) * 8)[:1024]
@@ -187,7 +187,7 @@ async def test_a_datagram_larger_than_the_receive_size_is_reported_truncated() -
 async def test_a_connected_endpoint_sends_without_address_and_hears_only_its_peer() -> None:
     with await plain_socket() as peer, await plain_socket() as stranger:
         async with open_udp_endpoint(remote=peer.getsockname()) as ep:
-            assert ep.remote_address == Address.from_sockaddr(peer.getsockname())
+            assert ep.peer == Address.from_sockaddr(peer.getsockname())
             await ep.send(b"hi")
             data, source = await peer.recvfrom(10)
             assert data == b"hi"
@@ -207,8 +207,8 @@ async def test_a_connected_endpoint_reports_the_local_address_its_peer_sees() ->
         async with open_udp_endpoint(remote=peer.getsockname()) as ep:
             await ep.send(b"who am I?")
             _, source = await peer.recvfrom(100)
-            assert ep.local_address == Address.from_sockaddr(source)
-            assert ep.local_address.host == "127.0.0.1"
+            assert ep.local == Address.from_sockaddr(source)
+            assert ep.local.host == "127.0.0.1"
 
 
 async def test_icmp_port_unreachable_on_a_connected_endpoint_raises_peer_unreachable() -> None:
@@ -236,7 +236,7 @@ async def test_one_wakeup_drains_every_waiting_datagram_into_the_queue(
 ) -> None:
     with await plain_socket() as peer:
         for i in range(100):
-            await peer.sendto(b"%d" % i, endpoint.local_address.to_sockaddr())
+            await peer.sendto(b"%d" % i, endpoint.local.to_sockaddr())
         assert (await endpoint.receive()).data == b"0"
         stats = endpoint.statistics()
         assert (stats.datagrams_received, stats.datagrams_queued) == (100, 99)
@@ -249,7 +249,7 @@ async def test_a_full_receive_queue_leaves_the_rest_in_the_system_buffer() -> No
     async with open_udp_endpoint("127.0.0.1:0", receive_queue_size=10) as ep:
         with await plain_socket() as peer:
             for i in range(30):
-                await peer.sendto(b"%d" % i, ep.local_address.to_sockaddr())
+                await peer.sendto(b"%d" % i, ep.local.to_sockaddr())
             assert (await ep.receive()).data == b"0"
             stats = ep.statistics()
             # Taking more would only mean dropping it: the system holds it instead.
@@ -289,10 +289,10 @@ async def test_a_consumer_working_through_the_queue_drains_the_socket_every_32_d
 ) -> None:
     with await plain_socket() as peer:
         for i in range(40):
-            await peer.sendto(b"a%d" % i, endpoint.local_address.to_sockaddr())
+            await peer.sendto(b"a%d" % i, endpoint.local.to_sockaddr())
         await endpoint.receive()  # drains all 40
         for i in range(40):
-            await peer.sendto(b"b%d" % i, endpoint.local_address.to_sockaddr())
+            await peer.sendto(b"b%d" % i, endpoint.local.to_sockaddr())
         for _ in range(31):
             endpoint.receive_nowait()
         assert endpoint.statistics().datagrams_received == 40  # no system call per datagram
@@ -314,7 +314,7 @@ async def test_receive_nowait_takes_what_the_system_holds(endpoint: UDPEndpoint)
     with pytest.raises(trio.WouldBlock):
         endpoint.receive_nowait()
     with await plain_socket() as peer:
-        await peer.sendto(b"ready", endpoint.local_address.to_sockaddr())
+        await peer.sendto(b"ready", endpoint.local.to_sockaddr())
         assert endpoint.receive_nowait().data == b"ready"
 
 
@@ -330,7 +330,7 @@ async def test_many_receivers_share_the_datagrams_one_each(endpoint: UDPEndpoint
         await trio.testing.wait_all_tasks_blocked()
         with await plain_socket() as peer:
             for i in range(20):
-                await peer.sendto(b"%02d" % i, endpoint.local_address.to_sockaddr())
+                await peer.sendto(b"%02d" % i, endpoint.local.to_sockaddr())
     assert sorted(got) == [b"%02d" % i for i in range(20)]
 
 
@@ -350,7 +350,7 @@ async def test_a_cancelled_receive_takes_nothing(endpoint: UDPEndpoint) -> None:
             await endpoint.receive()
     assert scope.cancelled_caught
     with await plain_socket() as peer:
-        await peer.sendto(b"kept", endpoint.local_address.to_sockaddr())
+        await peer.sendto(b"kept", endpoint.local.to_sockaddr())
         assert (await endpoint.receive()).data == b"kept"
 
 
@@ -411,12 +411,12 @@ async def test_closing_wakes_every_waiting_task_with_closed_resource_error() -> 
 
 async def test_reuse_port_lets_two_endpoints_share_a_port() -> None:
     async with open_udp_endpoint("127.0.0.1:0", reuse_port=True) as first:
-        port = first.local_address.port
+        port = first.local.port
         async with open_udp_endpoint(("127.0.0.1", port), reuse_port=True) as second:
-            assert second.local_address.port == port
+            assert second.local.port == port
     async with open_udp_endpoint("127.0.0.1:0") as taken:
         with pytest.raises(OSError, match="cannot bind"):
-            async with open_udp_endpoint(taken.local_address):
+            async with open_udp_endpoint(taken.local):
                 pass
 
 
@@ -429,7 +429,7 @@ async def test_a_joined_ipv4_multicast_group_is_received_until_left() -> None:
     group = "239.255.71.1"
     async with open_udp_endpoint(("0.0.0.0", 0)) as ep:
         ep.join_multicast(group, interface="127.0.0.1")
-        port = ep.local_address.port
+        port = ep.local.port
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
             sender.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton("127.0.0.1"))
             sender.sendto(b"to the group", (group, port))
@@ -490,5 +490,5 @@ async def test_the_endpoint_describes_itself_and_its_defaults() -> None:
     assert DEFAULT_MAX_OUTSTANDING_PER_PEER == 1  # CoAP's NSTART
     assert DEFAULT_RECEIVE_QUEUE_SIZE == 4096
     async with open_udp_endpoint("127.0.0.1:0") as ep:
-        assert repr(ep) == f"<UDPEndpoint 127.0.0.1:{ep.local_address.port}>"
+        assert repr(ep) == f"<UDPEndpoint 127.0.0.1:{ep.local.port}>"
     assert repr(ep).endswith(" closed>")

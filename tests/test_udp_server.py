@@ -48,7 +48,7 @@ def same_data(data: bytes, datagram: Datagram) -> bool:
 async def test_a_dual_stack_server_answers_ipv4_and_ipv6_clients(no_fd_leak: None) -> None:
     log = EventLog()
     async with open_udp_server(echo, 0, observer=log) as server:
-        assert server.address.host == "::"
+        assert [address.host for address in server.addresses] == ["::"]
         for host in ("127.0.0.1", "::1"):
             async with open_udp_endpoint(f"[{host}]:0" if ":" in host else f"{host}:0") as ep:
                 with trio.fail_after(5):
@@ -61,14 +61,14 @@ async def test_a_dual_stack_server_answers_ipv4_and_ipv6_clients(no_fd_leak: Non
     assert [e.kind for e in log if e.kind.startswith("udp.shutdown")] == [
         "udp.shutdown.begin", "udp.shutdown.done",
     ]
-    assert log.of_kind("udp.listening")[0].details["address"] == server.address
+    assert log.of_kind("udp.listening")[0].details["addresses"] == (f"[::]:{server.port}",)
 
 
 async def test_serve_udp_is_started_by_a_nursery_and_reports_its_port(no_fd_leak: None) -> None:
     async with trio.open_nursery() as nursery:
         server: UDPServer = await nursery.start(
             functools.partial(serve_udp, echo, 0, host="127.0.0.1"))
-        assert server.address == Address("127.0.0.1", server.port)
+        assert server.addresses == (Address("127.0.0.1", server.port),)
         assert repr(server) == f"<UDPServer 127.0.0.1:{server.port} active=0>"
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
             client.sendto(b"plain socket", ("127.0.0.1", server.port))

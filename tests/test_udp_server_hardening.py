@@ -2,7 +2,7 @@
 
 Self-addressed datagrams, byte budgets for the reply cache and the receive
 queue, fair eviction, and the worker pool's task switches per datagram. The
-reply cache's own tests are in ``test_reply_cache.py``.
+reply cache's own tests are in ``test_sansio_internals.py``.
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ from ._adapters.channel import MessageChannelStatistics as MessageChannelStatist
 from ._adapters.happy_eyeballs_input import RESOLUTION_DELAY as RESOLUTION_DELAY
 from ._adapters.happy_eyeballs_input import FamilyAnswer as FamilyAnswer
 from ._adapters.happy_eyeballs_input import resolve_happy_eyeballs as resolve_happy_eyeballs
-from ._adapters.listen import open_listening_sockets as open_listening_sockets
+from ._adapters.listen import bind_listening_sockets as bind_listening_sockets
 from ._adapters.observe import Event as Event
 from ._adapters.observe import EventLog as EventLog
 from ._adapters.observe import Observer as Observer
@@ -42,7 +42,7 @@ from ._adapters.udp import UDPEndpointStatistics as UDPEndpointStatistics
 from ._adapters.udp import open_udp_endpoint as open_udp_endpoint
 from ._endpoints.connection import TCPConnection as TCPConnection
 from ._endpoints.connection import UnixConnection as UnixConnection
-from ._endpoints.server_base import DEFAULT_SHUTDOWN_GRACE as DEFAULT_SHUTDOWN_GRACE
+from ._endpoints.options import DEFAULT_SHUTDOWN_GRACE as DEFAULT_SHUTDOWN_GRACE
 from ._endpoints.server_base import ServerStatistics as ServerStatistics
 from ._endpoints.server_core import DEFAULT_FRAME_TIMEOUT as DEFAULT_FRAME_TIMEOUT
 from ._endpoints.server_core import DEFAULT_IDLE_TIMEOUT as DEFAULT_IDLE_TIMEOUT
@@ -60,9 +60,9 @@ from ._endpoints.udp_server import UDPServerStatistics as UDPServerStatistics
 from ._endpoints.udp_server import open_udp_server as open_udp_server
 from ._endpoints.udp_server import serve_udp as serve_udp
 from ._endpoints.unix import UnixServer as UnixServer
-from ._endpoints.unix import connect_unix as connect_unix
 from ._endpoints.unix import open_unix_server as open_unix_server
 from ._endpoints.unix import serve_unix as serve_unix
+from ._endpoints.unix_client import connect_unix as connect_unix
 from ._sansio.addresses import Address as Address
 from ._sansio.addresses import HostPort as HostPort
 from ._sansio.addresses import parse_host_port as parse_host_port
@@ -138,7 +138,7 @@ __all__ = [
     "FamilyAnswer",
     "resolve_happy_eyeballs",
     "RESOLUTION_DELAY",
-    "open_listening_sockets",
+    "bind_listening_sockets",
     # TCP and Unix-socket servers and clients
     "serve_tcp",
     "open_tcp_server",

@@ -156,7 +156,7 @@ class ChannelState:
         )
         if self._socket is not None and self._socket.type == _stdlib_socket.SOCK_STREAM:
             # A Unix socket refuses SO_LINGER; then it closes plainly.
-            with contextlib.suppress(OSError, NotImplementedError):
+            with contextlib.suppress(OSError):
                 self._socket.setsockopt(
                     _stdlib_socket.SOL_SOCKET, _stdlib_socket.SO_LINGER, _LINGER_ABORT
                 )

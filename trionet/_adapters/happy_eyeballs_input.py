@@ -29,6 +29,7 @@ nursery is done, and a connector that has won simply cancels it.
 
 from __future__ import annotations
 
+import dataclasses
 import socket
 from dataclasses import dataclass
 from typing import Final, final
@@ -58,12 +59,20 @@ class FamilyAnswer:
       error: Why the lookup failed, or ``None``.
       answered_at: :func:`trio.current_time` when the answer arrived, before
           any resolution delay held it back.
+      released_at: When it was sent on: ``answered_at``, or later for an
+          IPv4 answer that the resolution delay held back for the IPv6 one.
     """
 
     family: socket.AddressFamily
     addresses: tuple[Address, ...]
     error: ResolutionError | None
     answered_at: float
+    released_at: float | None = None
+
+    @property
+    def held(self) -> float:
+        """Seconds the resolution delay held the answer back (0 if it did not)."""
+        return 0.0 if self.released_at is None else self.released_at - self.answered_at
 
 
 async def resolve_happy_eyeballs(
@@ -159,9 +168,10 @@ async def resolve_happy_eyeballs(
                 await deliver(answer)
                 ipv6_settled.set()
                 return
-            if answer.addresses and socket.AF_INET6 in families:
+            if answer.addresses and socket.AF_INET6 in families and not ipv6_settled.is_set():
                 with trio.move_on_after(resolution_delay):
                     await ipv6_settled.wait()
+                answer = dataclasses.replace(answer, released_at=trio.current_time())
             await deliver(answer)
 
         async with trio.open_nursery() as nursery:

@@ -19,7 +19,7 @@ from .._sansio.addresses import Address, validate_port, wildcard_addresses
 from .._sansio.validate import check_optional_count
 from .resolver import Resolver, resolve
 
-__all__ = ["DEFAULT_BACKLOG", "SAME_PORT_ATTEMPTS", "open_listening_sockets"]
+__all__ = ["DEFAULT_BACKLOG", "SAME_PORT_ATTEMPTS", "bind_listening_sockets"]
 
 # As trio.open_tcp_listeners: ask for the largest backlog; every system quietly
 # caps it at its configured maximum (somaxconn), and many store it in 16 bits.
@@ -37,7 +37,7 @@ class _PortTaken(Exception):
         self.error = error
 
 
-async def open_listening_sockets(
+async def bind_listening_sockets(
     port: int,
     *,
     host: str | None = None,

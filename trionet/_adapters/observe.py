@@ -30,7 +30,7 @@ from .._sansio.addresses import Address
 from .._sansio.escape import escape_text
 from .._sansio.loglimit import Admission, RecordLimiter
 
-__all__ = ["Event", "EventLog", "Observer", "emit", "log_handler_error", "log_peer_error"]
+__all__ = ["Event", "EventLog", "Observer", "emit", "emit_at", "log_handler_error", "log_peer_error"]
 
 
 @final
@@ -39,7 +39,7 @@ class Event:
     """One thing trionet did.
 
     Attributes:
-      kind: A dotted name, such as ``"connect.attempt"`` or ``"udp.retransmit"``.
+      kind: A dotted name, such as ``"tcp.connect.attempt"`` or ``"udp.retransmit"``.
           Each component documents the kinds it reports.
       time: :func:`trio.current_time` when it happened.
       details: What it concerns: addresses, sizes, timeouts, errors. These are
@@ -58,9 +58,9 @@ class Event:
         return f"{self.time:9.3f}s  {kind:<{_KIND_WIDTH}} {_format_details(self.details)}".rstrip()
 
 
-# The kind column's width: room for "connect.cancelled" and "udp.retransmit";
+# The kind column's width: room for "tcp.connect.cancelled" and "udp.duplicate_replayed";
 # a longer kind widens the column of a timeline (never overflows into details).
-_KIND_WIDTH: Final = 20
+_KIND_WIDTH: Final = 22
 
 
 def _format_value(value: object) -> str:
@@ -86,6 +86,12 @@ def emit(observer: Observer | None, kind: str, **details: object) -> None:
     """Report an event to ``observer``, if there is one, stamped with trio's clock."""
     if observer is not None:
         observer(Event(kind, trio.current_time(), MappingProxyType(details)))
+
+
+def emit_at(observer: Observer | None, time: float, kind: str, **details: object) -> None:
+    """Report an event that happened at ``time`` (earlier), noticed only now."""
+    if observer is not None:
+        observer(Event(kind, time, MappingProxyType(details)))
 
 
 @final
@@ -124,16 +130,20 @@ class EventLog:
     def format_timeline(self, *, start: float | None = None) -> str:
         """The events, one per line, with times relative to ``start`` (the first event's by default).
 
+        Events are in the order of their times (those at the same time in the
+        order reported): an event noticed after it happened, such as a lookup's
+        answer held back by a resolution delay, is shown when it happened.
         Times are in milliseconds to a tenth; float details are rounded to
         the microsecond; the kind column is as wide as the longest kind.
         """
         if not self.events:
             return ""
-        origin = self.events[0].time if start is None else start
-        kinds = [escape_text(event.kind) for event in self.events]
+        events = sorted(self.events, key=lambda event: event.time)
+        origin = events[0].time if start is None else start
+        kinds = [escape_text(event.kind) for event in events]
         width = max(_KIND_WIDTH, *(len(kind) for kind in kinds))
         lines = []
-        for event, kind in zip(self.events, kinds, strict=True):
+        for event, kind in zip(events, kinds, strict=True):
             details = _format_details(event.details)
             lines.append(f"{(event.time - origin) * 1000:9.1f} ms  {kind:<{width}} {details}".rstrip())
         return "\n".join(lines)
@@ -172,13 +182,37 @@ def log_handler_error(
     traceback, as ``raised``. Both go through :func:`log_peer_error`: escaped,
     and rate-limited per peer host and error type.
     """
-    name = type(error).__name__
-    if isinstance(error, peer_errors):
-        log_peer_error(logger, owner, logging.INFO, ended + ": %s", peer, name, error,
-                       peer=peer, error=error, traceback=False)
+    peer_caused = peer_leaf(error, peer_errors)
+    if peer_caused is not None:
+        # A handler that runs a nursery of its own (a reader and a writer task)
+        # gets the peer's reset in an exception group: it is still the peer's
+        # doing, and is reported as its first leaf (issue 17.4).
+        log_peer_error(logger, owner, logging.INFO, ended + ": %s", peer,
+                       type(peer_caused).__name__, peer_caused,
+                       peer=peer, error=peer_caused, traceback=False)
     else:
-        log_peer_error(logger, owner, logging.ERROR, raised, peer, name,
+        log_peer_error(logger, owner, logging.ERROR, raised, peer, type(error).__name__,
                        peer=peer, error=error, traceback=True)
+
+
+def peer_leaf(
+    error: BaseException, peer_errors: tuple[type[BaseException], ...]
+) -> BaseException | None:
+    """The error a peer caused, if ``error`` is one, or a group made only of such errors.
+
+    Returns ``error`` itself, or for an exception group whose every leaf is an
+    instance of ``peer_errors`` (nested groups included), its first leaf;
+    ``None`` when anything in it is not the peer's doing.
+    """
+    # Duck-typed: BaseExceptionGroup is built in from Python 3.11 only (trio
+    # uses the exceptiongroup backport before); both have .exceptions.
+    inner_errors = getattr(error, "exceptions", None)
+    if isinstance(inner_errors, tuple):
+        leaves = [peer_leaf(inner, peer_errors) for inner in inner_errors]
+        if leaves and all(leaf is not None for leaf in leaves):
+            return leaves[0]
+        return None
+    return error if isinstance(error, peer_errors) else None
 
 
 def log_peer_error(

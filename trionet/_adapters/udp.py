@@ -14,7 +14,7 @@ import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Final, final
+from typing import final
 
 import trio
 
@@ -22,6 +22,13 @@ from .._sansio.addresses import Address
 from .._sansio.errors import AddressError
 from .observe import Observer
 from .resolver import Resolver
+from .udp_options import (
+    DEFAULT_MAX_OUTSTANDING_PER_PEER,
+    DEFAULT_MAX_RECEIVE_SIZE,
+    DEFAULT_RECEIVE_QUEUE_BYTES,
+    DEFAULT_RECEIVE_QUEUE_SIZE,
+    EndpointOptions,
+)
 from .udp_receive import Datagram, PeerUnreachable
 from .udp_request import DEFAULT_RETRY_POLICY, DatagramRequester
 from .udp_socket import (
@@ -47,25 +54,6 @@ __all__ = [
     "UDPEndpointStatistics",
     "open_udp_endpoint",
 ]
-
-# The largest UDP payload on any family (the 16-bit UDP length field), so that by
-# default no datagram is ever truncated.
-DEFAULT_MAX_RECEIVE_SIZE: Final = 65535
-# trionet's choice: 4096 datagrams is about 15 times what Linux's default
-# receive buffer holds of small datagrams (net.core.rmem_default = 212992 bytes,
-# charged about 1 KiB each, the kernel's per-packet overhead included). Memory
-# is at most receive_queue_size * max_receive_size bytes.
-DEFAULT_RECEIVE_QUEUE_SIZE: Final = 4096
-# trionet's choice (issue 15.2): the queue also holds at most 4 MiB of payload,
-# about 20 times Linux's default receive buffer, so that a sender of large
-# datagrams cannot make an endpoint that is not reading hold
-# receive_queue_size * 64 KiB (268 MB); one datagram is always let in.
-DEFAULT_RECEIVE_QUEUE_BYTES: Final = 4 * 1024 * 1024
-# One outstanding request per peer: CoAP's NSTART = 1 (RFC 7252 section 4.7),
-# the limit RFC 8085 section 3.1.3 recommends to applications that, like most
-# request/response protocols over UDP, run without congestion control.
-DEFAULT_MAX_OUTSTANDING_PER_PEER: Final = 1
-
 
 @final
 @dataclass(frozen=True, slots=True)
@@ -115,7 +103,7 @@ class UDPEndpoint(DatagramRequester, trio.abc.AsyncResource):
     # ---------------------------------------------------------------- state
 
     @property
-    def local_address(self) -> Address:
+    def local(self) -> Address:
         """The socket's local address (``[::]:port`` for a dual-stack endpoint).
 
         For a connected endpoint, the address the system chose for the peer's
@@ -125,8 +113,8 @@ class UDPEndpoint(DatagramRequester, trio.abc.AsyncResource):
         return self._local
 
     @property
-    def remote_address(self) -> Address | None:
-        """The peer of a connected endpoint, else ``None``."""
+    def peer(self) -> Address | None:
+        """The peer of a connected endpoint, else ``None`` (as :attr:`TCPConnection.peer`)."""
         return self._remote
 
     @property
@@ -209,17 +197,6 @@ class UDPEndpoint(DatagramRequester, trio.abc.AsyncResource):
         self._check_open()
         level, _, leave, value = multicast_request(group, interface, self._family)
         self._sock.setsockopt(level, leave, value)
-
-
-def _check_int(name: str, value: object, minimum: int, maximum: int | None = None) -> None:
-    if (
-        not isinstance(value, int)
-        or isinstance(value, bool)
-        or value < minimum
-        or (maximum is not None and value > maximum)
-    ):
-        bound = f"{minimum}-{maximum}" if maximum is not None else f">= {minimum}"
-        raise ValueError(f"{name} must be an int {bound}, not {value!r}")
 
 
 @asynccontextmanager
@@ -325,12 +302,13 @@ async def open_udp_endpoint(
       A cancelled opening leaves no socket open. Cancelling a task that waits
       on the endpoint cancels only that task's call; the endpoint stays usable.
     """
-    endpoint = await _open_endpoint(
-        local, remote, family=family, reuse_port=reuse_port, broadcast=broadcast,
+    options = EndpointOptions(
+        family=family, reuse_port=reuse_port, broadcast=broadcast,
         max_receive_size=max_receive_size, receive_queue_size=receive_queue_size,
         receive_queue_bytes=receive_queue_bytes, receive_buffer_size=receive_buffer_size,
-        max_outstanding_per_peer=max_outstanding_per_peer, resolver=resolver, observer=observer,
+        max_outstanding_per_peer=max_outstanding_per_peer,
     )
+    endpoint = await _open_endpoint(local, remote, options, resolver=resolver, observer=observer)
     try:
         yield endpoint
     finally:
@@ -340,27 +318,12 @@ async def open_udp_endpoint(
 async def _open_endpoint(
     local: AddressLike | int | None,
     remote: AddressLike | None,
+    options: EndpointOptions,
     *,
-    family: int,
-    reuse_port: bool,
-    broadcast: bool,
-    max_receive_size: int,
-    receive_queue_size: int,
-    receive_queue_bytes: int,
-    receive_buffer_size: int | None,
-    max_outstanding_per_peer: int | None,
     resolver: Resolver | None,
     observer: Observer | None,
 ) -> UDPEndpoint:
-    if family not in (0, socket.AF_INET, socket.AF_INET6):
-        raise ValueError(f"family must be 0, AF_INET or AF_INET6, not {family!r}")
-    _check_int("max_receive_size", max_receive_size, 1, DEFAULT_MAX_RECEIVE_SIZE)
-    _check_int("receive_queue_size", receive_queue_size, 1)
-    _check_int("receive_queue_bytes", receive_queue_bytes, 1)
-    if receive_buffer_size is not None:
-        _check_int("receive_buffer_size", receive_buffer_size, 1)
-    if max_outstanding_per_peer is not None:
-        _check_int("max_outstanding_per_peer", max_outstanding_per_peer, 1)
+    family = options.family
     local_address: Address | None = None
     if local is not None:
         host, port = host_port(local, what="local")
@@ -390,8 +353,7 @@ async def _open_endpoint(
     else:
         socket_family = family or socket.AF_INET6
     opened = await open_socket(local_address, family=socket_family, dual_stack=dual_stack,
-                               reuse_port=reuse_port, broadcast=broadcast,
-                               receive_buffer_size=receive_buffer_size)
+                               options=options)
     try:
         if remote_address is not None:
             sockaddr = remote_address.to_sockaddr(family=opened.sock.family)
@@ -405,10 +367,7 @@ async def _open_endpoint(
             opened = dataclasses.replace(
                 opened, local=Address.from_sockaddr(opened.sock.getsockname()))
         return UDPEndpoint(
-            opened, remote=remote_address, max_receive_size=max_receive_size,
-            receive_queue_size=receive_queue_size, receive_queue_bytes=receive_queue_bytes,
-            max_outstanding_per_peer=max_outstanding_per_peer, resolver=resolver,
-            observer=observer,
+            opened, options, remote=remote_address, resolver=resolver, observer=observer
         )
     except BaseException:
         opened.sock.close()

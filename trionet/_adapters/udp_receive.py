@@ -18,6 +18,7 @@ from .._sansio.addresses import Address
 from ..errors import PeerUnreachable
 from .datagram import Datagram, PeerState, Waiter
 from .observe import Observer, emit
+from .udp_options import EndpointOptions
 
 __all__ = ["Datagram", "DatagramReceiver", "PeerState", "PeerUnreachable", "Waiter"]
 
@@ -79,9 +80,7 @@ class DatagramReceiver:
         std: socket.socket | None,
         *,
         remote: Address | None,
-        max_receive_size: int,
-        receive_queue_size: int,
-        receive_queue_bytes: int,
+        options: EndpointOptions,
         observer: Observer | None,
     ) -> None:
         self._sock = sock
@@ -91,11 +90,11 @@ class DatagramReceiver:
         self._remote = remote
         self._observer = observer
         self._closed = False
-        self._max_receive = max_receive_size
-        self._bufsize = max_receive_size + 1  # one byte more, to see truncation
+        self._max_receive = options.max_receive_size
+        self._bufsize = options.max_receive_size + 1  # one byte more, to see truncation
         self._queue: deque[Datagram] = deque()
-        self._queue_limit = receive_queue_size
-        self._queue_bytes_limit = receive_queue_bytes
+        self._queue_limit = options.receive_queue_size
+        self._queue_bytes_limit = options.receive_queue_bytes
         self._queued_bytes = 0  # payload bytes in the queue (issue 15.2: a byte budget)
         self._driver: Waiter | None = None
         self._parked_requests: dict[Waiter, None] = {}

@@ -24,6 +24,7 @@ from .._sansio.retry import RetryPolicy, RttEstimator
 from ..errors import DatagramTooLarge, RequestTimeout
 from .observe import Observer, emit
 from .resolver import Resolver
+from .udp_options import EndpointOptions
 from .udp_receive import Datagram, PeerState, Waiter
 from .udp_send import DatagramSender
 from .udp_send import Target as Target
@@ -54,25 +55,14 @@ class DatagramRequester(DatagramSender):
     def __init__(
         self,
         opened: OpenedSocket,
+        options: EndpointOptions,
         *,
         remote: Address | None,
-        max_receive_size: int,
-        receive_queue_size: int,
-        receive_queue_bytes: int,
-        max_outstanding_per_peer: int | None,
         resolver: Resolver | None,
         observer: Observer | None,
     ) -> None:
-        super().__init__(
-            opened,
-            remote=remote,
-            max_receive_size=max_receive_size,
-            receive_queue_size=receive_queue_size,
-            receive_queue_bytes=receive_queue_bytes,
-            resolver=resolver,
-            observer=observer,
-        )
-        self._cap = max_outstanding_per_peer
+        super().__init__(opened, options, remote=remote, resolver=resolver, observer=observer)
+        self._cap = options.max_outstanding_per_peer
         self._active = self._completed = self._timed_out = self._retransmissions = 0
         # peer -> (expiry time, match) of its recently finished requests
         self._late: dict[Address, deque[tuple[float, _Predicate]]] = {}
@@ -243,8 +233,11 @@ class DatagramRequester(DatagramSender):
           transmission, ``udp.retransmit`` (the same) for each later one, where
           ``timeout`` is how long this attempt waits; ``udp.reply`` (peer,
           attempts, rtt: seconds since the latest transmission);
-          ``udp.give_up`` (peer, attempts, elapsed); ``udp.peer_limit`` (peer,
-          outstanding) when the request waits for a slot.
+          ``udp.give_up`` (peer, attempts, elapsed); ``udp.cancelled`` (peer,
+          attempts, elapsed) when the request is cancelled after its first
+          transmission; ``udp.peer_limit`` (peer, outstanding) when the request
+          waits for a slot. Times (``timeout``, ``rtt``, ``elapsed``) are
+          seconds, as floats.
 
         Cancellation:
           A cancelled request stops at once: no transmission follows, and a
@@ -313,6 +306,13 @@ class DatagramRequester(DatagramSender):
                              elapsed=decision.elapsed)
                     raise RequestTimeout(decision.message(peer), decision.attempts)
                 transmit = decision
+        except trio.Cancelled:
+            started = schedule.started_at
+            if observer is not None and started is not None:
+                # Seen on a timeline too: the request stopped here, not for lack of a reply.
+                emit(observer, "udp.cancelled", peer=peer, attempts=schedule.transmissions,
+                     elapsed=trio.current_time() - started)
+            raise
         finally:
             state.waiters.remove(waiter)
             self._requests_waiting -= 1

@@ -20,6 +20,7 @@ from .._sansio.errors import AddressError
 from ..errors import DatagramTooLarge
 from .observe import Observer
 from .resolver import Resolver
+from .udp_options import EndpointOptions
 from .udp_receive import DatagramReceiver
 from .udp_socket import MAX_DATAGRAM_SIZE, AddressLike, OpenedSocket, cacheable, host_port, resolve_one
 
@@ -40,23 +41,13 @@ class DatagramSender(DatagramReceiver):
     def __init__(
         self,
         opened: OpenedSocket,
+        options: EndpointOptions,
         *,
         remote: Address | None,
-        max_receive_size: int,
-        receive_queue_size: int,
-        receive_queue_bytes: int,
         resolver: Resolver | None,
         observer: Observer | None,
     ) -> None:
-        super().__init__(
-            opened.sock,
-            opened.std,
-            remote=remote,
-            max_receive_size=max_receive_size,
-            receive_queue_size=receive_queue_size,
-            receive_queue_bytes=receive_queue_bytes,
-            observer=observer,
-        )
+        super().__init__(opened.sock, opened.std, remote=remote, options=options, observer=observer)
         self._family = opened.sock.family
         self._local = opened.local
         self._dual_stack = opened.dual_stack

@@ -19,6 +19,7 @@ import trio
 from .._sansio.addresses import Address, parse_host_port, validate_port
 from .._sansio.errors import AddressError
 from .resolver import Resolver, resolve
+from .udp_options import EndpointOptions
 
 __all__ = [
     "MAX_DATAGRAM_SIZE",
@@ -129,42 +130,34 @@ async def open_socket(
     *,
     family: int,
     dual_stack: bool,
-    reuse_port: bool,
-    broadcast: bool,
-    receive_buffer_size: int | None = None,
+    options: EndpointOptions,
 ) -> OpenedSocket:
     """Open and bind a UDP socket; ``local=None`` binds the family's wildcard, port 0.
 
     With ``dual_stack`` (``local`` is then ``None`` or ``[::]:port``) the
     socket is AF_INET6 with IPV6_V6ONLY off, so it also receives from IPv4
-    peers. Where that is impossible (IPv6 disabled, or a simulated network that
-    does not model dual-stack sockets and raises :class:`NotImplementedError`,
-    as trionet's virtual network does), an IPv4 socket is bound to
-    ``0.0.0.0`` on the same port instead.
+    peers. Where the system refuses that (IPv6 disabled: ``EAFNOSUPPORT`` or
+    ``EADDRNOTAVAIL``; no dual-stack sockets: ``ENOPROTOOPT``, as OpenBSD and
+    trionet's virtual network answer), an IPv4 socket is bound to ``0.0.0.0``
+    on the same port instead.
     """
     if dual_stack:
         try:
-            return await _open(local, socket.AF_INET6, True, reuse_port, broadcast,
-                               receive_buffer_size)
-        except (OSError, NotImplementedError) as exc:
-            unsupported = isinstance(exc, NotImplementedError) or exc.errno in (
-                errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL, errno.ENOPROTOOPT,
-            )
+            return await _open(local, socket.AF_INET6, True, options)
+        except OSError as exc:
+            unsupported = exc.errno in (errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL, errno.ENOPROTOOPT)
             if not unsupported:
                 raise
         port = 0 if local is None else local.port
-        return await _open(Address(_V4_WILDCARD, port), socket.AF_INET, False, reuse_port,
-                           broadcast, receive_buffer_size)
-    return await _open(local, family, False, reuse_port, broadcast, receive_buffer_size)
+        return await _open(Address(_V4_WILDCARD, port), socket.AF_INET, False, options)
+    return await _open(local, family, False, options)
 
 
 async def _open(
     local: Address | None,
     family: int,
     dual_stack: bool,
-    reuse_port: bool,
-    broadcast: bool,
-    receive_buffer_size: int | None,
+    options: EndpointOptions,
 ) -> OpenedSocket:
     std: socket.socket | None = None
     if real_sockets():
@@ -179,14 +172,14 @@ async def _open(
     try:
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0 if dual_stack else 1)
-        if reuse_port:
+        if options.reuse_port:
             if not hasattr(socket, "SO_REUSEPORT"):
                 raise OSError(errno.ENOPROTOOPT, "SO_REUSEPORT is not available here")
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        if broadcast:
+        if options.broadcast:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
-        if receive_buffer_size is not None:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer_size)
+        if options.receive_buffer_size is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, options.receive_buffer_size)
         if local is None:
             local = Address(_V6_WILDCARD if family == socket.AF_INET6 else _V4_WILDCARD, 0)
         try:

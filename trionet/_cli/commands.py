@@ -188,12 +188,12 @@ async def _serve_udp(
         async with open_udp_endpoint(local) as endpoint:
             # TCP lists a socket per family; one dual-stack UDP socket serves both.
             stack = ", dual-stack: IPv6 and IPv4" if endpoint.dual_stack else ""
-            say(f"listening on {endpoint.local_address}{stack} (udp, codec {args.codec}, {args.mode})")
-            _warn_if_reachable([endpoint.local_address])
+            say(f"listening on {endpoint.local}{stack} (udp, codec {args.codec}, {args.mode})")
+            _warn_if_reachable([endpoint.local])
             summary[0] = "stopped after 0 datagram(s)"
             async with trio.open_nursery() as nursery:
 
-                guard = _EchoGuard(endpoint.local_address.port)
+                guard = _EchoGuard(endpoint.local.port)
 
                 async def receive_all() -> None:
                     nonlocal count
@@ -287,10 +287,39 @@ async def _answer(
 # -------------------------------------------------------------------- connect
 
 
-async def _read_stdin_line() -> bytes:
-    # A thread reads: stdin may be a terminal or a pipe, which trio cannot wait
-    # on portably without making it non-blocking for the whole shell session.
-    return await trio.to_thread.run_sync(sys.stdin.buffer.readline, abandon_on_cancel=True)
+class _StdinLines:
+    """Standard input, line by line, read by a worker thread that is safe to abandon.
+
+    trio cannot wait on a terminal or a pipe portably without making it
+    non-blocking, which would change it for the whole shell session; so a
+    thread reads. The thread calls ``os.read`` on the descriptor, never
+    ``sys.stdin.buffer``: when the session ends while a read is still blocked
+    (the server hung up, stdin is a terminal or a pipe still open), the thread
+    is abandoned, and a thread blocked inside the buffered reader would hold
+    its lock while the interpreter shuts down, which Python ends with "Fatal
+    Python error: _enter_buffered_busy" (issue 17.3). A blocked ``os.read``
+    holds nothing.
+    """
+
+    _READ_SIZE = 65536
+
+    def __init__(self) -> None:
+        self._fd = sys.stdin.fileno()
+        self._buffer = b""
+        self._eof = False
+
+    async def readline(self) -> bytes:
+        """The next line with its newline; the last one without; ``b""`` at the end."""
+        while b"\n" not in self._buffer and not self._eof:
+            chunk = await trio.to_thread.run_sync(
+                os.read, self._fd, self._READ_SIZE, abandon_on_cancel=True
+            )
+            if chunk:
+                self._buffer += chunk
+            else:
+                self._eof = True
+        line, newline, self._buffer = self._buffer.partition(b"\n")
+        return line + newline
 
 
 def _write_message(message: bytes) -> None:
@@ -327,7 +356,8 @@ async def connect(args: argparse.Namespace) -> int:
         channel = conn.channel
 
         async def send_lines() -> None:
-            while line := await _read_stdin_line():
+            stdin = _StdinLines()
+            while line := await stdin.readline():
                 try:
                     await channel.send(_strip_newline(line))
                 except TrionetError as exc:  # FrameTooLarge, InvalidMessage
@@ -364,7 +394,8 @@ async def _udp_session(endpoint: UDPEndpoint, args: argparse.Namespace, codec: C
     async with trio.open_nursery() as nursery:
 
         async def send_lines() -> None:
-            while line := await _read_stdin_line():
+            stdin = _StdinLines()
+            while line := await stdin.readline():
                 try:
                     await endpoint.send(codec.encode(_strip_newline(line)))
                 except (OSError, TrionetError) as exc:

@@ -179,7 +179,7 @@ async def _happy_eyeballs_tour(log: Callable[[str, str], None], say: Printer) ->
     async def greet(conn: TCPConnection) -> None:
         await conn.stream.send_all(b"hello over %s\n" % str(conn.local.host).encode())
 
-    events = EventLog(kinds=("connect.",))
+    events = EventLog(kinds=("tcp.connect.",))
     with net.install(default_host="client"):
         async with trio.open_nursery() as nursery:
             with net.host("server"):

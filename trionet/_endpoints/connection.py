@@ -253,7 +253,7 @@ class UnixConnection(Connection[UnixServer]):
         super().__init__(stream, socket=socket, channel=channel, server=server)
         # Escaped now, also when it is already text (accept() gives the name
         # as a str): a raw name must never be what .peer returns.
-        self._peer = None if peer is None else _path_text(peer)
+        self._peer = None if peer is None else path_text(peer)
         self._local = local
 
     @property
@@ -261,7 +261,7 @@ class UnixConnection(Connection[UnixServer]):
         """The peer's path, ``""`` when it is unnamed; see the class documentation."""
         peer = self._peer
         if peer is None:
-            peer = self._peer = _path_text(self._socket.getpeername())
+            peer = self._peer = path_text(self._socket.getpeername())
         return peer
 
     @property
@@ -269,7 +269,7 @@ class UnixConnection(Connection[UnixServer]):
         """This end's path, ``""`` when it is unnamed."""
         local = self._local
         if local is None:
-            local = self._local = _path_text(self._socket.getsockname())
+            local = self._local = path_text(self._socket.getsockname())
         return local
 
     def __repr__(self) -> str:
@@ -279,7 +279,7 @@ class UnixConnection(Connection[UnixServer]):
             return "<UnixConnection (closed)>"
 
 
-def _path_text(sockaddr: object) -> str:
+def path_text(sockaddr: object) -> str:
     """A Unix socket address as display text, escaped: a peer chooses its name.
 
     Linux reports abstract names as bytes; a path that is not UTF-8 comes as

@@ -28,7 +28,7 @@ LINGER_ABORT: Final = struct.pack("ii", 1, 0)
 def reset(sock: trio.socket.SocketType) -> None:
     """Close ``sock`` with a TCP reset: a send blocked on it wakes at once."""
     if sock.family != socket.AF_UNIX:  # a Unix socket refuses SO_LINGER
-        with contextlib.suppress(OSError, NotImplementedError):
+        with contextlib.suppress(OSError):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_ABORT)
     sock.close()  # trio's close() wakes the tasks waiting on it (notify_closing)
 

@@ -8,57 +8,30 @@ running server only through :class:`ServerControl`, the protocol that
 
 from __future__ import annotations
 
+import functools
+import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, Final, Protocol, final
+from typing import Any, ParamSpec, Protocol, TypeVar, final
 
 import trio
 
 from .._sansio.addresses import Address
 
 __all__ = [
-    "DEFAULT_FRAME_TIMEOUT",
-    "DEFAULT_IDLE_TIMEOUT",
-    "DEFAULT_MAX_PENDING_HANDSHAKES",
-    "DEFAULT_SHUTDOWN_GRACE",
-    "DEFAULT_TLS_HANDSHAKE_TIMEOUT",
     "BaseServer",
     "ServerControl",
     "ServerStatistics",
+    "StreamServer",
     "TCPServer",
     "UnixServer",
     "open_server",
+    "server_context",
 ]
 
-# gunicorn's graceful_timeout and Kubernetes' terminationGracePeriodSeconds: 30 s.
-DEFAULT_SHUTDOWN_GRACE: Final = 30.0
-
-# The defaults below bound what a peer can hold without sending anything useful
-# (docs/howto/limits.rst has the table; issue 15.4). Each can be passed as None
-# for "no limit".
-#
-# A started frame must finish: nginx gives a client 60 s to send a whole request
-# header (client_header_timeout, default 60 s) and a body 60 s between reads
-# (client_body_timeout); Apache's mod_reqtimeout allows 20-40 s for a header. At
-# 60 s a max_size frame (8 MiB) still arrives over a 140 KB/s link.
-DEFAULT_FRAME_TIMEOUT: Final = 60.0
-# A connection on which nothing moves is closed: nginx's stream (TCP) proxy closes
-# one after 10 minutes without a byte in either direction (proxy_timeout 10m).
-# Generous for keep-alive protocols that ping (most do every 30-60 s), and a
-# silent peer holds its memory 10 minutes, not for ever.
-DEFAULT_IDLE_TIMEOUT: Final = 600.0
-# A TLS handshake takes round trips, not minutes: Go's http.DefaultTransport gives
-# it 10 s (TLSHandshakeTimeout), as connect_tcp does (asyncio's 60 s let 2,000
-# silent clients hold 51.5 KiB each for a minute).
-DEFAULT_TLS_HANDSHAKE_TIMEOUT: Final = 10.0
-# Connections still in their TLS handshake, at most: beyond it accepting pauses
-# (they wait in the kernel's backlog) until one finishes. 128 is what Linux's
-# SOMAXCONN was for decades (before 5.4): the accept queue of connections whose
-# TCP handshake is done but that the application has not taken yet, the stage
-# before this one. 128 of them cost about 6.5 MiB.
-DEFAULT_MAX_PENDING_HANDSHAKES: Final = 128
-
+P = ParamSpec("P")
+ServerT = TypeVar("ServerT", bound="BaseServer")
 
 @final
 @dataclass(frozen=True, slots=True)
@@ -93,7 +66,11 @@ class ServerStatistics:
 
 
 class ServerControl(Protocol):
-    """What a server handle needs of the machinery that runs the server (``ServerCore``)."""
+    """What a server handle needs of the machinery that runs the server.
+
+    ``ServerCore`` (TCP and Unix) and ``UDPServerCore`` implement it; both keep
+    their shutdown state in one :class:`~trionet._endpoints.shutdown.GracefulShutdown`.
+    """
 
     @property
     def active(self) -> int: ...
@@ -101,20 +78,91 @@ class ServerControl(Protocol):
     @property
     def shutdown_requested(self) -> trio.Event: ...
 
-    def statistics(self) -> ServerStatistics: ...
+    @property
+    def shutdown_grace(self) -> float: ...
 
     def begin_shutdown(self, grace: float) -> None: ...
 
     async def shutdown(self, grace: float) -> None: ...
 
 
+class StreamControl(ServerControl, Protocol):
+    """What a stream server's handle also reads: its statistics."""
+
+    def statistics(self) -> ServerStatistics: ...
+
+
 class BaseServer:
-    """What :class:`~trionet.TCPServer` and :class:`~trionet.UnixServer` share."""
+    """What every running server shares: :class:`~trionet.TCPServer`,
+    :class:`~trionet.UnixServer` and :class:`~trionet.UDPServer`."""
 
     __slots__ = ("_core",)
 
     def __init__(self, core: ServerControl) -> None:
         self._core = core
+
+    def _shutdown_event(self) -> trio.Event:
+        # For Connection.wait_shutdown_requested.
+        return self._core.shutdown_requested
+
+    def shutdown_nowait(self, *, grace: float | None = None) -> None:
+        """Start a graceful shutdown and return at once; see :meth:`shutdown`.
+
+        This is what a handler calls to stop its own server: :meth:`shutdown`
+        from a handler would wait for that handler too.
+
+        Raises:
+          ValueError: ``grace`` is negative.
+        """
+        self._core.begin_shutdown(self._core.shutdown_grace if grace is None else grace)
+
+    async def shutdown(self, *, grace: float | None = None) -> None:
+        """Stop taking new work, let the work in progress finish for up to ``grace`` seconds.
+
+        From the moment of the call a stream server's listening sockets are
+        closed: new connections are refused (a Unix server's socket file is
+        removed), and connections that were waiting in the backlog are dropped.
+        Each connection's :meth:`~trionet.TCPConnection.wait_shutdown_requested`
+        returns, and (unless the server was started with
+        ``end_idle_on_shutdown=False``) each channel ends at its next frame
+        boundary (:meth:`~trionet.MessageChannel.end_when_idle`): a handler
+        waiting for a message with nothing buffered gets
+        :exc:`trio.EndOfChannel` now, so idle connections do not hold the
+        shutdown. A UDP server takes no datagram from its socket any more.
+        Handlers keep running; those still running ``grace`` seconds later are
+        cancelled, and a connection whose send is blocked because the peer
+        stopped reading is reset (a TCP RST) at that moment: the send ends at
+        once instead of finishing its frame for ``abort_timeout``, so the
+        shutdown takes its grace and no more. This returns once every
+        connection is closed and the server's task has ended. Calling it again
+        (or :meth:`shutdown_nowait`) can only bring the deadline closer. On a
+        server that has already stopped it returns at once.
+
+        Args:
+          grace: Seconds to wait for handlers; 0 cancels them (and resets the
+              blocked ones) at once. ``None`` (the default): the server's
+              ``shutdown_grace`` (30 s unless the server was started with
+              another).
+
+        Raises:
+          ValueError: ``grace`` is negative.
+
+        Cancellation:
+          Cancelling this call cancels only the waiting: the shutdown, once
+          started, goes on in the server's own task, with the same deadline.
+        """
+        await self._core.shutdown(self._core.shutdown_grace if grace is None else grace)
+
+
+class StreamServer(BaseServer):
+    """What :class:`~trionet.TCPServer` and :class:`~trionet.UnixServer` share."""
+
+    __slots__ = ()
+
+    _core: StreamControl
+
+    def __init__(self, core: StreamControl) -> None:
+        super().__init__(core)
 
     @property
     def connection_count(self) -> int:
@@ -125,58 +173,9 @@ class BaseServer:
         """Return a :class:`~trionet.ServerStatistics` snapshot of the server."""
         return self._core.statistics()
 
-    def _shutdown_event(self) -> trio.Event:
-        # For Connection.wait_shutdown_requested.
-        return self._core.shutdown_requested
-
-    def shutdown_nowait(self, *, grace: float = DEFAULT_SHUTDOWN_GRACE) -> None:
-        """Start a graceful shutdown and return at once; see :meth:`shutdown`.
-
-        This is what a handler calls to stop its own server: :meth:`shutdown`
-        from a handler would wait for that handler too.
-
-        Raises:
-          ValueError: ``grace`` is negative.
-        """
-        self._core.begin_shutdown(grace)
-
-    async def shutdown(self, *, grace: float = DEFAULT_SHUTDOWN_GRACE) -> None:
-        """Stop accepting, let handlers finish for up to ``grace`` seconds, then cancel them.
-
-        From the moment of the call the listening sockets are closed: new
-        connections are refused (a Unix server's socket file is removed), and
-        connections that were waiting in the backlog are dropped. Each
-        connection's :meth:`~trionet.TCPConnection.wait_shutdown_requested`
-        returns, and (unless the server was started with
-        ``end_idle_on_shutdown=False``) each channel ends at its next frame
-        boundary (:meth:`~trionet.MessageChannel.end_when_idle`): a handler
-        waiting for a message with nothing buffered gets
-        :exc:`trio.EndOfChannel` now, so idle connections do not hold the
-        shutdown. Handlers keep running; those still running ``grace`` seconds
-        later are cancelled, and a connection whose send is blocked because the
-        peer stopped reading is reset (a TCP RST) at that moment: the send ends
-        at once instead of finishing its frame for ``abort_timeout``, so the
-        shutdown takes its grace and no more. This returns once every
-        connection is closed and the server's task has ended. Calling it again
-        (or :meth:`shutdown_nowait`) can only bring the deadline closer. On a
-        server that has already stopped it returns at once.
-
-        Args:
-          grace: Seconds to wait for handlers; 0 cancels them (and resets the
-              blocked ones) at once.
-
-        Raises:
-          ValueError: ``grace`` is negative.
-
-        Cancellation:
-          Cancelling this call cancels only the waiting: the shutdown, once
-          started, goes on in the server's own task, with the same deadline.
-        """
-        await self._core.shutdown(grace)
-
 
 @final
-class TCPServer(BaseServer):
+class TCPServer(StreamServer):
     """A running TCP server, as returned by ``nursery.start(serve_tcp, ...)``.
 
     Attributes:
@@ -188,7 +187,7 @@ class TCPServer(BaseServer):
 
     __slots__ = ("_addresses",)
 
-    def __init__(self, core: ServerControl, addresses: tuple[Address, ...]) -> None:
+    def __init__(self, core: StreamControl, addresses: tuple[Address, ...]) -> None:
         super().__init__(core)
         self._addresses = addresses
 
@@ -208,7 +207,7 @@ class TCPServer(BaseServer):
 
 
 @final
-class UnixServer(BaseServer):
+class UnixServer(StreamServer):
     """A running Unix domain socket server, as returned by ``nursery.start(serve_unix, ...)``.
 
     Attributes:
@@ -219,7 +218,7 @@ class UnixServer(BaseServer):
 
     __slots__ = ("_path",)
 
-    def __init__(self, core: ServerControl, path: str) -> None:
+    def __init__(self, core: StreamControl, path: str) -> None:
         super().__init__(core)
         self._path = path
 
@@ -233,20 +232,16 @@ class UnixServer(BaseServer):
 
 
 @asynccontextmanager
-async def open_server(
-    serve: Callable[..., Awaitable[None]], shutdown_grace: float
-) -> AsyncIterator[Any]:
+async def open_server(serve: Callable[..., Awaitable[None]]) -> AsyncIterator[Any]:
     """Run ``serve`` (a ``serve_*`` with its arguments bound) for an ``async with`` block.
 
-    On a normal exit from the block the server shuts down with ``shutdown_grace``.
-    When the block raises, the server is cancelled at once (as a nursery cancels
-    its children on an error) and the block's exception comes out as it is, not
-    wrapped in an exception group; so does an error starting the server (such as
-    a port in use). An error of the running server's own (``strict=True``) comes
-    out of the nursery, in a group.
+    On a normal exit from the block the server shuts down with its
+    ``shutdown_grace``. When the block raises, the server is cancelled at once
+    (as a nursery cancels its children on an error) and the block's exception
+    comes out as it is, not wrapped in an exception group; so does an error
+    starting the server (such as a port in use). An error of the running
+    server's own (``strict=True``) comes out of the nursery, in a group.
     """
-    if not shutdown_grace >= 0:
-        raise ValueError(f"shutdown_grace must be a number of seconds >= 0, not {shutdown_grace!r}")
     error: BaseException | None = None
     async with trio.open_nursery() as nursery:
         try:
@@ -262,7 +257,64 @@ async def open_server(
                 error = exc
                 server.shutdown_nowait(grace=0)
             else:
-                await server.shutdown(grace=shutdown_grace)
+                await server.shutdown()
     # Raised here, outside the nursery, so that no exception group wraps it.
     if error is not None:
         raise error
+
+
+def server_context(
+    serve: Callable[P, Awaitable[None]], server_type: type[ServerT], name: str, doc: str
+) -> Callable[P, AbstractAsyncContextManager[ServerT]]:
+    """Derive ``open_*_server`` from ``serve_*``: the same arguments, for ``async with``.
+
+    The derived function takes exactly ``serve``'s arguments (checked by mypy
+    through the ``ParamSpec``, and shown by :func:`inspect.signature`, hence in
+    the reference, without ``task_status``), runs the server in a nursery of
+    its own with :func:`open_server`, and yields the running server. ``doc``
+    is its docstring; ``{serve}`` in it names ``serve``, and ``{args}``
+    stands for the "Args" section of ``serve``'s docstring (without
+    ``task_status``), so that every option is documented on both.
+    """
+
+    @asynccontextmanager
+    async def context(*args: P.args, **kwargs: P.kwargs) -> AsyncIterator[ServerT]:
+        async with open_server(functools.partial(serve, *args, **kwargs)) as server:
+            assert isinstance(server, server_type)
+            yield server
+
+    # Evaluated annotations: the derived function lives here, where the names
+    # in serve's annotations (TCPHandler...) are not defined.
+    signature = inspect.signature(serve, eval_str=True)
+    parameters = [p for p in signature.parameters.values() if p.name != "task_status"]
+    returns = AbstractAsyncContextManager[server_type]  # type: ignore[valid-type]
+    context.__signature__ = signature.replace(  # type: ignore[attr-defined]
+        parameters=parameters, return_annotation=returns
+    )
+    # What typing.get_type_hints() (and so Sphinx) reads: the same, and not the
+    # generic inner function's, which __wrapped__ would lead to.
+    context.__annotations__ = {p.name: p.annotation for p in parameters} | {"return": returns}
+    del context.__wrapped__  # type: ignore[attr-defined]
+    context.__name__ = context.__qualname__ = name
+    context.__module__ = serve.__module__
+    context.__doc__ = doc.format(serve=serve.__name__, args=_args_section(serve))
+    return context
+
+
+def _args_section(function: Callable[..., Any]) -> str:
+    # The "Args:" block of a Google-style docstring indented by four spaces,
+    # from its heading to the next section's heading, without task_status.
+    doc = function.__doc__ or ""
+    start = doc.index("\n    Args:\n") + 1
+    end = doc.index("\n\n    ", start)
+    while doc[end + 6] == " ":  # a blank line inside an argument's text
+        end = doc.index("\n\n    ", end + 2)
+    lines = doc[start:end].splitlines()
+    kept: list[str] = []
+    skipping = False
+    for line in lines:
+        if line.startswith("      ") and not line.startswith("        "):
+            skipping = line.strip().startswith("task_status:")
+        if not skipping:
+            kept.append(line)
+    return "\n".join(kept)

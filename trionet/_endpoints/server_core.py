@@ -14,34 +14,31 @@ connection is closed.
 from __future__ import annotations
 
 import logging
-import math
-import ssl
 from collections.abc import Awaitable, Callable
 from typing import Any, Final, Generic, TypeVar, final
 
 import trio
 
-from .._adapters.channel import DEFAULT_ABORT_TIMEOUT, MessageChannel
+from .._adapters.channel import MessageChannel
 from .._adapters.idle import IdleEntry, IdleTimer, IdleTrackingStream, KernelActivity, TLSRecordStream
-from .._adapters.observe import Observer, emit, log_handler_error, log_peer_error
+from .._adapters.observe import emit, log_handler_error, log_peer_error
 from .._adapters.trio_compat import stdlib_socket_of
-from .._sansio.codecs import Codec
 from .._sansio.errors import FramingError
 from .._sansio.escape import escape_text
-from .._sansio.validate import check_optional_count, check_timeout
 from .accept import ACCEPT_BACKOFF_INITIAL, ACCEPT_BACKOFF_MAX, ACCEPT_BATCH, accept_loop, stdlib_socket
 from .connection import Connection
-from .reset import blocked_for_sending, reset, reset_in_place
-from .server_base import (
+from .options import (
     DEFAULT_FRAME_TIMEOUT,
     DEFAULT_IDLE_TIMEOUT,
     DEFAULT_MAX_PENDING_HANDSHAKES,
     DEFAULT_TLS_HANDSHAKE_TIMEOUT,
-    BaseServer,
-    ServerStatistics,
+    StreamServerOptions,
 )
+from .reset import blocked_for_sending, reset, reset_in_place
+from .server_base import BaseServer, ServerStatistics
+from .shutdown import GracefulShutdown
 
-# Re-exported: ACCEPT_* and stdlib_socket live in accept.py, the defaults in server_base.py.
+# Re-exported: ACCEPT_* and stdlib_socket live in accept.py, the defaults in options.py.
 __all__ = [
     "ACCEPT_BACKOFF_INITIAL",
     "ACCEPT_BACKOFF_MAX",
@@ -83,41 +80,26 @@ class ServerCore(Generic[ConnT]):
     def __init__(
         self,
         handler: Callable[[ConnT], Awaitable[object]],
+        options: StreamServerOptions,
         *,
         kind: str,
         describe_peer: Callable[[Any], object],
-        codec: Codec | None,
-        max_connections: int | None,
-        idle_timeout: float | None,
-        frame_timeout: float | None = None,
-        abort_timeout: float = DEFAULT_ABORT_TIMEOUT,
-        ssl_context: ssl.SSLContext | None,
-        tls_handshake_timeout: float,
-        max_pending_handshakes: int | None = DEFAULT_MAX_PENDING_HANDSHAKES,
-        end_idle_on_shutdown: bool = True,
-        strict: bool,
-        observer: Observer | None,
     ) -> None:
         if not callable(handler):
             raise TypeError(f"handler must be an async callable, not {handler!r}")
         self._handler = handler
         self._kind = kind
         self._describe_peer = describe_peer
-        self._codec = codec
-        self._limit = check_optional_count("max_connections", max_connections)
-        self._idle_timeout = check_timeout("idle_timeout", idle_timeout)
-        self._frame_timeout = check_timeout("frame_timeout", frame_timeout)
-        abort = check_timeout("abort_timeout", abort_timeout)
-        assert abort is not None
-        self._abort_timeout = abort
-        self._ssl_context = ssl_context
-        self._handshake_timeout = check_timeout("tls_handshake_timeout", tls_handshake_timeout)
-        pending = check_optional_count("max_pending_handshakes", max_pending_handshakes)
-        self._handshake_limit = pending if ssl_context is not None else None
+        self.options = options
+        self._codec = options.codec
+        self._limit = options.max_connections
+        self._idle_timeout = options.idle_timeout
+        self._frame_timeout = options.frame_timeout
+        self._ssl_context = options.ssl_context
+        # Without TLS there is no handshake to count.
+        self._handshake_limit = options.max_pending_handshakes if options.ssl_context else None
         self._handshaking = 0
-        self._end_idle = bool(end_idle_on_shutdown)
-        self._strict = strict
-        self._observer = observer
+        self._observer = options.observer
         self._make_connection: MakeConnection[ConnT] | None = None
         self._on_listeners_closed: Callable[[], None] | None = None
         self._sockets: list[trio.socket.SocketType] = []
@@ -128,16 +110,10 @@ class ServerCore(Generic[ConnT]):
         # Every open connection's socket, and its channel once there is one: what
         # shutdown ends when idle, and resets when the grace is over.
         self._connections: dict[trio.socket.SocketType, MessageChannel | None] = {}
-        self._all_closed = trio.Event()
-        self._stopped = trio.Event()
-        self._shutdown_requested = trio.Event()
-        self._grace_scope: trio.CancelScope | None = None
-        self._grace_deadline = math.inf
+        self._shutdown = GracefulShutdown(kind, self._observer, lambda: self._active)
         self._idle_timer = (
             IdleTimer(self._idle_timeout, self._shed_idle) if self._idle_timeout is not None else None
         )
-        self._running = False
-        self._shutting_down = False
         self._cut = False
         self._paused = False
         self._active = 0
@@ -156,11 +132,15 @@ class ServerCore(Generic[ConnT]):
     @property
     def shutdown_requested(self) -> trio.Event:
         """Set when shutdown begins."""
-        return self._shutdown_requested
+        return self._shutdown.requested
 
     @property
     def shutting_down(self) -> bool:
-        return self._shutting_down
+        return self._shutdown.shutting_down
+
+    @property
+    def shutdown_grace(self) -> float:
+        return self.options.shutdown_grace
 
     @property
     def accept_limited(self) -> bool:
@@ -182,8 +162,8 @@ class ServerCore(Generic[ConnT]):
             handshake_failures=self._handshake_failures,
             handler_errors=self._handler_errors,
             accept_errors=self._accept_errors,
-            accepting=self._running and not self._shutting_down and not self._paused,
-            shutting_down=self._shutting_down,
+            accepting=self._shutdown.running and not self.shutting_down and not self._paused,
+            shutting_down=self.shutting_down,
         )
 
     # -------------------------------------------------------------------- run
@@ -202,44 +182,35 @@ class ServerCore(Generic[ConnT]):
         self._sockets = sockets
         self._make_connection = make_connection
         self._on_listeners_closed = on_listeners_closed
-        self._running = True
-        try:
-            async with trio.open_nursery() as handlers:
-                self._handlers = handlers
-                try:
-                    if self._idle_timer is not None:
-                        handlers.start_soon(self._idle_timer.run)
-                    with self._accept_scope:
-                        async with trio.open_nursery() as acceptors:
-                            for sock in sockets:
-                                acceptors.start_soon(accept_loop, self, sock)
-                            emit(self._observer, f"{self._kind}.listening", addresses=listening)
-                            task_status.started(server)
-                    # The accept loops end only when shutdown has begun.
-                    await self._drain(handlers)
-                except BaseException:
-                    # Cancelled from outside, or a handler's error with strict=True:
-                    # the handlers are being cancelled, and a send stuck on a peer that
-                    # does not read must not hold them for abort_timeout.
-                    self._cut_connections()
-                    raise
-                finally:
-                    if self._idle_timer is not None:
-                        self._idle_timer.stop()
-            emit(self._observer, f"{self._kind}.shutdown.done")
-        finally:
-            self._running = False
-            self._close_listeners()
-            self._stopped.set()
+        with self._shutdown.run():
+            try:
+                async with trio.open_nursery() as handlers:
+                    self._handlers = handlers
+                    try:
+                        if self._idle_timer is not None:
+                            handlers.start_soon(self._idle_timer.run)
+                        with self._accept_scope:
+                            async with trio.open_nursery() as acceptors:
+                                for sock in sockets:
+                                    acceptors.start_soon(accept_loop, self, sock)
+                                emit(self._observer, f"{self._kind}.listening", addresses=listening)
+                                task_status.started(server)
+                        # The accept loops end only when shutdown has begun.
+                        await self._drain(handlers)
+                    except BaseException:
+                        # Cancelled from outside, or a handler's error with strict=True:
+                        # the handlers are being cancelled, and a send stuck on a peer that
+                        # does not read must not hold them for abort_timeout.
+                        self._cut_connections()
+                        raise
+                    finally:
+                        if self._idle_timer is not None:
+                            self._idle_timer.stop()
+            finally:
+                self._close_listeners()  # before the server counts as stopped
 
     async def _drain(self, handlers: trio.Nursery) -> None:
-        if self._active:
-            with trio.CancelScope(deadline=self._grace_deadline) as scope:
-                self._grace_scope = scope
-                await self._all_closed.wait()
-            self._grace_scope = None
-        if self._active:
-            emit(self._observer, f"{self._kind}.shutdown.grace_expired", cancelled=self._active)
+        if await self._shutdown.wait_drained():
             handlers.cancel_scope.cancel()
             self._cut_connections()
 
@@ -265,39 +236,23 @@ class ServerCore(Generic[ConnT]):
     # --------------------------------------------------------------- shutdown
 
     def begin_shutdown(self, grace: float) -> None:
-        if not grace >= 0:
-            raise ValueError(f"grace must be a number of seconds >= 0, not {grace!r}")
-        if not self._running:
+        if not self._shutdown.begin(grace):
             return
-        deadline = trio.current_time() + grace
-        if self._shutting_down:
-            # A second call may only bring the deadline closer.
-            if deadline < self._grace_deadline:
-                self._grace_deadline = deadline
-                if self._grace_scope is not None:
-                    self._grace_scope.deadline = deadline
-            return
-        self._shutting_down = True
-        self._grace_deadline = deadline
-        emit(self._observer, f"{self._kind}.shutdown.begin", grace=grace, active=self._active)
         self._accept_scope.cancel()
         # Closing now, not when the accept tasks next run, is what makes "no
         # connection is accepted after shutdown starts" hold: the kernel refuses
         # new connections from this moment.
         self._close_listeners()
-        self._shutdown_requested.set()
-        if self._end_idle:
+        if self.options.end_idle_on_shutdown:
             # As Go's Server.Shutdown: idle keep-alive connections end now, busy
             # ones when their handler next waits for a message.
             for channel in self._connections.values():
                 if channel is not None:
                     channel.end_when_idle()
-        if self._active == 0:
-            self._all_closed.set()
 
     async def shutdown(self, grace: float) -> None:
         self.begin_shutdown(grace)
-        await self._stopped.wait()
+        await self._shutdown.stopped.wait()
 
     # ------------------------------------------------ accepts (see accept.py)
 
@@ -339,9 +294,8 @@ class ServerCore(Generic[ConnT]):
         # count and the close event must not depend on a cancellation (issue 12.2).
         self._connections.pop(sock, None)
         self._active -= 1
-        if self._shutting_down:
-            if self._active == 0:
-                self._all_closed.set()
+        if self.shutting_down:
+            self._shutdown.work_done()
         elif self._limit is not None:
             self._capacity_freed()
 
@@ -387,11 +341,11 @@ class ServerCore(Generic[ConnT]):
             if self._codec is not None:
                 channel = MessageChannel(
                     stream, self._codec, frame_timeout=self._frame_timeout,
-                    abort_timeout=self._abort_timeout,
+                    abort_timeout=self.options.abort_timeout,
                 )
                 if sock in self._connections:
                     self._connections[sock] = channel
-                if self._shutting_down and self._end_idle:
+                if self.shutting_down and self.options.end_idle_on_shutdown:
                     channel.end_when_idle()
             assert self._make_connection is not None
             conn = self._make_connection(stream, sock, address, channel)
@@ -436,15 +390,14 @@ class ServerCore(Generic[ConnT]):
 
     def _handshake_done(self) -> None:
         self._handshaking -= 1
-        if not self._shutting_down:
+        if not self.shutting_down:
             self._capacity_freed()
 
     async def _handshake(self, stream: trio.SSLStream[Any], address: Any) -> bool:
         # A handshake that fails is a handshake failure; one that does not finish
         # in time is a connection shed by a limit (connections_shed, reason
         # "tls_handshake_timeout"), as an idle one is: docs/howto/tls.rst.
-        assert self._handshake_timeout is not None
-        with trio.move_on_after(self._handshake_timeout):
+        with trio.move_on_after(self.options.tls_handshake_timeout):
             try:
                 await stream.do_handshake()
             except trio.BrokenResourceError as exc:
@@ -484,7 +437,7 @@ class ServerCore(Generic[ConnT]):
         self._handler_errors += 1
         peer = self._describe_peer(address)
         emit(self._observer, f"{self._kind}.handler_error", peer=peer, error=error)
-        if self._strict:
+        if self.options.strict:
             raise error
         log_handler_error(
             LOGGER, self, peer, error, peer_errors=_PEER_ERRORS,

@@ -11,24 +11,27 @@ from typing import Final
 
 import trio
 
-from .._adapters.channel import MessageChannel
+from .._adapters.channel import DEFAULT_ABORT_TIMEOUT, DEFAULT_READ_SIZE, MessageChannel
 from .._adapters.happy_eyeballs_input import RESOLUTION_DELAY, FamilyAnswer, resolve_happy_eyeballs
-from .._adapters.observe import Observer, emit
+from .._adapters.observe import Observer, emit, emit_at
 from .._adapters.resolver import Resolver, _check_request
 from .._sansio.addresses import Address
 from .._sansio.codecs import Codec
 from .._sansio.happy_eyeballs import CONNECTION_ATTEMPT_DELAY, ConnectAttempt, HappyEyeballs
 from .._sansio.ordering import interleave_families
 from ..errors import ConnectError, ResolutionError
+from .client_tls import start_tls
 from .connection import TCPConnection
+
+# Seconds a TLS handshake may take before the connection is given up: as for
+# servers (trio's open_ssl_over_tcp_stream has no limit, which lets a silent
+# server hold a client).
+from .options import DEFAULT_FRAME_TIMEOUT, DEFAULT_TLS_HANDSHAKE_TIMEOUT
 
 __all__ = ["ConnectAttempt", "connect_tcp"]
 
 # RFC 8305 section 5's Connection Attempt Delay, 250 ms (as trio's open_tcp_stream).
 HAPPY_EYEBALLS_DELAY: Final = CONNECTION_ATTEMPT_DELAY
-# Seconds a TLS handshake may take before the connection is given up; trio's
-# open_ssl_over_tcp_stream has no limit, which lets a silent server hold a client.
-TLS_HANDSHAKE_TIMEOUT: Final = 10.0
 # Linux's IP_BIND_ADDRESS_NO_PORT (include/uapi/linux/in.h), which Python's
 # socket module exports only from 3.12 on. With it, bind() to a local address
 # leaves the port to connect(), which can then reuse a port for different
@@ -69,14 +72,17 @@ async def connect_tcp(
     port: int,
     *,
     codec: Codec | None = None,
+    frame_timeout: float | None = DEFAULT_FRAME_TIMEOUT,
+    abort_timeout: float = DEFAULT_ABORT_TIMEOUT,
+    read_size: int = DEFAULT_READ_SIZE,
     ssl_context: ssl.SSLContext | None = None,
     server_hostname: str | None = None,
     happy_eyeballs_delay: float | None = HAPPY_EYEBALLS_DELAY,
     resolution_delay: float = RESOLUTION_DELAY,
     first_address_family_count: int = 1,
     connect_timeout: float | None = None,
-    tls_handshake_timeout: float = TLS_HANDSHAKE_TIMEOUT,
-    local_address: str | None = None,
+    tls_handshake_timeout: float = DEFAULT_TLS_HANDSHAKE_TIMEOUT,
+    local: str | None = None,
     resolver: Resolver | None = None,
     observer: Observer | None = None,
 ) -> TCPConnection:
@@ -99,6 +105,12 @@ async def connect_tcp(
       port: The port, 0-65535.
       codec: If given, the connection's :attr:`~TCPConnection.channel` is a
           :class:`~trionet.MessageChannel` with this codec.
+      frame_timeout, abort_timeout, read_size: With a codec, passed to the
+          :class:`~trionet.MessageChannel`. ``frame_timeout`` defaults to 60 s,
+          as for servers (:data:`~trionet.DEFAULT_FRAME_TIMEOUT`): a peer
+          trickling a reply byte by byte cannot hold the client for ever;
+          ``None`` turns it off. ``abort_timeout`` and ``read_size`` default
+          to the channel's (10 s, 64 KiB).
       ssl_context: If given, TLS runs over the connection (a :class:`trio.SSLStream`)
           and the handshake completes before this returns.
       server_hostname: The name to check the server's certificate against;
@@ -113,16 +125,20 @@ async def connect_tcp(
           handshake), or ``None`` for no limit. It is the same as wrapping the
           call in :func:`trio.fail_after`, but the error names each attempt.
       tls_handshake_timeout: Seconds the TLS handshake may take.
-      local_address: An IP address to connect from; only addresses of its
+      local: An IP address to connect from; only addresses of its
           family are tried (if it rules every address out, the
           :exc:`~trionet.ConnectError` says so). The port is chosen at
           connect time (``IP_BIND_ADDRESS_NO_PORT`` on Linux, as trio does),
           so many connections from one address to different servers can
           share local ports.
       resolver: The :class:`~trionet.Resolver` to use (the default one if ``None``).
-      observer: Receives events: ``connect.answer`` (a family's lookup answered),
-          ``connect.attempt`` (started), ``connect.failed``, ``connect.won`` and
-          ``connect.cancelled`` (a losing attempt closed).
+      observer: Receives events: ``tcp.connect.answer`` (family, addresses, error,
+          held: a family's lookup answered; the event's time is when the answer
+          arrived, ``held`` how many seconds the resolution delay kept it back
+          before it was used), ``tcp.connect.attempt`` (address: started),
+          ``tcp.connect.failed`` (address, error), ``tcp.connect.won`` (address, after:
+          seconds since that attempt started) and ``tcp.connect.cancelled``
+          (address: a losing attempt closed).
 
     Returns:
       A :class:`TCPConnection` whose ``server`` is ``None``.
@@ -152,25 +168,25 @@ async def connect_tcp(
     if not resolution_delay >= 0:
         raise ValueError(f"resolution_delay must be >= 0, not {resolution_delay!r}")
     interleave_families([], first_address_family_count=first_address_family_count)  # checks it
-    local = Address.parse(local_address, default_port=0) if local_address is not None else None
-    if local is not None:
-        local.to_sockaddr()  # AddressError now for a zone that names an interface
+    source = Address.parse(local, default_port=0) if local is not None else None
+    if source is not None:
+        source.to_sockaddr()  # AddressError now for a zone that names an interface
     machine = HappyEyeballs(
         attempt_delay=happy_eyeballs_delay,
         first_address_family_count=first_address_family_count,
-        family=None if local is None else local.family,
+        family=None if source is None else source.family,
     )
     race = _Race(machine, lookup_errors=[])
     began = trio.current_time()
     deadline = math.inf if connect_timeout is None else began + connect_timeout
 
     with trio.move_on_at(deadline) as timeout_scope:
-        await _race(host, port, race, resolution_delay, local, resolver, observer)
+        await _race(host, port, race, resolution_delay, source, resolver, observer)
     if race.winner is None:
         timed_out = connect_timeout if timeout_scope.cancelled_caught else None
         if not machine.addresses and not machine.ruled_out and race.lookup_errors and timed_out is None:
             raise _resolution_error(host, port, race.lookup_errors)
-        raise _connect_error(host, port, machine.give_up(), machine.ruled_out, began, timed_out, local)
+        raise _connect_error(host, port, machine.give_up(), machine.ruled_out, began, timed_out, source)
     sock, address = race.winner
     try:
         stream: trio.abc.Stream = trio.SocketStream(sock)
@@ -181,36 +197,21 @@ async def connect_tcp(
         if ssl_context is not None:
             # The ssl module encodes a str server_hostname with IDNA 2003;
             # the lookup form is already ASCII (IDNA 2008, as the lookup used).
-            tls = trio.SSLStream(stream, ssl_context, server_hostname=server_hostname or name)
-            try:
-                with trio.move_on_at(deadline) as timeout_scope, trio.fail_after(tls_handshake_timeout):
-                    await tls.do_handshake()
-            except trio.BrokenResourceError as exc:
-                raise _tls_error(address, exc) from exc.__cause__ or exc
+            with trio.move_on_at(deadline) as timeout_scope:
+                stream = await start_tls(stream, ssl_context, server_hostname or name,
+                                         tls_handshake_timeout, address)
             if timeout_scope.cancelled_caught:
                 raise _connect_error(
-                    host, port, machine.attempts, machine.ruled_out, began, connect_timeout, local
+                    host, port, machine.attempts, machine.ruled_out, began, connect_timeout, source
                 )
-            stream = tls
-        channel = MessageChannel(stream, codec) if codec is not None else None
+        channel = None if codec is None else MessageChannel(
+            stream, codec, frame_timeout=frame_timeout, abort_timeout=abort_timeout,
+            read_size=read_size,
+        )
         return TCPConnection(stream, socket=sock, peer=address, channel=channel)
     except BaseException:
         await trio.aclose_forcefully(stream)
         raise
-
-
-def _tls_error(address: Address, error: trio.BrokenResourceError) -> trio.BrokenResourceError:
-    """A TLS handshake failure whose message says why (trio's has none: it is in __cause__)."""
-    cause = error.__cause__
-    if isinstance(cause, ssl.SSLCertVerificationError) and cause.verify_message:
-        reason = f"certificate verify failed: {cause.verify_message}"
-    elif isinstance(cause, ssl.SSLError) and cause.reason:
-        reason = str(cause.reason).replace("_", " ").lower()
-    elif cause is not None:
-        reason = str(cause) or type(cause).__name__
-    else:
-        reason = str(error) or "the peer closed the connection"
-    return trio.BrokenResourceError(f"TLS handshake with {address} failed: {reason}")
 
 
 async def _race(
@@ -256,9 +257,13 @@ async def _race(
                 if event is None:
                     machine.on_lookups_done()
                 elif isinstance(event, FamilyAnswer):
-                    emit(
-                        observer, "connect.answer", family=_family_name(event.family),
+                    # Shown when it arrived; "held" says how long the resolution
+                    # delay kept it back (RFC 8305 section 3).
+                    emit_at(
+                        observer, event.answered_at, "tcp.connect.answer",
+                        family=_family_name(event.family),
                         addresses=", ".join(map(str, event.addresses)) or "-", error=event.error,
+                        held=event.held,
                     )
                     if event.error is not None:
                         race.lookup_errors.append((event.family, event.error))
@@ -274,7 +279,7 @@ async def _attempt(
     observer: Observer | None,
 ) -> None:
     started = trio.current_time()
-    emit(observer, "connect.attempt", address=address)
+    emit(observer, "tcp.connect.attempt", address=address)
     sock: trio.socket.SocketType | None = None
     try:
         # Inside the try: socket() fails for one family on a host without
@@ -291,7 +296,7 @@ async def _attempt(
         if sock is not None:
             sock.close()
         attempt = race.machine.on_failure(address, exc, trio.current_time())
-        emit(observer, "connect.failed", address=address, error=exc)
+        emit(observer, "tcp.connect.failed", address=address, error=exc)
         wake.send_nowait(attempt)
         return
     except BaseException:
@@ -300,14 +305,14 @@ async def _attempt(
         # ConnectError reports it.
         if sock is not None:
             sock.close()
-        emit(observer, "connect.cancelled", address=address)
+        emit(observer, "tcp.connect.cancelled", address=address)
         raise
     if race.machine.on_success(address, trio.current_time()) is None:
         sock.close()  # another attempt connected in the same instant
-        emit(observer, "connect.cancelled", address=address)
+        emit(observer, "tcp.connect.cancelled", address=address)
         return
     race.winner = (sock, address)
-    emit(observer, "connect.won", address=address, after=f"{trio.current_time() - started:.3f}s")
+    emit(observer, "tcp.connect.won", address=address, after=trio.current_time() - started)
     nursery.cancel_scope.cancel()
 
 
@@ -340,7 +345,7 @@ def _connect_error(
     elif not attempts and ruled_out and local is not None:
         families = sorted({_family_name(address.family) for address in ruled_out})
         head = (
-            f"no address of {host!r} port {port} to connect to: local_address={local.host!r} is "
+            f"no address of {host!r} port {port} to connect to: local={local.host!r} is "
             f"{_family_name(local.family)}, which rules out every address found ("
             f"{' and '.join(families)}: {', '.join(map(str, ruled_out))})"
         )

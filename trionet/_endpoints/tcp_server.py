@@ -2,29 +2,28 @@
 
 from __future__ import annotations
 
-import functools
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import trio
 
 from .._adapters.channel import DEFAULT_ABORT_TIMEOUT, MessageChannel
-from .._adapters.listen import open_listening_sockets
+from .._adapters.listen import bind_listening_sockets
 from .._adapters.observe import Observer
+from .._adapters.resolver import Resolver
 from .._sansio.addresses import Address
 from .._sansio.codecs import Codec
 from .connection import TCPConnection
-from .server_base import (
+from .options import (
     DEFAULT_FRAME_TIMEOUT,
     DEFAULT_IDLE_TIMEOUT,
     DEFAULT_MAX_PENDING_HANDSHAKES,
     DEFAULT_SHUTDOWN_GRACE,
     DEFAULT_TLS_HANDSHAKE_TIMEOUT,
-    TCPServer,
-    open_server,
+    StreamServerOptions,
 )
+from .server_base import TCPServer, server_context
 from .server_core import ServerCore
 
 __all__ = ["TCPServer", "open_tcp_server", "serve_tcp"]
@@ -53,6 +52,8 @@ async def serve_tcp(
     strict: bool = False,
     reuse_port: bool = False,
     backlog: int | None = None,
+    shutdown_grace: float = DEFAULT_SHUTDOWN_GRACE,
+    resolver: Resolver | None = None,
     observer: Observer | None = None,
     task_status: trio.TaskStatus[TCPServer] = trio.TASK_STATUS_IGNORED,
 ) -> None:
@@ -144,6 +145,13 @@ async def serve_tcp(
       backlog: The listen backlog, a positive int (the system caps it at its
           maximum, ``net.core.somaxconn`` on Linux); ``None`` for the system's
           maximum.
+      shutdown_grace: The grace of a :meth:`~TCPServer.shutdown` called
+          without one, and of the shutdown that ends :func:`open_tcp_server`'s
+          block: seconds the handlers may go on after a graceful shutdown
+          begins (30 s by default, as gunicorn's graceful_timeout and
+          Kubernetes' terminationGracePeriodSeconds).
+      resolver: The :class:`~trionet.Resolver` for a ``host`` name (the
+          default one if ``None``).
       observer: Receives an :class:`~trionet.Event` for each step; see "Events".
       task_status: For ``nursery.start``, which returns the :class:`TCPServer`.
 
@@ -165,7 +173,9 @@ async def serve_tcp(
       default it ends one connection, not the server. Exceptions caused by the
       peer (:exc:`trio.BrokenResourceError`, :exc:`trio.EndOfChannel`,
       :exc:`~trionet.FramingError`) are logged at INFO without a traceback,
-      others at ERROR with one. This is the one place trionet departs from
+      also when they reach the server in an exception group (a handler that
+      runs a nursery of its own) made only of such errors; others at ERROR
+      with one. This is the one place trionet departs from
       structured concurrency's rule that errors propagate: a server that dies
       because one client sent garbage is not what anyone wants. ``strict=True``
       restores the rule, which is right in tests and where a handler error means
@@ -196,10 +206,7 @@ async def serve_tcp(
       and the ``closed`` events still count every connection. Use
       :meth:`TCPServer.shutdown` for a graceful stop.
     """
-    core: ServerCore[TCPConnection] = ServerCore(
-        handler,
-        kind="tcp",
-        describe_peer=_describe_peer,
+    options = StreamServerOptions(
         codec=codec,
         max_connections=max_connections,
         idle_timeout=idle_timeout,
@@ -210,10 +217,14 @@ async def serve_tcp(
         max_pending_handshakes=max_pending_handshakes,
         end_idle_on_shutdown=end_idle_on_shutdown,
         strict=strict,
+        shutdown_grace=shutdown_grace,
         observer=observer,
     )
-    sockets = await open_listening_sockets(
-        port, host=host, backlog=backlog, reuse_port=reuse_port
+    core: ServerCore[TCPConnection] = ServerCore(
+        handler, options, kind="tcp", describe_peer=_describe_peer
+    )
+    sockets = await bind_listening_sockets(
+        port, host=host, backlog=backlog, reuse_port=reuse_port, resolver=resolver
     )  # validates backlog
     try:
         addresses = tuple(Address.from_sockaddr(sock.getsockname()) for sock in sockets)
@@ -240,39 +251,18 @@ async def serve_tcp(
     )
 
 
-@asynccontextmanager
-async def open_tcp_server(
-    handler: TCPHandler,
-    port: int,
-    *,
-    host: str | None = None,
-    codec: Codec | None = None,
-    max_connections: int | None = None,
-    idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT,
-    frame_timeout: float | None = DEFAULT_FRAME_TIMEOUT,
-    abort_timeout: float = DEFAULT_ABORT_TIMEOUT,
-    ssl_context: ssl.SSLContext | None = None,
-    tls_handshake_timeout: float = DEFAULT_TLS_HANDSHAKE_TIMEOUT,
-    max_pending_handshakes: int | None = DEFAULT_MAX_PENDING_HANDSHAKES,
-    end_idle_on_shutdown: bool = True,
-    strict: bool = False,
-    reuse_port: bool = False,
-    backlog: int | None = None,
-    observer: Observer | None = None,
-    shutdown_grace: float = DEFAULT_SHUTDOWN_GRACE,
-) -> AsyncIterator[TCPServer]:
-    """Run a TCP server for the duration of an ``async with`` block.
+open_tcp_server = server_context(serve_tcp, TCPServer, "open_tcp_server", """\
+    Run a TCP server for the duration of an ``async with`` block.
 
     ::
 
         async with trionet.open_tcp_server(echo, 0, codec=trionet.Lines()) as server:
             ...  # the server runs here, in a nursery of its own
 
-    Takes the arguments of :func:`serve_tcp`, and:
+    It takes the arguments of :func:`{serve}` (without ``task_status``), with
+    the same defaults and meanings:
 
-    Args:
-      shutdown_grace: When the block ends normally, the server shuts down as by
-          ``await server.shutdown(grace=shutdown_grace)``.
+{args}
 
     Yields:
       The :class:`TCPServer`, listening.
@@ -281,31 +271,11 @@ async def open_tcp_server(
       The block's own exception, unchanged (not in an exception group); the
       server is then cancelled at once, without grace. A handler's exception
       with ``strict=True`` comes out in an exception group, as from a nursery.
+      The exceptions of :func:`{serve}` when the server cannot start.
 
     Cancellation:
       Cancelling the surrounding scope stops the server at once, as for
-      :func:`serve_tcp`. Leaving the block normally waits for the graceful
-      shutdown; a cancellation during that wait cancels the remaining handlers.
-    """
-    serve = functools.partial(
-        serve_tcp,
-        handler,
-        port,
-        host=host,
-        codec=codec,
-        max_connections=max_connections,
-        idle_timeout=idle_timeout,
-        frame_timeout=frame_timeout,
-        abort_timeout=abort_timeout,
-        ssl_context=ssl_context,
-        tls_handshake_timeout=tls_handshake_timeout,
-        max_pending_handshakes=max_pending_handshakes,
-        end_idle_on_shutdown=end_idle_on_shutdown,
-        strict=strict,
-        reuse_port=reuse_port,
-        backlog=backlog,
-        observer=observer,
-    )
-    async with open_server(serve, shutdown_grace) as server:
-        assert isinstance(server, TCPServer)
-        yield server
+      :func:`{serve}`. Leaving the block normally shuts the server down with
+      its ``shutdown_grace``; a cancellation during that wait cancels the
+      remaining handlers.
+    """)

@@ -1,8 +1,9 @@
-"""UDP servers whose lifetime is a nursery: serve_udp and open_udp_server.
+"""UDP servers whose lifetime is a nursery: serve_udp, open_udp_server, UDPServer.
 
 A server is one endpoint and a fixed pool of ``max_concurrency`` worker tasks in
-the task that ``nursery.start`` runs (:class:`~trionet.UDPServer`, in
-:mod:`trionet._endpoints.udp_server_core`). Each worker receives a datagram,
+the task that ``nursery.start`` runs (``UDPServerCore``, in
+:mod:`trionet._endpoints.udp_server_core`; :class:`~trionet.UDPServer` is the
+handle on it). Each worker receives a datagram,
 runs the handler and sends its reply, then receives again: concurrency is
 bounded by the pool, with no task spawned per datagram. When every worker is
 busy nobody reads the socket, and datagrams wait in the system's buffer (or are
@@ -11,10 +12,7 @@ dropped there, which is UDP's backpressure).
 
 from __future__ import annotations
 
-import functools
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from typing import Final
+from typing import final
 
 import trio
 
@@ -24,17 +22,19 @@ from .._adapters.udp import (
     DEFAULT_MAX_RECEIVE_SIZE,
     DEFAULT_RECEIVE_QUEUE_BYTES,
     DEFAULT_RECEIVE_QUEUE_SIZE,
+    UDPEndpoint,
     open_udp_endpoint,
 )
+from .._sansio.addresses import Address
 from .._sansio.replies import (
     DEFAULT_REPLY_CACHE_BYTES,
     DEFAULT_REPLY_CACHE_LIFETIME,
     DEFAULT_REPLY_CACHE_SIZE,
     ReplyCache,
 )
-from .server_base import DEFAULT_SHUTDOWN_GRACE, open_server
-from .udp_server_core import RequestKey, UDPHandler
-from .udp_server_core import UDPServer as UDPServer
+from .options import DEFAULT_MAX_CONCURRENCY, DEFAULT_SHUTDOWN_GRACE, RequestKey, UDPServerOptions
+from .server_base import BaseServer, server_context
+from .udp_server_core import UDPHandler, UDPServerCore
 from .udp_server_core import UDPServerStatistics as UDPServerStatistics
 
 __all__ = [
@@ -48,10 +48,46 @@ __all__ = [
     "serve_udp",
 ]
 
-# trionet's choice: enough handlers in flight to hide the latency of a
-# database or upstream call per request, few enough that a flood cannot make
-# the server hold unbounded work (each worker is one trio task).
-DEFAULT_MAX_CONCURRENCY: Final = 100
+@final
+class UDPServer(BaseServer):
+    """A running UDP server, as returned by ``nursery.start(serve_udp, ...)``.
+
+    Attributes:
+      endpoint: The server's :class:`~trionet.UDPEndpoint`, for sending
+          datagrams other than replies (it is closed when the server stops).
+      addresses: The bound addresses, a tuple as :attr:`TCPServer.addresses`:
+          one, ``[::]:port`` for a dual-stack server.
+      port: The bound port.
+    """
+
+    __slots__ = ()
+
+    _core: UDPServerCore
+
+    def __init__(self, core: UDPServerCore) -> None:
+        super().__init__(core)
+
+    @property
+    def endpoint(self) -> UDPEndpoint:
+        """The server's endpoint."""
+        return self._core.endpoint
+
+    @property
+    def addresses(self) -> tuple[Address, ...]:
+        """The bound addresses; see the class documentation."""
+        return (self._core.endpoint.local,)
+
+    @property
+    def port(self) -> int:
+        """The port the server is bound to."""
+        return self._core.endpoint.local.port
+
+    def statistics(self) -> UDPServerStatistics:
+        """Return a :class:`UDPServerStatistics` snapshot."""
+        return self._core.statistics()
+
+    def __repr__(self) -> str:
+        return f"<UDPServer {self._core.endpoint.local} active={self._core.active}>"
 
 
 async def serve_udp(
@@ -71,6 +107,7 @@ async def serve_udp(
     receive_queue_bytes: int = DEFAULT_RECEIVE_QUEUE_BYTES,
     receive_buffer_size: int | None = None,
     resolver: Resolver | None = None,
+    shutdown_grace: float = DEFAULT_SHUTDOWN_GRACE,
     observer: Observer | None = None,
     task_status: trio.TaskStatus[UDPServer] = trio.TASK_STATUS_IGNORED,
 ) -> None:
@@ -117,7 +154,8 @@ async def serve_udp(
           a sender flooding new keys cannot evict another client's replies.
       strict: What a handler's exception does. ``False``: it is logged through
           the ``"trionet"`` logger with the sender's address (at INFO without a
-          traceback for a :exc:`~trionet.FramingError`, which the peer caused;
+          traceback for a :exc:`~trionet.FramingError`, which the peer caused,
+          or an exception group made only of them;
           at ERROR with one otherwise), no reply is sent, and the server keeps
           serving. Logged records are escaped (no control character a peer
           sent reaches the log) and rate-limited per sender host and exception
@@ -133,6 +171,9 @@ async def serve_udp(
           :func:`~trionet.open_udp_endpoint`. A server that must absorb bursts
           while its handlers are busy needs a larger ``receive_buffer_size``.
       resolver: For a ``host`` name.
+      shutdown_grace: The grace of a :meth:`~UDPServer.shutdown` called
+          without one, and of the shutdown that ends :func:`open_udp_server`'s
+          block (30 s by default).
       observer: Receives an :class:`~trionet.Event` for each step; see "Events".
       task_status: For ``nursery.start``, which returns the :class:`UDPServer`.
 
@@ -163,7 +204,8 @@ async def serve_udp(
       next datagrams.
 
     Events:
-      Reported to ``observer``: ``udp.listening`` (address),
+      Reported to ``observer``: ``udp.listening`` (addresses, as
+      ``tcp.listening``),
       ``udp.handler_error`` (peer, error), ``udp.duplicate_replayed`` (peer,
       key), ``udp.duplicate_in_progress`` (peer, key), ``udp.shutdown.begin``
       (grace, active), ``udp.shutdown.grace_expired`` (cancelled),
@@ -175,10 +217,13 @@ async def serve_udp(
       is cancelled and the socket is closed, with no grace period. Use
       :meth:`UDPServer.shutdown` for a graceful stop.
     """
-    if not isinstance(max_concurrency, int) or isinstance(max_concurrency, bool) or (
-        max_concurrency < 1
-    ):
-        raise ValueError(f"max_concurrency must be an int >= 1, not {max_concurrency!r}")
+    options = UDPServerOptions(
+        max_concurrency=max_concurrency,
+        request_key=request_key,
+        strict=strict,
+        shutdown_grace=shutdown_grace,
+        observer=observer,
+    )
     if not callable(handler):
         raise TypeError(f"handler must be an async callable, not {handler!r}")
     cache = ReplyCache(reply_cache_lifetime, reply_cache_size, reply_cache_bytes)
@@ -194,51 +239,22 @@ async def serve_udp(
         resolver=resolver,
         observer=observer,
     ) as endpoint:
-        server = UDPServer(
-            endpoint,
-            handler,
-            max_concurrency=max_concurrency,
-            request_key=request_key,
-            cache=cache,
-            strict=strict,
-            observer=observer,
-        )
-        await server._run(task_status)
+        core = UDPServerCore(endpoint, handler, options, cache)
+        await core.run(UDPServer(core), task_status)
 
 
-@asynccontextmanager
-async def open_udp_server(
-    handler: UDPHandler,
-    port: int,
-    *,
-    host: str | None = None,
-    max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
-    request_key: RequestKey | None = None,
-    reply_cache_lifetime: float = DEFAULT_REPLY_CACHE_LIFETIME,
-    reply_cache_size: int = DEFAULT_REPLY_CACHE_SIZE,
-    reply_cache_bytes: int = DEFAULT_REPLY_CACHE_BYTES,
-    strict: bool = False,
-    reuse_port: bool = False,
-    max_receive_size: int = DEFAULT_MAX_RECEIVE_SIZE,
-    receive_queue_size: int = DEFAULT_RECEIVE_QUEUE_SIZE,
-    receive_queue_bytes: int = DEFAULT_RECEIVE_QUEUE_BYTES,
-    receive_buffer_size: int | None = None,
-    resolver: Resolver | None = None,
-    observer: Observer | None = None,
-    shutdown_grace: float = DEFAULT_SHUTDOWN_GRACE,
-) -> AsyncIterator[UDPServer]:
-    """Run a UDP server for the duration of an ``async with`` block.
+open_udp_server = server_context(serve_udp, UDPServer, "open_udp_server", """\
+    Run a UDP server for the duration of an ``async with`` block.
 
     ::
 
         async with trionet.open_udp_server(echo, 0) as server:
             ...  # the server runs here, in a nursery of its own
 
-    Takes the arguments of :func:`serve_udp`, and:
+    It takes the arguments of :func:`{serve}` (without ``task_status``), with
+    the same defaults and meanings:
 
-    Args:
-      shutdown_grace: When the block ends normally, the server shuts down as by
-          ``await server.shutdown(grace=shutdown_grace)``.
+{args}
 
     Yields:
       The :class:`UDPServer`, bound.
@@ -247,32 +263,11 @@ async def open_udp_server(
       The block's own exception, unchanged (not in an exception group); the
       server is then cancelled at once. A handler's exception with
       ``strict=True`` comes out in an exception group, as from a nursery.
+      The exceptions of :func:`{serve}` when the server cannot start.
 
     Cancellation:
       Cancelling the surrounding scope stops the server at once, as for
-      :func:`serve_udp`. Leaving the block normally waits for the graceful
-      shutdown; a cancellation during that wait cancels the remaining handlers.
-    """
-    serve = functools.partial(
-        serve_udp,
-        handler,
-        port,
-        host=host,
-        max_concurrency=max_concurrency,
-        request_key=request_key,
-        reply_cache_lifetime=reply_cache_lifetime,
-        reply_cache_size=reply_cache_size,
-        reply_cache_bytes=reply_cache_bytes,
-        strict=strict,
-        reuse_port=reuse_port,
-        max_receive_size=max_receive_size,
-        receive_queue_size=receive_queue_size,
-        receive_queue_bytes=receive_queue_bytes,
-        receive_buffer_size=receive_buffer_size,
-        resolver=resolver,
-        observer=observer,
-    )
-    async with open_server(serve, shutdown_grace) as server:
-        assert isinstance(server, UDPServer)
-        yield server
-
+      :func:`{serve}`. Leaving the block normally shuts the server down with
+      its ``shutdown_grace``; a cancellation during that wait cancels the
+      remaining handlers.
+    """)

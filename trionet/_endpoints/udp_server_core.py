@@ -1,7 +1,8 @@
-"""A running UDP server: UDPServer, its pool of workers, duplicates and shutdown.
+"""What runs a UDP server: UDPServerCore, its pool of workers, duplicates and shutdown.
 
-:class:`UDPServer` is what ``nursery.start(serve_udp, ...)`` returns and what
-runs in that task: one endpoint and ``max_concurrency`` worker tasks. Each
+:class:`UDPServerCore` is what runs in the task that ``nursery.start(serve_udp,
+...)`` starts (the :class:`~trionet.UDPServer` that call returns is a handle on
+it): one endpoint and ``max_concurrency`` worker tasks. Each
 worker receives a datagram (the workers take turns at receiving, see
 :mod:`trionet._adapters.udp_receive`), runs the handler and sends its reply, then
 receives again. :func:`~trionet.serve_udp` and :func:`~trionet.open_udp_server`,
@@ -12,23 +13,23 @@ which check the options and open the endpoint, are in
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
 from typing import Any, Final, final
 
 import trio
 
-from .._adapters.observe import Observer, emit, log_handler_error
+from .._adapters.observe import emit, log_handler_error
 from .._adapters.udp import UDPEndpoint
 from .._adapters.udp_receive import Datagram
 from .._adapters.udp_socket import is_local_address
 from .._sansio.addresses import Address
 from .._sansio.errors import FramingError
 from .._sansio.replies import ReplyCache
-from .server_base import DEFAULT_SHUTDOWN_GRACE
+from .options import RequestKey, UDPServerOptions
+from .shutdown import GracefulShutdown
 
-__all__ = ["LOGGER", "RequestKey", "UDPHandler", "UDPServer", "UDPServerStatistics"]
+__all__ = ["LOGGER", "RequestKey", "UDPHandler", "UDPServerCore", "UDPServerStatistics"]
 
 #: The logger for handler errors, shared with the TCP servers.
 LOGGER: Final = logging.getLogger("trionet")
@@ -45,7 +46,6 @@ _LOCAL_HOSTS_CACHE: Final = 1024
 
 Reply = bytes | bytearray | memoryview
 UDPHandler = Callable[[Datagram], Awaitable[Reply | None]]
-RequestKey = Callable[[Datagram], Hashable | None]
 
 
 @final
@@ -80,70 +80,58 @@ class UDPServerStatistics:
 
 
 @final
-class UDPServer:
-    """A running UDP server, as returned by ``nursery.start(serve_udp, ...)``.
+class UDPServerCore:
+    """The worker pool, duplicate suppression and shutdown of one UDP server.
 
-    Attributes:
-      endpoint: The server's :class:`~trionet.UDPEndpoint`, for sending
-          datagrams other than replies (it is closed when the server stops).
-      address: The bound address (``[::]:port`` for a dual-stack server).
-      port: The bound port.
+    Private: :func:`~trionet.serve_udp` builds one on its endpoint and runs it;
+    :class:`~trionet.UDPServer` is the handle users get.
     """
 
     def __init__(
-        self,
-        endpoint: UDPEndpoint,
-        handler: UDPHandler,
-        *,
-        max_concurrency: int,
-        request_key: RequestKey | None,
+        self, endpoint: UDPEndpoint, handler: UDPHandler, options: UDPServerOptions,
         cache: ReplyCache,
-        strict: bool,
-        observer: Observer | None,
     ) -> None:
+        if not callable(handler):
+            raise TypeError(f"handler must be an async callable, not {handler!r}")
         self._endpoint = endpoint
         self._handler = handler
-        self._max_concurrency = max_concurrency
-        self._request_key = request_key
+        self.options = options
+        self._request_key = options.request_key
         self._cache = cache
         self._in_progress: set[Hashable] = set()
-        self._strict = strict
-        self._observer = observer
+        self._observer = options.observer
         self._idle_workers: dict[trio.CancelScope, None] = {}
         self._parked = trio.lowlevel.ParkingLot()
         self._standby = False  # a worker waits in the endpoint's receive()
         self._woken = 0  # parked workers woken that have not run yet
         self._parked_workers = 0
-        self._port = endpoint.local_address.port
+        self._port = endpoint.local.port
         self._local_hosts: dict[str, bool] = {}
         self._from_self_dropped = 0
-        self._shutdown_begun = trio.Event()
-        self._all_idle = trio.Event()
-        self._stopped = trio.Event()
-        self._grace_deadline = math.inf
-        self._grace_scope: trio.CancelScope | None = None
-        self._running = False
-        self._shutting_down = False
+        self._shutdown = GracefulShutdown("udp", self._observer, lambda: self._busy)
+        self._shutting_down = False  # read per datagram: a plain attribute
         self._busy = 0
         self._handled = self._errors = self._replayed = self._duplicates_dropped = 0
 
+    # ----------------------------------------------------- for the UDPServer
+
     @property
     def endpoint(self) -> UDPEndpoint:
-        """The server's endpoint."""
         return self._endpoint
 
     @property
-    def address(self) -> Address:
-        """The address the server is bound to."""
-        return self._endpoint.local_address
+    def active(self) -> int:
+        return self._busy
 
     @property
-    def port(self) -> int:
-        """The port the server is bound to."""
-        return self._endpoint.local_address.port
+    def shutdown_requested(self) -> trio.Event:
+        return self._shutdown.requested
+
+    @property
+    def shutdown_grace(self) -> float:
+        return self.options.shutdown_grace
 
     def statistics(self) -> UDPServerStatistics:
-        """Return a :class:`UDPServerStatistics` snapshot."""
         return UDPServerStatistics(
             handlers_active=self._busy,
             datagrams_handled=self._handled,
@@ -156,78 +144,30 @@ class UDPServer:
             from_self_dropped=self._from_self_dropped,
         )
 
-    def __repr__(self) -> str:
-        return f"<UDPServer {self.address} active={self._busy}>"
-
-    # ------------------------------------------------------------- shutdown
-
-    def shutdown_nowait(self, *, grace: float = DEFAULT_SHUTDOWN_GRACE) -> None:
-        """Start a graceful shutdown and return at once; see :meth:`shutdown`.
-
-        Raises:
-          ValueError: ``grace`` is negative.
-        """
-        if not grace >= 0:
-            raise ValueError(f"grace must be a number of seconds >= 0, not {grace!r}")
-        if not self._running:
-            return
-        deadline = trio.current_time() + grace
-        if self._shutting_down:
-            if deadline < self._grace_deadline:  # a second call may only hasten it
-                self._grace_deadline = deadline
-                if self._grace_scope is not None:
-                    self._grace_scope.deadline = deadline
+    def begin_shutdown(self, grace: float) -> None:
+        if not self._shutdown.begin(grace):
             return
         self._shutting_down = True
-        self._grace_deadline = deadline
-        emit(self._observer, "udp.shutdown.begin", grace=grace, active=self._busy)
         for scope in self._idle_workers:
             scope.cancel()
-        if not self._busy:
-            self._all_idle.set()
-        self._shutdown_begun.set()
 
-    async def shutdown(self, *, grace: float = DEFAULT_SHUTDOWN_GRACE) -> None:
-        """Stop receiving, let handlers finish for up to ``grace`` seconds, then cancel them.
-
-        From the call on no datagram is taken from the socket; running handlers
-        go on and their replies are sent; those still running ``grace`` seconds
-        later are cancelled. It returns once the server's task has ended and its
-        socket is closed. Calling it again can only bring the deadline closer.
-
-        Raises:
-          ValueError: ``grace`` is negative.
-
-        Cancellation:
-          Cancelling this call cancels only the waiting: the shutdown, once
-          started, goes on in the server's task with the same deadline.
-        """
-        self.shutdown_nowait(grace=grace)
-        await self._stopped.wait()
+    async def shutdown(self, grace: float) -> None:
+        self.begin_shutdown(grace)
+        await self._shutdown.stopped.wait()
 
     # ------------------------------------------------------------------ run
 
-    async def _run(self, task_status: trio.TaskStatus[UDPServer]) -> None:
-        self._running = True
-        try:
+    async def run(self, server: object, task_status: trio.TaskStatus[Any]) -> None:
+        """Serve until shut down; ``server`` (the handle) goes to ``task_status``."""
+        with self._shutdown.run():
             async with trio.open_nursery() as nursery:
-                for _ in range(self._max_concurrency):
+                for _ in range(self.options.max_concurrency):
                     nursery.start_soon(self._worker)
-                emit(self._observer, "udp.listening", address=self.address)
-                task_status.started(self)
-                await self._shutdown_begun.wait()
-                with trio.CancelScope(deadline=self._grace_deadline) as scope:
-                    self._grace_scope = scope
-                    await self._all_idle.wait()
-                self._grace_scope = None
-                if self._busy:
-                    emit(self._observer, "udp.shutdown.grace_expired", cancelled=self._busy)
-                nursery.cancel_scope.cancel()
-        finally:
-            # Also when cancelled from outside (issue 12.2): one "done" per run.
-            self._running = False
-            emit(self._observer, "udp.shutdown.done")
-            self._stopped.set()
+                emit(self._observer, "udp.listening", addresses=(str(self._endpoint.local),))
+                task_status.started(server)
+                await self._shutdown.requested.wait()
+                if await self._shutdown.wait_drained():
+                    nursery.cancel_scope.cancel()
 
     # One waiting worker, the others parked
     # ======================================
@@ -290,9 +230,10 @@ class UDPServer:
                         await self._serve(datagram, sockaddr)
                     finally:
                         self._busy -= 1
-                        if not self._busy and self._shutdown_begun.is_set():
-                            self._all_idle.set()
-                    if self._shutdown_begun.is_set():  # take nothing more
+                        stopping = self._shutdown.requested.is_set()
+                        if stopping:
+                            self._shutdown.work_done()
+                    if stopping:  # take nothing more
                         return
                     try:
                         datagram, sockaddr = take_nowait()
@@ -349,17 +290,16 @@ class UDPServer:
             if key is not None:
                 self._in_progress.discard(key)
 
-    async def _is_duplicate(self, key: Hashable, datagram: Datagram, request_key: Hashable) -> bool:
+    async def _is_duplicate(self, key: Hashable, datagram: Datagram, label: Hashable) -> bool:
         cached = self._cache.get(key, trio.current_time())
         if cached is None:
             if key in self._in_progress:
                 self._duplicates_dropped += 1
-                emit(self._observer, "udp.duplicate_in_progress", peer=datagram.address,
-                     key=request_key)
+                emit(self._observer, "udp.duplicate_in_progress", peer=datagram.address, key=label)
                 return True
             return False
         self._replayed += 1
-        emit(self._observer, "udp.duplicate_replayed", peer=datagram.address, key=request_key)
+        emit(self._observer, "udp.duplicate_replayed", peer=datagram.address, key=label)
         (reply,) = cached
         if reply is not None:
             try:
@@ -385,7 +325,7 @@ class UDPServer:
     def _failed(self, peer: Address, error: Exception) -> None:
         self._errors += 1
         emit(self._observer, "udp.handler_error", peer=peer, error=error)
-        if self._strict:
+        if self.options.strict:
             raise error
         # Any host can send datagrams that make a handler raise, one per packet:
         # the shared policy escapes and rate-limits what is logged.

@@ -1,4 +1,4 @@
-"""Unix domain socket servers and clients: serve_unix, open_unix_server, connect_unix.
+"""Unix domain socket servers: serve_unix, open_unix_server, UnixServer.
 
 trio can connect to a Unix socket (:func:`trio.open_unix_socket`) but has no
 helper to listen on one (python-trio/trio#279). These run the same server
@@ -12,11 +12,9 @@ The socket file is created, and its mode set, where no one else can reach it
 
 from __future__ import annotations
 
-import functools
 import os
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import trio
@@ -25,32 +23,22 @@ from .._adapters.channel import DEFAULT_ABORT_TIMEOUT, MessageChannel
 from .._adapters.observe import Observer
 from .._sansio.codecs import Codec
 from .._sansio.validate import check_optional_count
-from .connection import UnixConnection, _path_text
-from .server_base import (
+from .connection import UnixConnection, path_text
+from .options import (
     DEFAULT_FRAME_TIMEOUT,
     DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_MAX_PENDING_HANDSHAKES,
     DEFAULT_SHUTDOWN_GRACE,
     DEFAULT_TLS_HANDSHAKE_TIMEOUT,
-    UnixServer,
-    open_server,
+    StreamServerOptions,
 )
+from .server_base import UnixServer, server_context
 from .server_core import ServerCore
-from .unix_file import SocketFile, is_abstract, open_unix_listener
+from .unix_file import SocketFile, check_path, is_abstract, open_unix_listener
 
-__all__ = ["UnixServer", "connect_unix", "open_unix_server", "serve_unix"]
+__all__ = ["UnixServer", "open_unix_server", "serve_unix"]
 
 UnixHandler = Callable[[UnixConnection], Awaitable[object]]
-
-
-def _check_path(path: str | os.PathLike[str]) -> str:
-    text = os.fspath(path)
-    if not isinstance(text, str):
-        raise TypeError(f"path must be a str or an os.PathLike of str, not {path!r}")
-    if not text:
-        # trio's bind() would fail with an IndexError, connect() with EINVAL.
-        raise ValueError("path must not be empty: give the socket file's path "
-                         "(or \"\\0name\" for a Linux abstract socket)")
-    return text
 
 
 def _check_mode(path: str, mode: int | None) -> None:
@@ -82,10 +70,12 @@ async def serve_unix(
     abort_timeout: float = DEFAULT_ABORT_TIMEOUT,
     ssl_context: ssl.SSLContext | None = None,
     tls_handshake_timeout: float = DEFAULT_TLS_HANDSHAKE_TIMEOUT,
+    max_pending_handshakes: int | None = DEFAULT_MAX_PENDING_HANDSHAKES,
     end_idle_on_shutdown: bool = True,
     strict: bool = False,
     backlog: int | None = None,
     mode: int | None = None,
+    shutdown_grace: float = DEFAULT_SHUTDOWN_GRACE,
     observer: Observer | None = None,
     task_status: trio.TaskStatus[UnixServer] = trio.TASK_STATUS_IGNORED,
 ) -> None:
@@ -113,6 +103,7 @@ async def serve_unix(
       abort_timeout: See :func:`~trionet.serve_tcp`.
       ssl_context: See :func:`~trionet.serve_tcp` (rarely useful on one machine).
       tls_handshake_timeout: See :func:`~trionet.serve_tcp`.
+      max_pending_handshakes: See :func:`~trionet.serve_tcp`.
       end_idle_on_shutdown: See :func:`~trionet.serve_tcp`.
       strict: See :func:`~trionet.serve_tcp`.
       backlog: The listen backlog, a positive int; ``None`` for the system's
@@ -120,6 +111,7 @@ async def serve_unix(
       mode: Permission bits for the socket file (for example ``0o660``); who may
           connect is who may write to it. ``None`` leaves the umask's choice.
           Not allowed with an abstract socket, which has no permissions.
+      shutdown_grace: See :func:`~trionet.serve_tcp`.
       observer: See :func:`~trionet.serve_tcp`.
       task_status: For ``nursery.start``, which returns the :class:`UnixServer`.
 
@@ -167,13 +159,10 @@ async def serve_unix(
       leaves no file, private directory or descriptor behind (a bind already
       under way in a worker thread is waited for, not abandoned).
     """
-    path = _check_path(path)
+    path = check_path(path)
     backlog = check_optional_count("backlog", backlog)
     _check_mode(path, mode)
-    core: ServerCore[UnixConnection] = ServerCore(
-        handler,
-        kind="unix",
-        describe_peer=_path_text,
+    options = StreamServerOptions(
         codec=codec,
         max_connections=max_connections,
         idle_timeout=idle_timeout,
@@ -181,9 +170,14 @@ async def serve_unix(
         abort_timeout=abort_timeout,
         ssl_context=ssl_context,
         tls_handshake_timeout=tls_handshake_timeout,
+        max_pending_handshakes=max_pending_handshakes,
         end_idle_on_shutdown=end_idle_on_shutdown,
         strict=strict,
+        shutdown_grace=shutdown_grace,
         observer=observer,
+    )
+    core: ServerCore[UnixConnection] = ServerCore(
+        handler, options, kind="unix", describe_peer=path_text
     )
     sock, socket_file = await open_unix_listener(path, backlog, mode)
     try:
@@ -221,91 +215,26 @@ async def _serve(
     )
 
 
-@asynccontextmanager
-async def open_unix_server(
-    handler: UnixHandler,
-    path: str | os.PathLike[str],
-    *,
-    codec: Codec | None = None,
-    max_connections: int | None = None,
-    idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT,
-    frame_timeout: float | None = DEFAULT_FRAME_TIMEOUT,
-    abort_timeout: float = DEFAULT_ABORT_TIMEOUT,
-    ssl_context: ssl.SSLContext | None = None,
-    tls_handshake_timeout: float = DEFAULT_TLS_HANDSHAKE_TIMEOUT,
-    end_idle_on_shutdown: bool = True,
-    strict: bool = False,
-    backlog: int | None = None,
-    mode: int | None = None,
-    observer: Observer | None = None,
-    shutdown_grace: float = DEFAULT_SHUTDOWN_GRACE,
-) -> AsyncIterator[UnixServer]:
-    """Run a Unix domain socket server for the duration of an ``async with`` block.
+open_unix_server = server_context(serve_unix, UnixServer, "open_unix_server", """\
+    Run a Unix domain socket server for the duration of an ``async with`` block.
 
-    Takes the arguments of :func:`serve_unix`, and ``shutdown_grace``, with the
-    behaviour of :func:`~trionet.open_tcp_server`.
+    ::
+
+        async with trionet.open_unix_server(echo, "/run/app.sock") as server:
+            ...  # the server runs here, in a nursery of its own
+
+    It takes the arguments of :func:`{serve}` (without ``task_status``), with
+    the same defaults and meanings, and behaves as
+    :func:`~trionet.open_tcp_server`:
+
+{args}
 
     Yields:
       The :class:`UnixServer`, listening.
 
+    Raises:
+      As :func:`~trionet.open_tcp_server`.
+
     Cancellation:
       As :func:`~trionet.open_tcp_server`.
-    """
-    serve = functools.partial(
-        serve_unix,
-        handler,
-        path,
-        codec=codec,
-        max_connections=max_connections,
-        idle_timeout=idle_timeout,
-        frame_timeout=frame_timeout,
-        abort_timeout=abort_timeout,
-        ssl_context=ssl_context,
-        tls_handshake_timeout=tls_handshake_timeout,
-        end_idle_on_shutdown=end_idle_on_shutdown,
-        strict=strict,
-        backlog=backlog,
-        mode=mode,
-        observer=observer,
-    )
-    async with open_server(serve, shutdown_grace) as server:
-        assert isinstance(server, UnixServer)
-        yield server
-
-
-async def connect_unix(
-    path: str | os.PathLike[str],
-    *,
-    codec: Codec | None = None,
-) -> UnixConnection:
-    """Connect to a Unix domain socket.
-
-    Example::
-
-        async with await trionet.connect_unix("/run/app.sock", codec=trionet.Lines()) as conn:
-            await conn.channel.send(b"hello")
-            print(await conn.channel.receive())
-
-    Args:
-      path: The server's socket path (``"\\0name"`` for a Linux abstract socket).
-      codec: Frame messages with this codec: the connection's ``channel`` is then
-          a :class:`~trionet.MessageChannel`.
-
-    Returns:
-      A :class:`~trionet.UnixConnection` (``server`` is ``None``); close it with
-      ``aclose()`` or ``async with``.
-
-    Raises:
-      ValueError: ``path`` is empty.
-      FileNotFoundError: Nothing is at ``path``.
-      ConnectionRefusedError: The file exists but nobody listens on it.
-      PermissionError: The socket file is not writable by this process.
-
-    Cancellation:
-      A cancelled call leaves no socket open.
-    """
-    path = _check_path(path)
-    stream = await trio.open_unix_socket(path)
-    channel = MessageChannel(stream, codec) if codec is not None else None
-    return UnixConnection(stream, socket=stream.socket, peer=path, local="",
-                          channel=channel)
+    """)

@@ -20,7 +20,7 @@ from typing import Final, final
 
 import trio
 
-__all__ = ["SocketFile", "is_abstract", "open_unix_listener"]
+__all__ = ["SocketFile", "check_path", "is_abstract", "open_unix_listener"]
 
 # Linux caps listen()'s backlog at net.core.somaxconn; asking for more is harmless
 # (see trio.open_tcp_listeners).
@@ -301,3 +301,15 @@ async def open_unix_listener(
         os.close(dir_fd)
         raise
     return sock, SocketFile(dir_fd, name, identity)
+
+
+def check_path(path: str | os.PathLike[str]) -> str:
+    """The path of a Unix socket as text, checked (``"\\0name"``: a Linux abstract socket)."""
+    text = os.fspath(path)
+    if not isinstance(text, str):
+        raise TypeError(f"path must be a str or an os.PathLike of str, not {path!r}")
+    if not text:
+        # trio's bind() would fail with an IndexError, connect() with EINVAL.
+        raise ValueError("path must not be empty: give the socket file's path "
+                         "(or \"\\0name\" for a Linux abstract socket)")
+    return text

@@ -423,7 +423,7 @@ def wildcard_addresses(port: int) -> list[Address]:
 
     The IPv6 wildcard ``::`` comes first: a listener for both families binds
     it first to learn the port the system picked for port 0, then binds IPv4 on
-    that port (see :func:`trionet.open_listening_sockets`). The IPv6 socket
+    that port (see :func:`trionet.bind_listening_sockets`). The IPv6 socket
     needs IPV6_V6ONLY, or it would claim the IPv4 port as well.
 
     Args:

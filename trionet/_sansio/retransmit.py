@@ -199,6 +199,11 @@ class Retransmission:
         return self._timeout
 
     @property
+    def started_at(self) -> float | None:
+        """When :meth:`start` was called; ``None`` before."""
+        return None if self._state == _IDLE else self._start
+
+    @property
     def deadline(self) -> float | None:
         """When the latest transmission's wait ends; ``None`` before :meth:`start`."""
         return None if self._state == _IDLE else self._deadline

@@ -1,13 +1,13 @@
 """Checks of option values that every layer shares: counts and timeouts.
 
-Pure, so that an adapter (``open_listening_sockets``, ``Resolver``) and an
+Pure, so that an adapter (``bind_listening_sockets``, ``Resolver``) and an
 endpoint (``serve_tcp``, ``serve_unix``) check the same option the same way
 without the lower layer importing the higher one.
 """
 
 from __future__ import annotations
 
-__all__ = ["check_count", "check_optional_count", "check_timeout"]
+__all__ = ["check_count", "check_grace", "check_optional_count", "check_positive", "check_timeout"]
 
 
 def check_count(name: str, value: object, *, minimum: int = 1) -> int:
@@ -53,4 +53,32 @@ def check_timeout(name: str, value: float | None) -> float | None:
         raise TypeError(f"{name} must be a number of seconds or None, not {value!r}")
     if not value > 0:  # also rejects NaN
         raise ValueError(f"{name} must be a positive number of seconds, not {value!r}")
+    return float(value)
+
+
+def check_positive(name: str, value: float) -> float:
+    """Validate a timeout option that cannot be off: a positive number of seconds.
+
+    Raises:
+      TypeError: ``value`` is not a number (``None`` and bools are not).
+      ValueError: ``value`` is zero, negative or NaN.
+    """
+    if value is None:
+        raise TypeError(f"{name} must be a number of seconds, not None")
+    checked = check_timeout(name, value)
+    assert checked is not None
+    return checked
+
+
+def check_grace(name: str, value: float) -> float:
+    """Validate a grace period: a number of seconds, zero allowed (no grace).
+
+    Raises:
+      TypeError: ``value`` is not a number (a bool is not one).
+      ValueError: ``value`` is negative or NaN.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number of seconds, not {value!r}")
+    if not value >= 0:  # also rejects NaN
+        raise ValueError(f"{name} must be a number of seconds >= 0, not {value!r}")
     return float(value)

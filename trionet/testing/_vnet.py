@@ -177,6 +177,16 @@ class VirtualNetwork:
         previous socket factory and resolver are restored (sockets made inside
         keep working until closed).
 
+        It also seeds, from the network's seed, the generator with which
+        trio's scheduler orders tasks woken at the same instant (trio shuffles
+        them on purpose, so that no program relies on an order): the same
+        program on the same seed then runs its simultaneous steps (the AAAA and
+        A lookups of :func:`~trionet.connect_tcp`, two clients connecting at
+        once) in the same order, and gives the same trace, every time. That
+        generator is private to trio (``trio._core._run._r``, which trio's
+        own Hypothesis integration seeds the same way); if a version of trio
+        has none, the order of simultaneous steps is trio's own again.
+
         Args:
           default_host: Host for tasks that did not choose one with
               :meth:`host`. Without it, making a socket outside
@@ -184,6 +194,7 @@ class VirtualNetwork:
         """
         default = self._get(default_host) if default_host is not None else None
         self._log.start(trio.current_time())
+        _seed_trio_scheduler(f"{self.seed!r}|scheduler")
         old_factory = trio.socket.set_custom_socket_factory(SocketFactory(self))
         old_resolver = trio.socket.set_custom_hostname_resolver(VirtualResolver(self))
         old_default, self._default_host = self._default_host, default
@@ -446,3 +457,11 @@ def _pairs(groups: list[list[str]]) -> Iterator[frozenset[str]]:
         for a, b in itertools.product(first, itertools.chain.from_iterable(groups[i + 1 :])):
             if a != b:
                 yield frozenset((a, b))
+
+
+def _seed_trio_scheduler(seed: str) -> None:
+    """Seed the generator trio's scheduler breaks ties with, if this trio has one."""
+    run_module = getattr(getattr(trio, "_core", None), "_run", None)
+    generator = getattr(run_module, "_r", None)
+    if isinstance(generator, random.Random):
+        generator.seed(seed)

@@ -356,9 +356,13 @@ class VirtualSocket(trio.socket.SocketType):
             raise NotImplementedError(f"setsockopt({name}) is not supported by virtual sockets")
         self._check_option_family(key)
         if key == _V6ONLY and not value:
-            raise NotImplementedError(
+            # What a kernel without dual-stack sockets answers (OpenBSD: an
+            # IPv6 socket is always IPv6-only), so that code written for such
+            # systems falls back as it would there.
+            raise fail(
+                errno.ENOPROTOOPT,
                 "setsockopt(IPV6_V6ONLY, 0): dual-stack sockets are not modelled; "
-                "open one AF_INET and one AF_INET6 socket"
+                "open one AF_INET and one AF_INET6 socket",
             )
         self._options[key] = int(value)
 

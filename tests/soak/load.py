@@ -29,7 +29,7 @@ import trio.testing
 import trionet
 from trionet import LengthPrefixed, TCPConnection
 
-from ._soak_common import LOOPBACK_V4, count_tasks, ensure_fd_limit, open_fd_count, trace_peak_memory
+from .common import LOOPBACK_V4, count_tasks, ensure_fd_limit, open_fd_count, trace_peak_memory
 
 __all__ = ["LoadReport", "run_load"]
 

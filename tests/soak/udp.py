@@ -31,13 +31,17 @@ from typing import Final
 import trio
 import trio.testing
 
-from trionet import match_bytes
-from trionet._adapters.udp import Datagram, UDPEndpoint, open_udp_endpoint
-from trionet._endpoints.udp_server import open_udp_server
-from trionet._sansio.retry import RetryPolicy
+from trionet import (
+    Datagram,
+    RetryPolicy,
+    UDPEndpoint,
+    match_bytes,
+    open_udp_endpoint,
+    open_udp_server,
+)
 from trionet.testing import VirtualNetwork
 
-from ._soak_common import capture_logs, count_tasks, open_fd_count, trace_peak_memory
+from .common import capture_logs, count_tasks, open_fd_count, trace_peak_memory
 
 __all__ = ["CancelReport", "UdpReport", "run_request_cancellations", "run_udp_under_loss"]
 

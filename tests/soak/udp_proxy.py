@@ -26,7 +26,7 @@ import trio
 
 from trionet import Datagram, RetryPolicy, open_udp_endpoint, open_udp_server
 
-from ._soak_common import LOOPBACK_V4, count_tasks, open_fd_count, trace_peak_memory
+from .common import LOOPBACK_V4, count_tasks, open_fd_count, trace_peak_memory
 
 __all__ = ["ProxyReport", "run_udp_behind_proxy"]
 

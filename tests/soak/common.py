@@ -1,8 +1,8 @@
 """What the soak scenarios share: resource accounting, log capture, peak memory.
 
-The scenarios (``_soak_chaos``, ``_soak_hostile``, ``_soak_peers``, ``_soak_udp``)
+The scenarios (``chaos``, ``hostile``, ``load``, ``peers``, ``udp``, ``udp_proxy``)
 run in the caller's ``trio.run``: the tests in ``tests/test_soak_*.py`` run them
-in short forms under pytest-trio, :mod:`benchmarks.soak` in long forms from the
+in short forms under pytest-trio, ``python -m tests.soak`` in long forms from the
 command line. Each returns a report of what it measured together with a list of
 the contract violations it saw (``problems``); an empty list means it held.
 """

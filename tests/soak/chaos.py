@@ -33,7 +33,7 @@ import trio
 
 from trionet import LengthPrefixed, MessageChannel, TCPConnection, open_tcp_server
 
-from ._soak_common import LOOPBACK_V4, capture_logs, count_tasks, open_fd_count
+from .common import LOOPBACK_V4, capture_logs, count_tasks, open_fd_count
 
 __all__ = ["ChaosReport", "run_chaos"]
 

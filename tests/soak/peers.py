@@ -40,7 +40,7 @@ from trionet import (
     open_tcp_server,
 )
 
-from ._soak_common import LOOPBACK_V4, capture_logs, count_tasks, ensure_fd_limit, open_fd_count
+from .common import LOOPBACK_V4, capture_logs, count_tasks, ensure_fd_limit, open_fd_count
 
 TLSContexts = tuple[ssl.SSLContext, ssl.SSLContext, str]
 

@@ -1,45 +1,46 @@
 """Soak, chaos and hostile-input runs: what trionet survives, measured.
 
-Run from the repository root::
+Run from the repository root (it needs the ``test`` extra: hypothesis, trustme)::
 
-    .venv/bin/python -m benchmarks.soak           # short form (the CI sizes), about 30 s
-    .venv/bin/python -m benchmarks.soak --long    # long form, about 5 minutes
-    .venv/bin/python -m benchmarks.soak --quick   # seconds; a smoke test, numbers meaningless
+    .venv/bin/python -m tests.soak           # short form (the CI sizes), about 30 s
+    .venv/bin/python -m tests.soak --long    # long form, about 5 minutes
+    .venv/bin/python -m tests.soak --quick   # seconds; a smoke test, numbers meaningless
 
-Four scenarios, the same code the tests in ``tests/test_soak_*.py`` run (the
-tests run the short form's sizes, or smaller where noted):
+The scenarios are the code the tests in ``tests/test_soak_*.py`` run (the tests
+run the short form's sizes, or smaller where noted); each is a module of this
+package:
 
-chaos (``benchmarks/_soak_chaos.py``)
+chaos (``tests/soak/chaos.py``)
     Clients and an echo server with a codec over loopback, every ``send()`` and
     ``receive()`` on both sides under a random ``move_on_after``: no frame
     corrupted, lost after a ``send()`` returned, duplicated or reordered; no
     task or file descriptor left over.
-hostile (``benchmarks/_soak_hostile.py``)
+hostile (``tests/soak/hostile.py``)
     Hypothesis-drawn hostile byte streams, then floods built to fill buffers,
     against a server for each codec, many connections at once: each ends with
     the documented error, well-behaved clients are served meanwhile, nothing is
     logged above WARNING, and the peak of Python allocations (tracemalloc)
     stays under a bound derived from ``max_size``, the read size and the
     connections open at once.
-peers (``benchmarks/_soak_peers.py``)
+peers (``tests/soak/peers.py``)
     Slow-loris and silent connections against a server with ``frame_timeout``
     and ``idle_timeout``, on real sockets under a virtual clock: all shed on
     time, a well-behaved client served within its deadline throughout.
-load (``benchmarks/_soak_load.py``)
+load (``tests/soak/load.py``)
     Thousands of clients connected at once to one echo server over loopback,
     each echoing numbered messages, then a graceful shutdown while a few
     handlers are busy and every other connection is open and quiet: all
     served, the busy requests answered, the shutdown within its grace plus
     one second, no connection counted active and one close event each after.
-udp-cancel (``benchmarks/_soak_udp.py``)
+udp-cancel (``tests/soak/udp.py``)
     ``request()`` cancelled at random moments during its retransmissions over
     real loopback: every request ends by its cancellation, and file
     descriptors and tasks are the same before and after.
-udp-proxy (``benchmarks/_soak_udp_proxy.py``)
+udp-proxy (``tests/soak/udp_proxy.py``)
     ``serve_udp`` with duplicate suppression behind a loopback proxy that drops
     30 % and duplicates 10 % of datagrams each way: every request answered
     with its own reply, each handled exactly once.
-udp (``benchmarks/_soak_udp.py``)
+udp (``tests/soak/udp.py``)
     Requests over trionet's virtual network at 20% loss and 5% duplication
     each way, against ``serve_udp`` with duplicate suppression: every request
     answered, each handled exactly once.
@@ -48,7 +49,8 @@ Each scenario runs in a fresh process (so that its peak RSS is its own); its
 figures are printed as a table, followed by ``PASS:`` or ``FAIL:`` and the
 violations. The exit status is 1 if any scenario failed. ``--json PATH`` also
 writes every figure; ``--only chaos,udp`` runs some scenarios; ``--seed N``
-changes the random choices.
+changes the random choices. The machine line and the tables are formatted as
+the benchmarks' are (``benchmarks/_common.py``).
 """
 
 from __future__ import annotations
@@ -71,14 +73,15 @@ import trio.testing
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import seed as hypothesis_seed
 
-from ._common import machine_description, markdown_table
-from ._soak_chaos import ChaosReport, run_chaos
-from ._soak_common import peak_rss, reset_peak_rss, tls_contexts
-from ._soak_hostile import CODECS, AttackReport, Hostile, attack, flood_streams, hostile_streams
-from ._soak_load import LoadReport, run_load
-from ._soak_peers import PeersReport, run_slow_and_idle
-from ._soak_udp import CancelReport, UdpReport, run_request_cancellations, run_udp_under_loss
-from ._soak_udp_proxy import ProxyReport, run_udp_behind_proxy
+from benchmarks._common import machine_description, markdown_table
+
+from .chaos import ChaosReport, run_chaos
+from .common import peak_rss, reset_peak_rss, tls_contexts
+from .hostile import CODECS, AttackReport, Hostile, attack, flood_streams, hostile_streams
+from .load import LoadReport, run_load
+from .peers import PeersReport, run_slow_and_idle
+from .udp import CancelReport, UdpReport, run_request_cancellations, run_udp_under_loss
+from .udp_proxy import ProxyReport, run_udp_behind_proxy
 
 __all__ = ["FORMS", "Sizes", "main"]
 
@@ -390,7 +393,7 @@ _RUNNERS: Final[dict[str, Callable[[Sizes, int], Outcome]]] = {
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.soak",
+        prog="python -m tests.soak",
         description="Soak, chaos and hostile-input runs against trionet, with measured figures.",
     )
     form = parser.add_mutually_exclusive_group()
@@ -437,7 +440,7 @@ def _run_in_subprocesses(
             path = os.path.join(tmp, f"{name}.json")
             done = subprocess.run(
                 [sys.executable, *(f"-W{option}" for option in sys.warnoptions),
-                 "-m", "benchmarks.soak", *flags, "--only", name,
+                 "-m", "tests.soak", *flags, "--only", name,
                  "--seed", str(seed), "--in-process", "--json", path],
                 check=False,
             )

@@ -32,6 +32,7 @@ import trio
 from hypothesis import strategies as st
 
 from trionet import (
+    DEFAULT_READ_SIZE,
     Codec,
     Delimited,
     FrameTooLarge,
@@ -46,9 +47,8 @@ from trionet import (
     Varint,
     open_tcp_server,
 )
-from trionet._adapters.channel import DEFAULT_READ_SIZE
 
-from ._soak_common import LOOPBACK_V4, capture_logs, count_tasks, open_fd_count, trace_peak_memory
+from .common import LOOPBACK_V4, capture_logs, count_tasks, open_fd_count, trace_peak_memory
 
 __all__ = [
     "CODECS",
