@@ -99,8 +99,8 @@ def test_every_public_name_is_in_the_reference(
 
 def test_the_tutorial_steps_and_how_tos_are_all_reachable(builds: dict[str, Build]) -> None:
     html = builds["html"].output
-    for page in ("tutorial/index", "tutorial/echo-server", "tutorial/many-clients",
-                 "tutorial/timeouts", "tutorial/chat", "tutorial/udp", "tutorial/happy-eyeballs",
+    for page in ("tutorial/index", "tutorial/echo-server", "tutorial/starting",
+                 "tutorial/many-clients", "tutorial/timeouts", "tutorial/checkpoints", "tutorial/chat", "tutorial/udp", "tutorial/happy-eyeballs",
                  "howto/shutdown", "howto/tls", "howto/limits", "howto/codecs",
                  "howto/virtual-network", "howto/interop", "design/architecture",
                  "design/cancellation", "design/rfcs",
@@ -109,3 +109,62 @@ def test_the_tutorial_steps_and_how_tos_are_all_reachable(builds: dict[str, Buil
     index = (html / "index.html").read_text()
     assert "tutorial/index.html" in index
     assert "reference/index.html" in index
+
+
+# The tutorial's programs, as the built pages show them (issue 17.1).
+WHOLE_PROGRAMS = {
+    "echo-server": "examples/tutorial/echo_server.py",
+    "starting": "examples/tutorial/startable.py",
+    "many-clients": "examples/tutorial/many_clients.py",
+    "timeouts": "examples/tutorial/timeouts.py",
+    "chat": "examples/chat_server.py",
+    "udp": "examples/tutorial/lossy_requests.py",
+    "happy-eyeballs": "examples/happy_eyeballs.py",
+}
+CAPTIONED_BLOCK = re.compile(
+    r'<span class="caption-text">([^<]+), the whole program</span>.*?<pre>(.*?)</pre>', re.S
+)
+
+
+def page_program(html: Path, page: str) -> tuple[str, str]:
+    """The path and the text of the whole program a tutorial page shows, from its HTML."""
+    import html as html_module
+
+    found = CAPTIONED_BLOCK.findall((html / "tutorial" / f"{page}.html").read_text())
+    assert len(found) == 1, f"tutorial/{page}: {len(found)} whole programs on the page"
+    ((path, block),) = found
+    return path, html_module.unescape(re.sub(r"<[^>]+>", "", block))
+
+
+@pytest.mark.parametrize("page", sorted(WHOLE_PROGRAMS))
+def test_each_tutorial_page_shows_its_whole_program_as_it_runs_in_the_tests(
+    builds: dict[str, Build], page: str
+) -> None:
+    # Copied from the built page, the program is the file that
+    # tests/test_examples.py runs to each page's documented output, byte for
+    # byte: the page cannot show an excerpt that fails when copied, nor drift.
+    path, program = page_program(builds["html"].output, page)
+    assert path == WHOLE_PROGRAMS[page]
+    source = (DOCS.parent / path).read_text()
+    assert program == source
+    compile(program, path, "exec")  # whole: it parses on its own
+    assert "trio.run(" in program and "\nimport " in program
+
+
+async def test_the_startable_step_runs_from_its_page_to_its_documented_output(
+    builds: dict[str, Build], tmp_path: Path
+) -> None:
+    # The one tutorial program that needs nothing else running: copy it from
+    # the page, run it, and compare with the console block the page shows.
+    import trio
+
+    _, program = page_program(builds["html"].output, "starting")
+    copied = tmp_path / "startable.py"
+    copied.write_text(program)
+    with trio.fail_after(30):
+        result = await trio.run_process([sys.executable, str(copied)], capture_stdout=True,
+                                        capture_stderr=True, check=False)
+    assert result.returncode == 0, result.stderr.decode()
+    page = (DOCS / "tutorial" / "starting.rst").read_text()
+    shown = page.split("$ python examples/tutorial/startable.py\n", 1)[1].split("\n\n", 1)[0]
+    assert result.stdout.decode().splitlines() == [line.strip() for line in shown.splitlines()]

@@ -101,7 +101,8 @@ class EventLog:
     Example::
 
         log = EventLog()
-        stream = await connect_tcp("example.net", 80, observer=log)
+        async with await trionet.connect_tcp("example.net", 80, observer=log) as conn:
+            ...
         print(log.format_timeline())
 
     Args:
