@@ -100,7 +100,8 @@ def test_every_public_name_is_in_the_reference(
 def test_the_tutorial_steps_and_how_tos_are_all_reachable(builds: dict[str, Build]) -> None:
     html = builds["html"].output
     for page in ("tutorial/index", "tutorial/echo-server", "tutorial/starting",
-                 "tutorial/many-clients", "tutorial/timeouts", "tutorial/checkpoints", "tutorial/chat", "tutorial/udp", "tutorial/happy-eyeballs",
+                 "tutorial/many-clients", "tutorial/timeouts", "tutorial/checkpoints",
+                 "tutorial/chat", "tutorial/udp", "tutorial/happy-eyeballs",
                  "howto/shutdown", "howto/tls", "howto/limits", "howto/codecs",
                  "howto/virtual-network", "howto/interop", "design/architecture",
                  "design/cancellation", "design/rfcs",
@@ -148,7 +149,8 @@ def test_each_tutorial_page_shows_its_whole_program_as_it_runs_in_the_tests(
     source = (DOCS.parent / path).read_text()
     assert program == source
     compile(program, path, "exec")  # whole: it parses on its own
-    assert "trio.run(" in program and "\nimport " in program
+    assert "trio.run(" in program
+    assert "\nimport " in program
 
 
 async def test_the_startable_step_runs_from_its_page_to_its_documented_output(
