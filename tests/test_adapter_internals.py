@@ -90,11 +90,12 @@ async def test_trio_still_keeps_the_stdlib_socket_where_the_accept_loop_reads_it
 # ================================================================================================
 
 
-async def test_a_channel_over_a_socket_stream_takes_the_fast_path_also_through_the_idle_wrapper() -> None:
+async def test_a_channel_reporting_to_the_idle_tracker_keeps_the_fast_path() -> None:
     client, server = await tcp_stream_pair()
     async with client, server:
         assert MessageChannel(client)._raw is client.socket._sock  # type: ignore[attr-defined]
-        assert MessageChannel(IdleTrackingStream(server))._raw is not None
+        tracked = MessageChannel(server, activity=IdleTrackingStream(server))
+        assert tracked._raw is server.socket._sock  # type: ignore[attr-defined]
         assert MessageChannel(trio.testing.memory_stream_pair()[0])._raw is None
 
 
@@ -103,9 +104,10 @@ async def _end_when_blocked(channel: MessageChannel) -> None:
     channel.end_when_idle()
 
 
-async def test_end_when_idle_through_the_idle_tracking_wrapper() -> None:
+async def test_end_when_idle_with_the_idle_tracker() -> None:
     client, server = await tcp_stream_pair()
-    async with client, MessageChannel(IdleTrackingStream(server)) as channel, trio.open_nursery() as nursery:
+    channel = MessageChannel(server, activity=IdleTrackingStream(server))
+    async with client, channel, trio.open_nursery() as nursery:
         nursery.start_soon(_end_when_blocked, channel)
         with pytest.raises(trio.EndOfChannel):
             await channel.receive()

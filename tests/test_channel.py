@@ -521,3 +521,62 @@ async def test_frame_timeout_delivers_complete_frames_before_failing(
         await channel.receive()
     with pytest.raises(ValueError, match="frame_timeout"):
         MessageChannel(right, frame_timeout=0)
+
+
+# ---- the activity hook -----------------------------------------------------------
+
+
+class Tracker:
+    """An ActivityTracker of the test's own: any object with the two attributes."""
+
+    def __init__(self) -> None:
+        self.last_activity = -1.0
+        self.sending = 0
+        self.sending_seen: list[int] = []
+
+
+async def _exercise_tracker(channel: MessageChannel, peer: MessageChannel, tracker: Tracker) -> None:
+    await trio.sleep(1)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(peer.send, b"ping")  # a lockstep stream waits for the reader
+        assert await channel.receive() == b"ping"
+        assert tracker.last_activity == trio.current_time()  # a message's bytes arrived
+    await trio.sleep(1)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(channel.send, b"x" * 1_000_000)  # more than the peer buffers
+        await trio.testing.wait_all_tasks_blocked()
+        assert tracker.sending == 1  # a send in progress, stuck on the peer
+        stuck_since = tracker.last_activity
+        assert stuck_since == trio.current_time()
+        await trio.sleep(5)
+        assert tracker.last_activity == stuck_since  # blocked is not progress
+        assert len(await peer.receive()) == 1_000_000
+    assert tracker.sending == 0
+    assert tracker.last_activity == trio.current_time()  # the send finished now
+
+
+async def test_a_channel_reports_progress_to_its_activity_tracker_over_any_stream(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    left, right = trio.testing.lockstep_stream_pair()  # a send waits for the reader
+    tracker = Tracker()
+    async with MessageChannel(left, activity=tracker) as channel, MessageChannel(right) as peer:
+        await _exercise_tracker(channel, peer, tracker)
+
+
+@pytest.mark.net(default_host="client")
+async def test_a_channel_reports_progress_to_its_activity_tracker_over_a_socket(
+    net: VirtualNetwork, autojump_clock: trio.testing.MockClock,
+) -> None:
+    with net.host("server"):
+        listener = trio.socket.socket()
+        await listener.bind(("10.0.0.1", 7))
+        listener.listen()
+    with listener:
+        client = trio.socket.socket()
+        await client.connect(("10.0.0.1", 7))
+        server, _ = await listener.accept()
+    tracker = Tracker()
+    channel = MessageChannel(trio.SocketStream(server), activity=tracker)
+    async with channel, MessageChannel(trio.SocketStream(client)) as peer:
+        await _exercise_tracker(channel, peer, tracker)

@@ -10,6 +10,7 @@ import sys
 import types
 import typing
 
+from ._adapters.activity import ActivityTracker as ActivityTracker
 from ._adapters.channel import DEFAULT_ABORT_TIMEOUT as DEFAULT_ABORT_TIMEOUT
 from ._adapters.channel import DEFAULT_READ_SIZE as DEFAULT_READ_SIZE
 from ._adapters.channel import MessageChannel as MessageChannel
@@ -108,6 +109,7 @@ __all__ = [
     # Message channels and their codecs
     "MessageChannel",
     "MessageChannelStatistics",
+    "ActivityTracker",
     "Codec",
     "Decoder",
     "LengthPrefixed",

@@ -9,14 +9,14 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Final, final
+from typing import Final, cast, final
 
 import trio
 
 from .._sansio.codecs import Buffer, Codec, LengthPrefixed
 from ..errors import FramingError
+from .activity import ActivityTracker, RecordClock
 from .channel_socket import ChannelSocketPaths
-from .idle import IdleTrackingStream, TLSRecordStream
 from .trio_compat import stdlib_socket_of
 
 __all__ = ["MessageChannel", "MessageChannelStatistics"]
@@ -92,6 +92,13 @@ class MessageChannel(ChannelSocketPaths, trio.abc.Channel[bytes]):
           connection open. (On a server's TLS connection, the bytes of a TLS
           record not yet whole count as a started frame.) ``None`` (the
           default for a channel of your own): no limit.
+      activity: An :class:`~trionet.ActivityTracker` to tell when bytes move:
+          its ``last_activity`` is set as a message's bytes arrive and as a
+          send starts and finishes, and its ``sending`` counts sends in
+          progress. Servers pass one for their ``idle_timeout``. When it is
+          also the transport right under a :class:`trio.SSLStream` ``stream``
+          and follows TLS records, ``frame_timeout`` counts from the first
+          byte of the record that starts a frame.
 
     Cancellation:
       Both directions are safe to cancel, which ``send_all`` on a trio stream is
@@ -153,6 +160,7 @@ class MessageChannel(ChannelSocketPaths, trio.abc.Channel[bytes]):
         read_size: int = DEFAULT_READ_SIZE,
         abort_timeout: float = DEFAULT_ABORT_TIMEOUT,
         frame_timeout: float | None = None,
+        activity: ActivityTracker | None = None,
     ) -> None:
         if not isinstance(stream, trio.abc.Stream):
             raise TypeError(f"MessageChannel needs a trio.abc.Stream, not {type(stream).__name__}")
@@ -174,18 +182,19 @@ class MessageChannel(ChannelSocketPaths, trio.abc.Channel[bytes]):
         self._frame_deadline = math.inf
         self._last_feed_at = 0.0
         self._receive_failure = None
-        # A server's TLS connection: the transport under the SSLStream follows the
-        # TLS records, so that a record trickled byte by byte counts as a started
-        # frame, and this channel reports application bytes as progress.
+        # Told of every byte that moves (a server's idle timer reads it). When it
+        # is also the transport right under an SSLStream, it follows the TLS
+        # records (a RecordClock): a record trickled byte by byte then counts as
+        # a started frame, and application bytes are the progress reported.
+        self._activity = activity
         self._tls = None
-        if isinstance(stream, trio.SSLStream) and isinstance(stream.transport_stream, TLSRecordStream):
-            self._tls = stream.transport_stream
+        if activity is not None and isinstance(stream, trio.SSLStream) and (
+            stream.transport_stream is activity
+        ):
+            self._tls = cast(RecordClock, activity)
         # Writing through the socket tells us exactly how many bytes left; see
-        # _write_socket. trio.SocketStream is final, so the check is exact. A
-        # server's idle-timeout wrapper is seen through, and told of each write.
-        self._activity = stream if isinstance(stream, IdleTrackingStream) else self._tls
-        inner = stream.inner if isinstance(stream, IdleTrackingStream) else stream
-        self._socket = inner.socket if isinstance(inner, trio.SocketStream) else None
+        # _write_socket. trio.SocketStream is final, so the check is exact.
+        self._socket = stream.socket if isinstance(stream, trio.SocketStream) else None
         # The fast path (docs/design/fast-path.rst) calls the stdlib socket under a
         # trio socket directly; None for the virtual network's sockets, which keep
         # the trio-socket path above.

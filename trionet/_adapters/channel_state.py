@@ -21,7 +21,7 @@ import trio
 
 from .._sansio.codecs import Codec, Decoder
 from ..errors import FrameTimeout, IncompleteFrame
-from .idle import IdleTrackingStream, TLSRecordStream
+from .activity import ActivityTracker, RecordClock
 
 __all__ = ["ChannelState"]
 
@@ -67,7 +67,7 @@ class ChannelState:
     # Set, and explained, by MessageChannel.__init__.
     _abort_timeout: float
     _aborted: trio.BrokenResourceError | None
-    _activity: IdleTrackingStream | TLSRecordStream | None
+    _activity: ActivityTracker | None
     _closed: bool
     _codec: Codec
     _decoder: Decoder
@@ -89,7 +89,7 @@ class ChannelState:
     _sending: bool
     _socket: trio.socket.SocketType | None
     _stream: trio.abc.Stream
-    _tls: TLSRecordStream | None
+    _tls: RecordClock | None
     _waiting_first_byte: bool
 
     # ------------------------------------------------------------------ receiving
@@ -112,8 +112,8 @@ class ChannelState:
         stream = self._stream
         if isinstance(stream, trio.SSLStream):
             stream = stream.transport_stream
-        if isinstance(stream, (IdleTrackingStream, TLSRecordStream)):
-            stream = stream.inner
+            if self._tls is not None and stream is self._tls:
+                stream = self._tls.inner
         if isinstance(stream, trio.SocketStream):
             return stream.socket.is_readable()
         return False

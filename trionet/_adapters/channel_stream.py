@@ -45,10 +45,10 @@ class ChannelStreamPaths(ChannelFrameTimeout):
             if not data:
                 self._eof_received = True
                 self._check_receive_state()
-            elif self._tls is not None or self._frame_timeout is not None:
+            elif self._activity is not None or self._frame_timeout is not None:
                 now = trio.current_time()
-                if self._tls is not None:
-                    self._tls.last_activity = now  # application bytes: progress
+                if self._activity is not None:
+                    self._activity.last_activity = now  # application bytes: progress
                 self._last_feed_at = now
             decoder.feed(data)
             frame = decoder.next_frame()
@@ -77,6 +77,26 @@ class ChannelStreamPaths(ChannelFrameTimeout):
     # -------------------------------------------------------------------- sending
 
     async def _write_stream(self, data: bytes | bytearray) -> None:
+        # Application bytes leaving are progress (see _read_frame), and a send
+        # waiting for the stream (a peer that does not read) is one in progress.
+        # A record clock under TLS counts the sends through it itself; another
+        # tracker is told here.
+        activity = self._activity
+        if activity is None:
+            await self._write_frame_to_stream(data)
+            return
+        counted = activity is not self._tls
+        activity.last_activity = trio.current_time()
+        if counted:
+            activity.sending += 1
+        try:
+            await self._write_frame_to_stream(data)
+        finally:
+            if counted:
+                activity.sending -= 1
+            activity.last_activity = trio.current_time()
+
+    async def _write_frame_to_stream(self, data: bytes | bytearray) -> None:
         # A generic stream cannot say how much a cancelled send_all wrote, so the
         # write must not be cancelled at all once it begins. It begins when the
         # stream says it can take data, which we wait for cancellably; from then on
@@ -96,9 +116,6 @@ class ChannelStreamPaths(ChannelFrameTimeout):
                 # cancellation at the caller's next checkpoint, after the frame.
                 write_scope.deadline = trio.current_time() + self._abort_timeout
 
-        tls = self._tls  # application bytes leaving are progress (see _read_frame)
-        if tls is not None:
-            tls.last_activity = trio.current_time()
         async with trio.open_nursery() as nursery:
             nursery.start_soon(start_abort_timer_when_cancelled)
             with write_scope:
@@ -107,8 +124,6 @@ class ChannelStreamPaths(ChannelFrameTimeout):
                 except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
                     failure = exc
             nursery.cancel_scope.cancel()
-        if tls is not None:
-            tls.last_activity = trio.current_time()
         if isinstance(failure, trio.BrokenResourceError):
             self._aborted = failure
         if failure is not None:

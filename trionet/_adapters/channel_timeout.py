@@ -15,8 +15,8 @@ from typing import TypeVar
 import trio
 
 from ..errors import FrameTimeout
+from .activity import FrameLate, RecordClock
 from .channel_state import ChannelState
-from .idle import FrameLate, TLSRecordStream
 
 __all__ = ["ChannelFrameTimeout"]
 
@@ -58,7 +58,7 @@ class ChannelFrameTimeout(ChannelState):
                 return await wait()
         raise self._frame_timed_out()
 
-    async def _receive_first_bytes_tls(self, tls: TLSRecordStream) -> bytes | bytearray:
+    async def _receive_first_bytes_tls(self, tls: RecordClock) -> bytes | bytearray:
         # Under TLS the first byte of a frame is preceded by the first byte of
         # the record that carries it, and a record can be trickled for ever
         # without a byte reaching us. The transport arms the frame's deadline

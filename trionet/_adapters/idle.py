@@ -35,6 +35,8 @@ from typing import Any, Final, Protocol, final
 
 import trio
 
+from .activity import FrameLate
+
 __all__ = [
     "ActivityStream",
     "FrameLate",
@@ -143,15 +145,6 @@ class KernelActivity:
         except (OSError, ValueError):  # closed meanwhile (fileno() is -1)
             return 0
         return 1 if struct.unpack("i", queued)[0] > 0 else 0
-
-
-class FrameLate(Exception):
-    """Raised by :meth:`TLSRecordStream.receive_some` when a wait would pass ``frame_deadline``.
-
-    It crosses the :class:`trio.SSLStream` above (whose receiving side stays
-    usable, as after a cancellation) and the channel turns it into
-    :exc:`~trionet.FrameTimeout`.
-    """
 
 
 class _ActivityWrapper(trio.abc.HalfCloseableStream):

@@ -315,18 +315,28 @@ class ServerCore(Generic[ConnT]):
         try:
             stream = trio.SocketStream(sock)
             idle: IdleTrackingStream | TLSRecordStream | KernelActivity | None = None
+            # What the channel reports its progress to (None: the kernel keeps
+            # the times, or nobody asks), and the stream it frames.
+            tracker: IdleTrackingStream | TLSRecordStream | None = None
+            framed: trio.abc.Stream = stream
             if self._ssl_context is None:
                 if self._idle_timeout is not None:
                     idle = KernelActivity.for_socket(stdlib_socket_of(sock))
                     if idle is None:
-                        stream = idle = IdleTrackingStream(stream)
+                        # No kernel times (not Linux, or the virtual network): the
+                        # bytes are counted here. A channel reads trio's
+                        # SocketStream and reports to the tracker; a handler of
+                        # the raw stream reads through it.
+                        idle = tracker = IdleTrackingStream(stream)
+                        if self._codec is None:
+                            stream = tracker
             else:
                 if self._idle_timeout is not None or self._frame_timeout is not None:
                     # Under TLS a raw byte is not progress (a record trickled a byte
                     # at a time reaches nobody): count whole records, or, with a
                     # codec, the channel's application bytes (issue 15.3).
-                    stream = idle = TLSRecordStream(stream, count_records=self._codec is None)
-                stream = trio.SSLStream(stream, self._ssl_context, server_side=True)
+                    stream = idle = tracker = TLSRecordStream(stream, count_records=self._codec is None)
+                stream = framed = trio.SSLStream(stream, self._ssl_context, server_side=True)
                 try:
                     shaken = await self._handshake(stream, address)
                 finally:
@@ -340,8 +350,8 @@ class ServerCore(Generic[ConnT]):
             channel = None
             if self._codec is not None:
                 channel = MessageChannel(
-                    stream, self._codec, frame_timeout=self._frame_timeout,
-                    abort_timeout=self.options.abort_timeout,
+                    framed, self._codec, frame_timeout=self._frame_timeout,
+                    abort_timeout=self.options.abort_timeout, activity=tracker,
                 )
                 if sock in self._connections:
                     self._connections[sock] = channel
