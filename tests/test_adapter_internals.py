@@ -386,7 +386,7 @@ async def run_core_on(listener: FlakyListener, log: EventLog) -> None:
     options = StreamServerOptions(idle_timeout=None, observer=log)
     core: ServerCore[TCPConnection] = ServerCore(handler, options, kind="tcp", describe_peer=str)
 
-    def make(stream: trio.abc.Stream, sock: Any, peer: Any, channel: Any) -> TCPConnection:
+    def make(stream: trio.abc.Stream, sock: Any, peer: Any, channel: Any, proxy: Any) -> TCPConnection:
         return TCPConnection(stream, socket=sock, peer=peer, channel=channel)
 
     async with trio.open_nursery() as nursery:

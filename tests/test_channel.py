@@ -580,3 +580,71 @@ async def test_a_channel_reports_progress_to_its_activity_tracker_over_a_socket(
     channel = MessageChannel(trio.SocketStream(server), activity=tracker)
     async with channel, MessageChannel(trio.SocketStream(client)) as peer:
         await _exercise_tracker(channel, peer, tracker)
+
+
+# ---- detach(): a protocol switch ---------------------------------------------------
+
+PROXY_LINE = b"PROXY TCP4 203.0.113.7 192.0.2.1 4242 80\r\n"
+REQUEST = b"GET / HTTP/1.1\r\nHost: example.test\r\n\r\n"
+
+
+async def test_detach_after_a_proxy_line_returns_exactly_the_requests_bytes() -> None:
+    client, server = await tcp_stream_pair()
+    async with client:
+        await client.send_all(PROXY_LINE + REQUEST)  # one write: both arrive in one read
+        channel = MessageChannel(server, Lines())
+        assert await channel.receive() == PROXY_LINE.rstrip(b"\r\n")
+        stream, early = channel.detach()
+        assert stream is server
+        assert early == REQUEST
+        # The stream is the caller's now: closing the channel leaves it open.
+        await channel.aclose()
+        await client.send_all(b"more")
+        assert await stream.receive_some() == b"more"
+        await stream.aclose()
+
+
+async def test_detach_over_any_stream_and_on_every_codec() -> None:
+    for codec, first, rest in (
+        (Lines(), b"a\n", b"b\nc"),
+        (LengthPrefixed(), b"\x00\x00\x00\x01a", b"\x00\x00\x00\x05bc"),
+    ):
+        left, right = trio.testing.memory_stream_pair()
+        await left.send_all(first + rest)
+        channel = MessageChannel(right, codec)
+        assert await channel.receive() == b"a"
+        assert channel.detach() == (right, rest)  # a partial frame too, header included
+
+
+async def test_detach_refuses_while_busy_once_closed_and_without_take_buffered() -> None:
+    left, right = trio.testing.memory_stream_pair()
+    channel = MessageChannel(right, Lines())
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(channel.receive)
+        await trio.testing.wait_all_tasks_blocked()
+        with pytest.raises(trio.BusyResourceError):
+            channel.detach()
+        nursery.cancel_scope.cancel()
+    channel.detach()
+    with pytest.raises(trio.ClosedResourceError):
+        channel.detach()
+    with pytest.raises(trio.ClosedResourceError):
+        await channel.receive()
+
+    class Bare:  # a decoder of one's own, without take_buffered()
+        buffered = offset = held = 0
+
+        def feed(self, data: object) -> None: ...
+
+        def next_frame(self) -> bytes | None:
+            return None
+
+    class BareCodec:
+        def encode(self, message: bytes) -> bytes:
+            return message
+
+        def decoder(self) -> Bare:
+            return Bare()
+
+    with pytest.raises(TypeError, match="take_buffered"):
+        MessageChannel(left, BareCodec()).detach()  # type: ignore[arg-type]

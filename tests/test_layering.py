@@ -351,3 +351,14 @@ def test_sansio_module_imports_no_io(path: Path) -> None:
             )
         if module.startswith(".."):
             raise AssertionError(f"{path.name} reaches outside the sans-IO package: {module}")
+
+
+def test_no_module_is_over_500_lines_and_few_private_modules_sit_at_the_top() -> None:
+    # Issue 16's bounds: a module a reader can hold in mind, and the layers in
+    # the tree (packages), not in a flat directory.
+    package = Path(trionet.__file__).parent
+    long = {str(path.relative_to(package)): count for path in package.rglob("*.py")
+            if (count := len(path.read_text().splitlines())) > 500}
+    assert long == {}
+    top = [path.name for path in package.glob("_*.py") if path.name not in ("__init__.py", "__main__.py")]
+    assert len(top) <= 8, top

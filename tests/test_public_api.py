@@ -285,6 +285,7 @@ ERROR_SAMPLES: dict[str, Callable[[], BaseException]] = {
     "FramingError": lambda: trionet.FramingError("bad framing"),
     "FrameTooLarge": lambda: trionet.FrameTooLarge(70000, 65536, 12, at_least=True),
     "ProtocolError": lambda: trionet.ProtocolError("not a digit", 7),
+    "ProxyProtocolError": lambda: trionet.ProxyProtocolError("PROXY v1 line is malformed"),
     "InvalidMessage": lambda: trionet.InvalidMessage("the message contains the delimiter"),
     "IncompleteFrame": lambda: trionet.IncompleteFrame(3),
     "FrameTimeout": lambda: trionet.FrameTimeout(60.0, 5),

@@ -32,6 +32,7 @@ from trionet import (
     DEFAULT_REPLY_CACHE_LIFETIME,
     Address,
     ConnectAttempt,
+    ProxyProtocolError,
     RetryPolicy,
     RttEstimator,
     interleave_families,
@@ -47,6 +48,7 @@ from trionet._sansio.happy_eyeballs import (
     Won,
 )
 from trionet._sansio.loglimit import Admission, RecordLimiter
+from trionet._sansio.proxy import NeedMore, ProxyHeader, parse_proxy_header
 from trionet._sansio.ratelimit import SourceRateLimit
 from trionet._sansio.replies import ReplyCache
 from trionet._sansio.retransmit import LATE_REPLY_WINDOW_FACTOR, Answered, GiveUp, Retransmission, Transmit
@@ -1209,3 +1211,78 @@ def test_the_host_name_docstring_examples_run() -> None:
     result = run_docstring_examples(hostnames_module)
     assert result.attempted >= 2
     assert result.failed == 0
+
+
+# ================================================================================================
+# The PROXY protocol parser (trionet._sansio.proxy): the specification's examples
+# ================================================================================================
+
+PROXY_V2_SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
+# Section 2.1's examples, and a version 2 header of each family.
+PROXY_EXAMPLES: list[tuple[bytes, tuple[object, ...]]] = [
+    (b"PROXY TCP4 192.168.0.1 192.168.0.11 56324 443\r\n",
+     (1, "192.168.0.1:56324", "192.168.0.11:443", "PROXY", "TCP4")),
+    (b"PROXY TCP6 2001:db8::1 2001:db8::2 56324 443\r\n",
+     (1, "[2001:db8::1]:56324", "[2001:db8::2]:443", "PROXY", "TCP6")),
+    (b"PROXY UNKNOWN\r\n", (1, None, None, "PROXY", "UNKNOWN")),
+    (b"PROXY UNKNOWN ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff "
+     b"65535 65535\r\n", (1, None, None, "PROXY", "UNKNOWN")),
+    (PROXY_V2_SIGNATURE + b"\x21\x11\x00\x0c" + bytes([203, 0, 113, 7, 192, 0, 2, 10]) + b"\x10\x92\x01\xbb",
+     (2, "203.0.113.7:4242", "192.0.2.10:443", "PROXY", "STREAM")),
+    (PROXY_V2_SIGNATURE + b"\x21\x21\x00\x24" + bytes(15) + b"\x01" + bytes(15) + b"\x02"
+     + b"\x00\x01\x00\x02",
+     (2, "[::1]:1", "[::2]:2", "PROXY", "STREAM")),
+    (PROXY_V2_SIGNATURE + b"\x20\x00\x00\x00", (2, None, None, "LOCAL", "UNSPEC")),
+    (PROXY_V2_SIGNATURE + b"\x21\x31\x00\xd8" + bytes(216), (2, None, None, "PROXY", "STREAM")),
+]
+
+
+def _summary(header: ProxyHeader) -> tuple[object, ...]:
+    source = None if header.source is None else str(header.source)
+    destination = None if header.destination is None else str(header.destination)
+    return (header.version, source, destination, header.command, header.transport)
+
+
+@pytest.mark.parametrize(("data", "expected"), PROXY_EXAMPLES)
+def test_proxy_headers_of_the_specification_parse_whole_and_a_byte_at_a_time(
+    data: bytes, expected: tuple[object, ...]
+) -> None:
+    client_bytes = b"GET / HTTP/1.1\r\n"
+    whole = parse_proxy_header(data + client_bytes)
+    assert isinstance(whole, ProxyHeader)
+    assert _summary(whole) == expected
+    assert whole.length == len(data)  # the client's bytes start right after
+    for end in range(len(data)):
+        partial = parse_proxy_header(data[:end])
+        assert isinstance(partial, NeedMore), end
+        # What a reader may take without passing the header's end.
+        assert partial.safe >= 1, end
+        assert end + partial.safe <= len(data), end
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"GET / HTTP/1.1\r\n",
+        b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2 3\r\n",
+        b"PROXY TCP4 1.2.3.4 5.6.7.8 1 99999\r\n",
+        b"PROXY TCP4 1.2.3.4 5.6.7.8 01 2\r\n",
+        b"PROXY TCP4 ::1 5.6.7.8 1 2\r\n",
+        b"PROXY TCP4 example.test 5.6.7.8 1 2\r\n",
+        b"PROXY TCP4 1.2.3.4 5.6.7.8 \xff1 2\r\n",
+        b"PROXY " + b"1" * 101,
+        b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2\n" + bytes(100),  # LF alone: no CRLF within the limit
+        PROXY_V2_SIGNATURE + b"\x11\x11\x00\x0c" + bytes(12),  # version 1 in a v2 header
+        PROXY_V2_SIGNATURE + b"\x22\x11\x00\x0c" + bytes(12),  # command 2
+        PROXY_V2_SIGNATURE + b"\x21\x41\x00\x0c" + bytes(12),  # family 4
+        PROXY_V2_SIGNATURE + b"\x21\x13\x00\x0c" + bytes(12),  # protocol 3
+        PROXY_V2_SIGNATURE + b"\x21\x11\x00\x04" + bytes(4),  # address block too short
+        PROXY_V2_SIGNATURE + b"\x21\x11\x00\x0e" + bytes(12) + b"\x05\x00",  # a cut TLV header
+        PROXY_V2_SIGNATURE + b"\x21\x11\x00\x10" + bytes(12) + b"\x05\x00\x09x",  # a TLV overrun
+        PROXY_V2_SIGNATURE + b"\x21\x11\xff\xff",  # over the 4,096-byte limit
+        b"\r\n\r\nX",  # not the signature
+    ],
+)
+def test_malformed_proxy_headers_raise_proxy_protocol_error(data: bytes) -> None:
+    with pytest.raises(ProxyProtocolError):
+        parse_proxy_header(data)

@@ -83,6 +83,7 @@ from ._sansio.matching import match_bytes as match_bytes
 from ._sansio.matching import match_coap_message_id as match_coap_message_id
 from ._sansio.matching import match_dns_id as match_dns_id
 from ._sansio.ordering import interleave_families as interleave_families
+from ._sansio.proxy import ProxyHeader as ProxyHeader
 from ._sansio.replies import DEFAULT_REPLY_CACHE_BYTES as DEFAULT_REPLY_CACHE_BYTES
 from ._sansio.replies import DEFAULT_REPLY_CACHE_LIFETIME as DEFAULT_REPLY_CACHE_LIFETIME
 from ._sansio.replies import DEFAULT_REPLY_CACHE_SIZE as DEFAULT_REPLY_CACHE_SIZE
@@ -99,6 +100,7 @@ from .errors import IncompleteFrame as IncompleteFrame
 from .errors import InvalidMessage as InvalidMessage
 from .errors import PeerUnreachable as PeerUnreachable
 from .errors import ProtocolError as ProtocolError
+from .errors import ProxyProtocolError as ProxyProtocolError
 from .errors import RequestTimeout as RequestTimeout
 from .errors import ResolutionError as ResolutionError
 from .errors import TrionetError as TrionetError
@@ -146,6 +148,7 @@ __all__ = [
     "open_tcp_server",
     "TCPServer",
     "TCPConnection",
+    "ProxyHeader",
     "ServerStatistics",
     "connect_tcp",
     "ConnectAttempt",
@@ -195,6 +198,7 @@ __all__ = [
     "FramingError",
     "FrameTooLarge",
     "ProtocolError",
+    "ProxyProtocolError",
     "InvalidMessage",
     "IncompleteFrame",
     "FrameTimeout",

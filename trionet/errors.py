@@ -10,6 +10,7 @@ handles trio's exceptions handles ours:
     ├── FramingError
     │   ├── FrameTooLarge
     │   ├── ProtocolError
+    │   ├── ProxyProtocolError
     │   ├── InvalidMessage          (also ValueError)
     │   ├── IncompleteFrame         (also trio.BrokenResourceError)
     │   └── FrameTimeout            (also trio.BrokenResourceError)
@@ -41,6 +42,7 @@ from ._sansio.errors import FrameTooLarge as FrameTooLarge
 from ._sansio.errors import FramingError as FramingError
 from ._sansio.errors import InvalidMessage as InvalidMessage
 from ._sansio.errors import ProtocolError as ProtocolError
+from ._sansio.errors import ProxyProtocolError as ProxyProtocolError
 from ._sansio.errors import TrionetError as TrionetError
 
 __all__ = [
@@ -48,6 +50,7 @@ __all__ = [
     "FramingError",
     "FrameTooLarge",
     "ProtocolError",
+    "ProxyProtocolError",
     "InvalidMessage",
     "IncompleteFrame",
     "FrameTimeout",

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass
-from typing import Final, cast, final
+from typing import cast, final
 
 import trio
 
@@ -17,45 +16,10 @@ from .._sansio.codecs import Buffer, Codec, LengthPrefixed
 from ..errors import FramingError
 from .activity import ActivityTracker, RecordClock
 from .channel_socket import ChannelSocketPaths
+from .channel_state import DEFAULT_ABORT_TIMEOUT, DEFAULT_READ_SIZE, MessageChannelStatistics
 from .trio_compat import stdlib_socket_of
 
-__all__ = ["MessageChannel", "MessageChannelStatistics"]
-
-#: How many bytes one read asks the stream for. Large reads let one system call
-#: bring in many small frames; 64 KiB is the usual socket buffer size on Linux and
-#: the read size of tokio's ``FramedRead`` once its buffer has grown.
-DEFAULT_READ_SIZE: Final = 65536
-
-#: Seconds a frame that has started may take to finish once its sender has been
-#: cancelled, before the channel gives up and aborts the connection. Long enough
-#: for a healthy peer to drain a socket buffer over a slow link; short enough that
-#: a stalled peer cannot hold a cancelled task (and a server's shutdown) hostage.
-DEFAULT_ABORT_TIMEOUT: Final = 10.0
-
-
-
-@final
-@dataclass(frozen=True, slots=True)
-class MessageChannelStatistics:
-    """A snapshot of a :class:`MessageChannel`'s state, from :meth:`~MessageChannel.statistics`.
-
-    Attributes:
-      messages_sent: Frames written whole to the stream.
-      messages_received: Frames returned by :meth:`~MessageChannel.receive`.
-      buffered_bytes: Received bytes held that are not yet part of a returned frame.
-      tasks_waiting_send: Tasks queued behind the one that is writing.
-      aborted: Whether the channel gave up on a frame and aborted the stream.
-      held_bytes: Bytes of receive buffer memory the channel keeps (its
-          decoder's buffer capacity, at least ``buffered_bytes``).
-    """
-
-    messages_sent: int
-    messages_received: int
-    buffered_bytes: int
-    tasks_waiting_send: int
-    aborted: bool
-    held_bytes: int = 0
-
+__all__ = ["DEFAULT_ABORT_TIMEOUT", "DEFAULT_READ_SIZE", "MessageChannel", "MessageChannelStatistics"]
 
 @final
 class MessageChannel(ChannelSocketPaths, trio.abc.Channel[bytes]):
@@ -92,13 +56,10 @@ class MessageChannel(ChannelSocketPaths, trio.abc.Channel[bytes]):
           connection open. (On a server's TLS connection, the bytes of a TLS
           record not yet whole count as a started frame.) ``None`` (the
           default for a channel of your own): no limit.
-      activity: An :class:`~trionet.ActivityTracker` to tell when bytes move:
-          its ``last_activity`` is set as a message's bytes arrive and as a
-          send starts and finishes, and its ``sending`` counts sends in
-          progress. Servers pass one for their ``idle_timeout``. When it is
-          also the transport right under a :class:`trio.SSLStream` ``stream``
-          and follows TLS records, ``frame_timeout`` counts from the first
-          byte of the record that starts a frame.
+      activity: An :class:`~trionet.ActivityTracker` told when bytes move (for
+          a server's ``idle_timeout``). If it is also the transport under an
+          :class:`trio.SSLStream` and follows TLS records, ``frame_timeout``
+          counts from the first byte of the record that starts a frame.
 
     Cancellation:
       Both directions are safe to cancel, which ``send_all`` on a trio stream is
@@ -214,6 +175,7 @@ class MessageChannel(ChannelSocketPaths, trio.abc.Channel[bytes]):
         self._waiting_first_byte = False
         self._first_byte_scope = None
         self._closed = False
+        self._detached = False
         self._eof_received = False
         self._eof_sent = False
         self._aborted = None
@@ -488,8 +450,39 @@ class MessageChannel(ChannelSocketPaths, trio.abc.Channel[bytes]):
         finally:
             self._release_sender()
 
+    def detach(self) -> tuple[trio.abc.Stream, bytes]:
+        """Stop framing, and give back the stream with the bytes read but not delivered.
+
+        For a protocol switch (after a PROXY protocol line, an HTTP ``Upgrade``
+        or a STARTTLS command read as messages): bytes that came with the last
+        message are in the channel, not the stream, and come before anything
+        the stream delivers next. ``stream, early = channel.detach()``.
+
+        Returns:
+          The stream, now the caller's (the channel is closed, the stream is
+          not), and the bytes received that no :meth:`receive` returned.
+
+        Raises:
+          trio.BusyResourceError: A receive or send is in progress.
+          trio.ClosedResourceError: The channel was closed or detached.
+          TypeError: The codec's decoder cannot give its bytes back (it has no
+              ``take_buffered()``; every built-in decoder has).
+          FramingError: The decoder had failed (the bytes are gone).
+        """
+        if self._closed:
+            raise trio.ClosedResourceError("the channel was closed")
+        if self._receiving or self._sending:
+            raise trio.BusyResourceError("a receive or send is in progress on the channel")
+        take = getattr(self._decoder, "take_buffered", None)
+        if take is None:
+            raise TypeError(f"{type(self._decoder).__name__} cannot give back its buffered "
+                            "bytes: it has no take_buffered()")
+        data: bytes = take()
+        self._closed = self._detached = True
+        return self._stream, data
+
     async def aclose(self) -> None:
-        """Close the channel and its stream.
+        """Close the channel and its stream (after :meth:`detach`, the stream is the caller's).
 
         Calls in progress in other tasks raise :exc:`trio.ClosedResourceError`. A
         frame being written by another task at that moment is cut short: the peer
@@ -501,4 +494,7 @@ class MessageChannel(ChannelSocketPaths, trio.abc.Channel[bytes]):
           and its stream are closed.
         """
         self._closed = True
+        if self._detached:
+            await trio.lowlevel.checkpoint()
+            return
         await self._stream.aclose()

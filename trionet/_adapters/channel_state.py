@@ -15,7 +15,8 @@ from __future__ import annotations
 import contextlib
 import socket as _stdlib_socket
 import struct
-from typing import Final
+from dataclasses import dataclass
+from typing import Final, final
 
 import trio
 
@@ -23,11 +24,45 @@ from .._sansio.codecs import Codec, Decoder
 from ..errors import FrameTimeout, IncompleteFrame
 from .activity import ActivityTracker, RecordClock
 
-__all__ = ["ChannelState"]
+__all__ = ["DEFAULT_ABORT_TIMEOUT", "DEFAULT_READ_SIZE", "ChannelState", "MessageChannelStatistics"]
+
+#: How many bytes one read asks the stream for. Large reads let one system call
+#: bring in many small frames; 64 KiB is the usual socket buffer size on Linux and
+#: the read size of tokio's ``FramedRead`` once its buffer has grown.
+DEFAULT_READ_SIZE: Final = 65536
+
+#: Seconds a frame that has started may take to finish once its sender has been
+#: cancelled, before the channel gives up and aborts the connection. Long enough
+#: for a healthy peer to drain a socket buffer over a slow link; short enough that
+#: a stalled peer cannot hold a cancelled task (and a server's shutdown) hostage.
+DEFAULT_ABORT_TIMEOUT: Final = 10.0
 
 # SO_LINGER with a zero timeout makes close() send a TCP reset: the peer learns that
 # the connection was aborted instead of seeing an orderly end after half a frame.
 _LINGER_ABORT: Final = struct.pack("ii", 1, 0)
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class MessageChannelStatistics:
+    """A snapshot of a :class:`MessageChannel`'s state, from :meth:`~MessageChannel.statistics`.
+
+    Attributes:
+      messages_sent: Frames written whole to the stream.
+      messages_received: Frames returned by :meth:`~MessageChannel.receive`.
+      buffered_bytes: Received bytes held that are not yet part of a returned frame.
+      tasks_waiting_send: Tasks queued behind the one that is writing.
+      aborted: Whether the channel gave up on a frame and aborted the stream.
+      held_bytes: Bytes of receive buffer memory the channel keeps (its
+          decoder's buffer capacity, at least ``buffered_bytes``).
+    """
+
+    messages_sent: int
+    messages_received: int
+    buffered_bytes: int
+    tasks_waiting_send: int
+    aborted: bool
+    held_bytes: int = 0
 
 
 class ChannelState:
@@ -42,6 +77,7 @@ class ChannelState:
         "_closed",
         "_codec",
         "_decoder",
+        "_detached",
         "_ending",
         "_eof_received",
         "_eof_sent",
@@ -70,6 +106,7 @@ class ChannelState:
     _activity: ActivityTracker | None
     _closed: bool
     _codec: Codec
+    _detached: bool
     _decoder: Decoder
     _ending: bool
     _eof_received: bool

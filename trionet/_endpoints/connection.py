@@ -19,6 +19,7 @@ import trio
 from .._adapters.channel import MessageChannel
 from .._sansio.addresses import Address
 from .._sansio.escape import escape_text
+from .._sansio.proxy import ProxyHeader
 from .server_base import BaseServer, TCPServer, UnixServer
 
 if TYPE_CHECKING:
@@ -165,6 +166,9 @@ class TCPConnection(Connection[TCPServer]):
           of a dual-stack socket shows as IPv4, not ``::ffff:a.b.c.d``).
       local: This end's :class:`~trionet.Address` (the specific address the peer
           connected to, also when the server listens on a wildcard).
+      proxy: The :class:`~trionet.ProxyHeader` of a server started with
+          ``proxy_protocol=True``: ``peer`` and ``local`` are then the client's
+          and the front end's addresses it names.
       server: The :class:`~trionet.TCPServer`, or ``None`` on the client side.
 
     Example::
@@ -175,7 +179,7 @@ class TCPConnection(Connection[TCPServer]):
                 await conn.channel.send(message)
     """
 
-    __slots__ = ("_local", "_peer")
+    __slots__ = ("_local", "_peer", "_proxy")
 
     def __init__(
         self,
@@ -185,11 +189,25 @@ class TCPConnection(Connection[TCPServer]):
         peer: Address | tuple[object, ...] | None = None,
         channel: MessageChannel | None = None,
         server: TCPServer | None = None,
+        proxy: ProxyHeader | None = None,
     ) -> None:
         super().__init__(stream, socket=socket, channel=channel, server=server)
         # A raw sockaddr (as accept() returns it) is converted on first use only.
         self._peer: Address | tuple[object, ...] | None = peer
         self._local: Address | None = None
+        self._proxy = proxy
+        if proxy is not None and proxy.source is not None:
+            self._peer, self._local = proxy.source, proxy.destination
+
+    @property
+    def proxy(self) -> ProxyHeader | None:
+        """The PROXY protocol header the connection began with (``proxy_protocol=True``), else ``None``.
+
+        :attr:`peer` and :attr:`local` are then the addresses it names, when
+        it names any; the load balancer's own address is the socket's
+        ``getpeername()``.
+        """
+        return self._proxy
 
     @property
     def peer(self) -> Address:

@@ -30,6 +30,7 @@ __all__ = [
     "DEFAULT_MAX_PENDING_HANDSHAKES",
     "DEFAULT_SHUTDOWN_GRACE",
     "DEFAULT_TLS_HANDSHAKE_TIMEOUT",
+    "PROXY_HEADER_TIMEOUT",
     "RequestKey",
     "StreamServerOptions",
     "UDPServerOptions",
@@ -64,6 +65,10 @@ DEFAULT_TLS_HANDSHAKE_TIMEOUT: Final = 10.0
 # TCP handshake is done but that the application has not taken yet, the stage
 # before this one. 128 of them cost about 6.5 MiB.
 DEFAULT_MAX_PENDING_HANDSHAKES: Final = 128
+# trionet's choice: a load balancer sends its PROXY protocol header at once, in
+# the connection's first segment; a peer that has not sent it after as long as a
+# TLS handshake may take is not one.
+PROXY_HEADER_TIMEOUT: Final = 10.0
 # trionet's choice: enough UDP handlers in flight to hide the latency of a
 # database or upstream call per request, few enough that a flood cannot make
 # the server hold unbounded work (each worker is one trio task).
@@ -92,10 +97,12 @@ class StreamServerOptions:
     end_idle_on_shutdown: bool = True
     strict: bool = False
     shutdown_grace: float = DEFAULT_SHUTDOWN_GRACE
+    proxy_protocol: bool = False
     observer: Observer | None = None
 
     def __post_init__(self) -> None:
         checked = {
+            "proxy_protocol": bool(self.proxy_protocol),
             "max_connections": check_optional_count("max_connections", self.max_connections),
             "idle_timeout": check_timeout("idle_timeout", self.idle_timeout),
             "frame_timeout": check_timeout("frame_timeout", self.frame_timeout),

@@ -22,9 +22,11 @@ import trio
 from .._adapters.channel import MessageChannel
 from .._adapters.idle import IdleEntry, IdleTimer, IdleTrackingStream, KernelActivity, TLSRecordStream
 from .._adapters.observe import emit, log_handler_error, log_peer_error
+from .._adapters.proxy_read import read_proxy_header
 from .._adapters.trio_compat import stdlib_socket_of
-from .._sansio.errors import FramingError
+from .._sansio.errors import FramingError, ProxyProtocolError
 from .._sansio.escape import escape_text
+from .._sansio.proxy import ProxyHeader
 from .accept import ACCEPT_BACKOFF_INITIAL, ACCEPT_BACKOFF_MAX, ACCEPT_BATCH, accept_loop, stdlib_socket
 from .connection import Connection
 from .options import (
@@ -32,6 +34,7 @@ from .options import (
     DEFAULT_IDLE_TIMEOUT,
     DEFAULT_MAX_PENDING_HANDSHAKES,
     DEFAULT_TLS_HANDSHAKE_TIMEOUT,
+    PROXY_HEADER_TIMEOUT,
     StreamServerOptions,
 )
 from .reset import blocked_for_sending, reset, reset_in_place
@@ -64,7 +67,8 @@ _PEER_ERRORS: Final = (trio.BrokenResourceError, trio.EndOfChannel, FramingError
 
 ConnT = TypeVar("ConnT", bound=Connection[Any])
 MakeConnection = Callable[
-    [trio.abc.Stream, trio.socket.SocketType, Any, "MessageChannel | None"], ConnT
+    [trio.abc.Stream, trio.socket.SocketType, Any, "MessageChannel | None", "ProxyHeader | None"],
+    ConnT,
 ]
 
 
@@ -312,7 +316,12 @@ class ServerCore(Generic[ConnT]):
         stream: trio.abc.Stream | None = None
         error: Exception | None = None
         handshaking = self._handshake_limit is not None  # counted by _start_connection
+        proxy: ProxyHeader | None = None
         try:
+            if self.options.proxy_protocol:
+                proxy = await self._read_proxy_header(sock, address)
+                if proxy is None:
+                    return
             stream = trio.SocketStream(sock)
             idle: IdleTrackingStream | TLSRecordStream | KernelActivity | None = None
             # What the channel reports its progress to (None: the kernel keeps
@@ -358,7 +367,7 @@ class ServerCore(Generic[ConnT]):
                 if self.shutting_down and self.options.end_idle_on_shutdown:
                     channel.end_when_idle()
             assert self._make_connection is not None
-            conn = self._make_connection(stream, sock, address, channel)
+            conn = self._make_connection(stream, sock, address, channel, proxy)
             if idle is None or self._idle_timer is None:
                 try:
                     await self._handler(conn)
@@ -398,6 +407,20 @@ class ServerCore(Generic[ConnT]):
                 if self._observer is not None:
                     emit(self._observer, f"{self._kind}.closed", peer=self._describe_peer(address))
 
+    async def _read_proxy_header(self, sock: trio.socket.SocketType, address: Any) -> ProxyHeader | None:
+        # The load balancer's header comes first, before TLS; a connection
+        # without a good one in time is shed (reason "proxy_protocol").
+        error: Exception = ProxyProtocolError(
+            f"no PROXY protocol header within {PROXY_HEADER_TIMEOUT:g} s"
+        )
+        with trio.move_on_after(PROXY_HEADER_TIMEOUT):
+            try:
+                return await read_proxy_header(sock)
+            except (ProxyProtocolError, OSError) as exc:
+                error = exc
+        self._shed_connection(address, "proxy_protocol", error)
+        return None
+
     def _handshake_done(self) -> None:
         self._handshaking -= 1
         if not self.shutting_down:
@@ -435,9 +458,15 @@ class ServerCore(Generic[ConnT]):
             # connection keeps its orderly close (and TLS its close_notify).
             reset_in_place(entry.sock)
 
-    def _shed_connection(self, address: Any, reason: str) -> None:
+    def _shed_connection(self, address: Any, reason: str, error: Exception | None = None) -> None:
         self._shed += 1
         peer = self._describe_peer(address)
+        if error is not None:
+            # A bad PROXY header: the balancer (or whoever connected) is misconfigured.
+            log_peer_error(LOGGER, self, logging.INFO, "closing the connection from %s: %s: %s",
+                           peer, reason, error, peer=peer, error=error, traceback=False)
+            emit(self._observer, f"{self._kind}.shed", peer=peer, reason=reason, error=error)
+            return
         if LOGGER.isEnabledFor(logging.DEBUG):
             text = escape_text(str(peer))
             LOGGER.debug("closing the connection from %s: %s", text, reason, extra={"peer": text})

@@ -14,6 +14,7 @@ from .._adapters.observe import Observer
 from .._adapters.resolver import Resolver
 from .._sansio.addresses import Address
 from .._sansio.codecs import Codec
+from .._sansio.proxy import ProxyHeader
 from .connection import TCPConnection
 from .options import (
     DEFAULT_FRAME_TIMEOUT,
@@ -53,6 +54,7 @@ async def serve_tcp(
     reuse_port: bool = False,
     backlog: int | None = None,
     shutdown_grace: float = DEFAULT_SHUTDOWN_GRACE,
+    proxy_protocol: bool = False,
     resolver: Resolver | None = None,
     observer: Observer | None = None,
     task_status: trio.TaskStatus[TCPServer] = trio.TASK_STATUS_IGNORED,
@@ -150,6 +152,19 @@ async def serve_tcp(
           block: seconds the handlers may go on after a graceful shutdown
           begins (30 s by default, as gunicorn's graceful_timeout and
           Kubernetes' terminationGracePeriodSeconds).
+      proxy_protocol: ``True`` behind a load balancer that sends the PROXY
+          protocol header before the client's bytes (and before TLS): HAProxy's
+          ``send-proxy`` or ``send-proxy-v2``, an AWS Network Load Balancer
+          with proxy protocol v2, nginx's ``proxy_protocol on``. The server
+          reads it (version 1 or 2) before anything else, and the connection's
+          ``peer`` and ``local`` are the client's and the front end's addresses
+          it names (:attr:`~trionet.TCPConnection.proxy` holds the header). A
+          connection that does not begin with a well-formed header within
+          10 s is closed before the handler runs and counted in
+          ``connections_shed`` (reason ``"proxy_protocol"``, logged at INFO
+          with the :exc:`~trionet.ProxyProtocolError`). Only for a server that
+          nothing but the balancer can reach: a header is a claim, and any
+          client could make it.
       resolver: The :class:`~trionet.Resolver` for a ``host`` name (the
           default one if ``None``).
       observer: Receives an :class:`~trionet.Event` for each step; see "Events".
@@ -189,10 +204,11 @@ async def serve_tcp(
 
     Events:
       Reported to ``observer`` as ``tcp.<name>``: ``listening`` (addresses),
-      ``accept`` (peer, active), ``paused`` (active, limit: accepting paused at
-      ``max_connections`` or ``max_pending_handshakes``), ``resumed`` (active), ``shed`` (peer, reason:
-      ``"idle_timeout"`` or ``"tls_handshake_timeout"``), ``handshake_failed``
-      (peer, error), ``handler_error`` (peer, error), ``closed`` (peer),
+      ``accept`` (peer, active), ``paused`` (active, limit: accepting paused
+      at ``max_connections`` or ``max_pending_handshakes``), ``resumed``
+      (active), ``shed`` (peer, reason: ``"idle_timeout"``,
+      ``"tls_handshake_timeout"``, or ``"proxy_protocol"`` with its ``error``),
+      ``handshake_failed`` (peer, error), ``handler_error`` (peer, error), ``closed`` (peer),
       ``accept_error`` (errno, delay), ``shutdown.begin`` (grace, active),
       ``shutdown.grace_expired`` (cancelled: how many handlers),
       ``shutdown.done``.
@@ -218,6 +234,7 @@ async def serve_tcp(
         end_idle_on_shutdown=end_idle_on_shutdown,
         strict=strict,
         shutdown_grace=shutdown_grace,
+        proxy_protocol=proxy_protocol,
         observer=observer,
     )
     core: ServerCore[TCPConnection] = ServerCore(
@@ -239,8 +256,10 @@ async def serve_tcp(
         sock: trio.socket.SocketType,
         peer: Any,
         channel: MessageChannel | None,
+        proxy: ProxyHeader | None,
     ) -> TCPConnection:
-        return TCPConnection(stream, socket=sock, peer=peer, channel=channel, server=server)
+        return TCPConnection(stream, socket=sock, peer=peer, channel=channel, server=server,
+                             proxy=proxy)
 
     await core.run(
         sockets,

@@ -22,6 +22,7 @@ import trio
 from .._adapters.channel import DEFAULT_ABORT_TIMEOUT, MessageChannel
 from .._adapters.observe import Observer
 from .._sansio.codecs import Codec
+from .._sansio.proxy import ProxyHeader
 from .._sansio.validate import check_optional_count
 from .connection import UnixConnection, path_text
 from .options import (
@@ -201,6 +202,7 @@ async def _serve(
         sock: trio.socket.SocketType,
         peer: Any,
         channel: MessageChannel | None,
+        proxy: ProxyHeader | None,
     ) -> UnixConnection:
         return UnixConnection(stream, socket=sock, peer=peer, local=path, channel=channel,
                               server=server)

@@ -84,3 +84,14 @@ class AddressError(TrionetError, ValueError):
     It is also a :class:`ValueError`, so existing ``except ValueError`` clauses
     keep working.
     """
+
+
+@final
+class ProxyProtocolError(FramingError):
+    """A connection's PROXY protocol header is missing, malformed or too long.
+
+    Raised while a server started with ``proxy_protocol=True`` reads the
+    header a load balancer sends before the client's bytes; the connection is
+    closed, and the server counts it (``connections_shed``, reason
+    ``"proxy_protocol"``).
+    """

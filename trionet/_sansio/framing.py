@@ -221,6 +221,26 @@ class _BufferedDecoder:
         # capacity and a deleted prefix that CPython has not reclaimed yet.
         return buf.__alloc__() if type(buf) is bytearray else len(buf)
 
+    def take_buffered(self) -> bytes:
+        """Remove and return the bytes held that no returned frame used, for a protocol switch.
+
+        The stream's next bytes follow them: a caller that stops framing (after
+        a PROXY protocol line, an HTTP ``Upgrade``, a STARTTLS command) hands
+        them to whatever reads the stream next. The decoder is finished
+        afterwards: :meth:`feed` and :meth:`next_frame` raise
+        :exc:`~trionet.FramingError`.
+
+        Raises:
+          FramingError: The decoder had failed (its buffer was dropped then).
+        """
+        self._raise_if_failed()
+        data = bytes(memoryview(self._buf)[self._pos:])
+        self._base += len(self._buf)
+        self._buf = b""
+        self._pos = 0
+        self._error = FramingError("the decoder gave its buffered bytes away (take_buffered())")
+        return data
+
     def _drop(self) -> None:
         # A returned frame consumed every byte held: let the buffer go.
         count = len(self._buf)
