@@ -13,6 +13,8 @@ import trionet
 
 ROOT = Path(trionet.__file__).parent.parent
 PACKAGE = Path(trionet.__file__).parent
+# The pytest plugin (pytest11 entry point) imports pytest, which only pytest loads it.
+PLUGIN = PACKAGE / "testing" / "pytest_plugin.py"
 
 
 def declared() -> dict[str, str]:
@@ -45,6 +47,8 @@ def imported() -> set[str]:
     """The top-level modules trionet's own code imports at run time, outside the standard library."""
     names: set[str] = set()
     for path in PACKAGE.rglob("*.py"):
+        if path == PLUGIN:
+            continue  # loaded by pytest only: pytest is there by definition
         _runtime_imports(ast.parse(path.read_text()), names)
     return {name for name in names if name not in sys.stdlib_module_names and name != "trionet"}
 
@@ -61,3 +65,9 @@ def test_ci_tests_the_oldest_trio_that_the_bound_allows() -> None:
     assert 'oldest_trio=$(sed -n \'s/^ *"trio>=' in script
     assert '"trio==$oldest_trio.*"' in script
     assert re.search(r"^\.venv-oldest/bin/python -m pytest ", script, re.MULTILINE)
+
+
+def test_the_pytest_plugin_imports_only_pytest_trio_and_trionet() -> None:
+    names: set[str] = set()
+    _runtime_imports(ast.parse(PLUGIN.read_text()), names)
+    assert {name for name in names if name not in sys.stdlib_module_names} == {"pytest", "trio"}
