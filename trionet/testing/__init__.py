@@ -6,13 +6,15 @@ and plugs into trio's socket and resolver hooks, so unchanged code built on
 :mod:`trio.socket` (``trio.open_tcp_stream``, ``trio.serve_tcp``, trionet)
 runs on it, exactly and instantly under ``trio.testing.MockClock``.
 
-:func:`check_message_channel` is a conformance suite for message channels.
+:func:`check_message_channel` is a conformance suite for message channels, and
+:func:`check_codec` one for codecs and their decoders.
 """
 
 import sys
 
 from .. import _publish
 from ._check_channel import check_message_channel as check_message_channel
+from ._check_codec import check_codec as check_codec
 from ._vhost import VirtualHost as VirtualHost
 from ._vlink import LinkConfig as LinkConfig
 from ._vnet import VirtualNetwork as VirtualNetwork
@@ -30,6 +32,7 @@ __all__ = [
     "VirtualSocket",
     "format_trace",
     "check_message_channel",
+    "check_codec",
 ]
 
 _publish(sys.modules[__name__])
