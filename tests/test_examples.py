@@ -23,6 +23,8 @@ from trionet import LengthPrefixed
 TIMEOUT = 30
 MINE = [
     "chat_server.py",
+    "http_server.py",
+    "tutorial/startable.py",
     "happy_eyeballs.py",
     "file_transfer.py",
     "asyncio_peer.py",
