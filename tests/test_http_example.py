@@ -29,7 +29,8 @@ TIMEOUT = 30
 
 def load_example() -> ModuleType:
     spec = importlib.util.spec_from_file_location("http_server_example", EXAMPLES / "http_server.py")
-    assert spec is not None and spec.loader is not None
+    assert spec is not None
+    assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
