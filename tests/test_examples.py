@@ -24,6 +24,7 @@ TIMEOUT = 30
 MINE = [
     "chat_server.py",
     "http_server.py",
+    "resp_server.py",
     "tutorial/startable.py",
     "happy_eyeballs.py",
     "file_transfer.py",

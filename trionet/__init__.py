@@ -77,6 +77,7 @@ from ._sansio.codecs import Netstring as Netstring
 from ._sansio.codecs import Varint as Varint
 from ._sansio.framing import DEFAULT_MAX_FRAME_SIZE as DEFAULT_MAX_FRAME_SIZE
 from ._sansio.framing import DEFAULT_MAX_LINE_SIZE as DEFAULT_MAX_LINE_SIZE
+from ._sansio.framing import BufferedDecoder as BufferedDecoder
 from ._sansio.matching import ReplyMatcher as ReplyMatcher
 from ._sansio.matching import match_address_only as match_address_only
 from ._sansio.matching import match_bytes as match_bytes
@@ -114,6 +115,7 @@ __all__ = [
     "ActivityTracker",
     "Codec",
     "Decoder",
+    "BufferedDecoder",
     "LengthPrefixed",
     "Varint",
     "Delimited",

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from typing import cast, final
+from typing import Any, cast, final, overload
 
 import trio
 
 from .._sansio.codecs import Buffer, Codec, LengthPrefixed
+from .._sansio.framing import FrameT
 from ..errors import FramingError
 from .activity import ActivityTracker, RecordClock
 from .channel_socket import ChannelSocketPaths
@@ -22,7 +23,7 @@ from .trio_compat import stdlib_socket_of
 __all__ = ["DEFAULT_ABORT_TIMEOUT", "DEFAULT_READ_SIZE", "MessageChannel", "MessageChannelStatistics"]
 
 @final
-class MessageChannel(ChannelSocketPaths, trio.abc.Channel[bytes]):
+class MessageChannel(ChannelSocketPaths, trio.abc.Channel[FrameT]):
     """Whole messages over a :class:`trio.abc.Stream`, framed by a codec.
 
     A :class:`trio.abc.Channel` of :class:`bytes`: each :meth:`send` puts one
@@ -116,7 +117,7 @@ class MessageChannel(ChannelSocketPaths, trio.abc.Channel[bytes]):
     def __init__(
         self,
         stream: trio.abc.Stream,
-        codec: Codec | None = None,
+        codec: Codec[FrameT] | None = None,
         *,
         read_size: int = DEFAULT_READ_SIZE,
         abort_timeout: float = DEFAULT_ABORT_TIMEOUT,
@@ -188,7 +189,7 @@ class MessageChannel(ChannelSocketPaths, trio.abc.Channel[bytes]):
         return self._stream
 
     @property
-    def codec(self) -> Codec:
+    def codec(self) -> Codec[FrameT]:
         """The codec that frames messages."""
         return self._codec
 
@@ -240,11 +241,11 @@ class MessageChannel(ChannelSocketPaths, trio.abc.Channel[bytes]):
     # ------------------------------------------------------------------ receiving
 
     @trio.lowlevel.enable_ki_protection
-    async def receive(self) -> bytes:
+    async def receive(self) -> FrameT:
         """Return the next whole message.
 
         Returns:
-          The payload of the next frame.
+          The next frame's message: its payload, or what a typed codec decoded.
 
         Raises:
           trio.EndOfChannel: The stream ended at a frame boundary.
@@ -267,7 +268,7 @@ class MessageChannel(ChannelSocketPaths, trio.abc.Channel[bytes]):
             await trio.lowlevel.checkpoint_if_cancelled()
             if self._closed:
                 raise trio.ClosedResourceError("the channel was closed")
-            frame = self._decoder.next_frame()
+            frame: FrameT | None = self._decoder.next_frame()
             if frame is not None:
                 # A frame was buffered: finish the checkpoint without a chance of
                 # losing it to a cancellation (trio's memory channels do the same).
@@ -281,7 +282,7 @@ class MessageChannel(ChannelSocketPaths, trio.abc.Channel[bytes]):
         finally:
             self._receiving = False
 
-    def receive_nowait(self) -> bytes:
+    def receive_nowait(self) -> FrameT:
         """Return the next message if it is already buffered, without waiting.
 
         Returns:
@@ -298,7 +299,7 @@ class MessageChannel(ChannelSocketPaths, trio.abc.Channel[bytes]):
             raise trio.BusyResourceError("another task is already receiving on this channel")
         if self._closed:
             raise trio.ClosedResourceError("the channel was closed")
-        frame = self._decoder.next_frame()
+        frame: FrameT | None = self._decoder.next_frame()
         if frame is None:
             self._check_receive_state()
             if self._ending and not self._decoder.buffered and not self._readable_now():
@@ -307,7 +308,7 @@ class MessageChannel(ChannelSocketPaths, trio.abc.Channel[bytes]):
         self._messages_received += 1
         return frame
 
-    async def receive_many(self, max_count: int | None = None) -> list[bytes]:
+    async def receive_many(self, max_count: int | None = None) -> list[FrameT]:
         """Return every message already buffered, waiting for at least one.
 
         One checkpoint for many messages: where a peer sends bursts of small
@@ -342,16 +343,19 @@ class MessageChannel(ChannelSocketPaths, trio.abc.Channel[bytes]):
         self._messages_received += len(frames) - 1
         return frames
 
-
     # -------------------------------------------------------------------- sending
 
+    @overload
+    async def send(self: MessageChannel[bytes], value: Buffer) -> None: ...
+    @overload
+    async def send(self, value: FrameT) -> None: ...
     @trio.lowlevel.enable_ki_protection
-    async def send(self, value: Buffer) -> None:
+    async def send(self, value: Any) -> None:
         """Send one message as one frame.
 
         Args:
-          value: The message (:class:`bytes`, :class:`bytearray` or
-              :class:`memoryview`).
+          value: The message: :class:`bytes`, :class:`bytearray` or
+              :class:`memoryview`, or what a typed codec encodes.
 
         Raises:
           FrameTooLarge: The message exceeds the codec's ``max_size``; nothing
@@ -393,8 +397,12 @@ class MessageChannel(ChannelSocketPaths, trio.abc.Channel[bytes]):
             self._release_sender()
         await trio.lowlevel.cancel_shielded_checkpoint()
 
+    @overload
+    async def send_many(self: MessageChannel[bytes], values: Iterable[Buffer]) -> None: ...
+    @overload
+    async def send_many(self, values: Iterable[FrameT]) -> None: ...
     @trio.lowlevel.enable_ki_protection
-    async def send_many(self, values: Iterable[Buffer]) -> None:
+    async def send_many(self, values: Iterable[Any]) -> None:
         """Send several messages with as few writes as possible.
 
         All frames are encoded into one buffer and written together: one system
@@ -449,37 +457,6 @@ class MessageChannel(ChannelSocketPaths, trio.abc.Channel[bytes]):
             self._eof_sent = True
         finally:
             self._release_sender()
-
-    def detach(self) -> tuple[trio.abc.Stream, bytes]:
-        """Stop framing, and give back the stream with the bytes read but not delivered.
-
-        For a protocol switch (after a PROXY protocol line, an HTTP ``Upgrade``
-        or a STARTTLS command read as messages): bytes that came with the last
-        message are in the channel, not the stream, and come before anything
-        the stream delivers next. ``stream, early = channel.detach()``.
-
-        Returns:
-          The stream, now the caller's (the channel is closed, the stream is
-          not), and the bytes received that no :meth:`receive` returned.
-
-        Raises:
-          trio.BusyResourceError: A receive or send is in progress.
-          trio.ClosedResourceError: The channel was closed or detached.
-          TypeError: The codec's decoder cannot give its bytes back (it has no
-              ``take_buffered()``; every built-in decoder has).
-          FramingError: The decoder had failed (the bytes are gone).
-        """
-        if self._closed:
-            raise trio.ClosedResourceError("the channel was closed")
-        if self._receiving or self._sending:
-            raise trio.BusyResourceError("a receive or send is in progress on the channel")
-        take = getattr(self._decoder, "take_buffered", None)
-        if take is None:
-            raise TypeError(f"{type(self._decoder).__name__} cannot give back its buffered "
-                            "bytes: it has no take_buffered()")
-        data: bytes = take()
-        self._closed = self._detached = True
-        return self._stream, data
 
     async def aclose(self) -> None:
         """Close the channel and its stream (after :meth:`detach`, the stream is the caller's).

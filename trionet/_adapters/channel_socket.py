@@ -14,7 +14,7 @@ from __future__ import annotations
 import errno
 import functools
 import socket as _stdlib_socket
-from typing import Final
+from typing import Any, Final
 
 import trio
 
@@ -35,7 +35,7 @@ class ChannelSocketPaths(ChannelStreamPaths):
 
     # ------------------------------------------------------------------ receiving
 
-    async def _read_frame_raw(self, sock: _stdlib_socket.socket) -> bytes:
+    async def _read_frame_raw(self, sock: _stdlib_socket.socket) -> Any:
         # The fast path (docs/design/fast-path.rst): read the stdlib socket
         # directly and wait only when it has nothing, so a receive that finds its
         # bytes already in the kernel costs one schedule point (the shielded one

@@ -16,7 +16,7 @@ import contextlib
 import socket as _stdlib_socket
 import struct
 from dataclasses import dataclass
-from typing import Final, final
+from typing import Any, Final, final
 
 import trio
 
@@ -105,9 +105,9 @@ class ChannelState:
     _aborted: trio.BrokenResourceError | None
     _activity: ActivityTracker | None
     _closed: bool
-    _codec: Codec
+    _codec: Codec[Any]
     _detached: bool
-    _decoder: Decoder
+    _decoder: Decoder[Any]
     _ending: bool
     _eof_received: bool
     _eof_sent: bool
@@ -200,3 +200,36 @@ class ChannelState:
         with trio.CancelScope(shield=True):
             await trio.aclose_forcefully(self._stream)
         raise self._aborted
+
+    # -------------------------------------------------------------------- switching
+
+    def detach(self) -> tuple[trio.abc.Stream, bytes]:
+        """Stop framing, and give back the stream with the bytes read but not delivered.
+
+        For a protocol switch (after a PROXY protocol line, an HTTP ``Upgrade``
+        or a STARTTLS command read as messages): bytes that came with the last
+        message are in the channel, not the stream, and come before anything
+        the stream delivers next. ``stream, early = channel.detach()``.
+
+        Returns:
+          The stream, now the caller's (the channel is closed, the stream is
+          not), and the bytes received that no :meth:`receive` returned.
+
+        Raises:
+          trio.BusyResourceError: A receive or send is in progress.
+          trio.ClosedResourceError: The channel was closed or detached.
+          TypeError: The codec's decoder cannot give its bytes back (it has no
+              ``take_buffered()``; every built-in decoder has).
+          FramingError: The decoder had failed (the bytes are gone).
+        """
+        if self._closed:
+            raise trio.ClosedResourceError("the channel was closed")
+        if self._receiving or self._sending:
+            raise trio.BusyResourceError("a receive or send is in progress on the channel")
+        take = getattr(self._decoder, "take_buffered", None)
+        if take is None:
+            raise TypeError(f"{type(self._decoder).__name__} cannot give back its buffered "
+                            "bytes: it has no take_buffered()")
+        data: bytes = take()
+        self._closed = self._detached = True
+        return self._stream, data

@@ -10,6 +10,7 @@ watcher task that arms ``abort_timeout`` when the caller is cancelled.
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 import trio
 
@@ -25,7 +26,7 @@ class ChannelStreamPaths(ChannelFrameTimeout):
 
     # ------------------------------------------------------------------ receiving
 
-    async def _read_frame(self) -> bytes:
+    async def _read_frame(self) -> Any:
         decoder = self._decoder
         while True:
             self._check_receive_state()

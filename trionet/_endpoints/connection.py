@@ -19,6 +19,7 @@ import trio
 from .._adapters.channel import MessageChannel
 from .._sansio.addresses import Address
 from .._sansio.escape import escape_text
+from .._sansio.framing import FrameT
 from .._sansio.proxy import ProxyHeader
 from .server_base import BaseServer, TCPServer, UnixServer
 
@@ -32,7 +33,7 @@ __all__ = ["Connection", "TCPConnection", "UnixConnection"]
 ServerT = TypeVar("ServerT", bound=BaseServer)
 
 
-class Connection(Generic[ServerT]):
+class Connection(Generic[ServerT, FrameT]):
     """What :class:`TCPConnection` and :class:`UnixConnection` share.
 
     Closing a connection (:meth:`aclose`, or leaving ``async with``) closes the
@@ -47,7 +48,7 @@ class Connection(Generic[ServerT]):
         stream: trio.abc.Stream,
         *,
         socket: trio.socket.SocketType,
-        channel: MessageChannel | None = None,
+        channel: MessageChannel[FrameT] | None = None,
         server: ServerT | None = None,
     ) -> None:
         self._stream = stream
@@ -66,7 +67,7 @@ class Connection(Generic[ServerT]):
         return self._stream
 
     @property
-    def channel(self) -> MessageChannel:
+    def channel(self) -> MessageChannel[FrameT]:
         """The :class:`~trionet.MessageChannel` that frames messages over :attr:`stream`.
 
         Raises:
@@ -156,7 +157,7 @@ class Connection(Generic[ServerT]):
 
 
 @final
-class TCPConnection(Connection[TCPServer]):
+class TCPConnection(Connection[TCPServer, FrameT]):
     """A TCP connection: what a :func:`~trionet.serve_tcp` handler receives.
 
     Attributes:
@@ -187,7 +188,7 @@ class TCPConnection(Connection[TCPServer]):
         *,
         socket: trio.socket.SocketType,
         peer: Address | tuple[object, ...] | None = None,
-        channel: MessageChannel | None = None,
+        channel: MessageChannel[FrameT] | None = None,
         server: TCPServer | None = None,
         proxy: ProxyHeader | None = None,
     ) -> None:
@@ -238,7 +239,7 @@ class TCPConnection(Connection[TCPServer]):
 
 
 @final
-class UnixConnection(Connection[UnixServer]):
+class UnixConnection(Connection[UnixServer, FrameT]):
     """A Unix domain socket connection: what a :func:`~trionet.serve_unix` handler receives.
 
     Attributes:
@@ -265,7 +266,7 @@ class UnixConnection(Connection[UnixServer]):
         socket: trio.socket.SocketType,
         peer: object = None,
         local: str | None = None,
-        channel: MessageChannel | None = None,
+        channel: MessageChannel[FrameT] | None = None,
         server: UnixServer | None = None,
     ) -> None:
         super().__init__(stream, socket=socket, channel=channel, server=server)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import ssl
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
-from typing import Final, final
+from typing import Any, Final, final
 
 from .._adapters.channel import DEFAULT_ABORT_TIMEOUT
 from .._adapters.observe import Observer
@@ -86,7 +86,7 @@ class StreamServerOptions:
     of range, before any socket is opened.
     """
 
-    codec: Codec | None = None
+    codec: Codec[Any] | None = None
     max_connections: int | None = None
     idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT
     frame_timeout: float | None = DEFAULT_FRAME_TIMEOUT

@@ -65,9 +65,9 @@ _TLS_CLOSE_TIMEOUT: Final = 5.0
 # a bug: logged at INFO without a traceback, so a bad peer cannot flood the log.
 _PEER_ERRORS: Final = (trio.BrokenResourceError, trio.EndOfChannel, FramingError)
 
-ConnT = TypeVar("ConnT", bound=Connection[Any])
+ConnT = TypeVar("ConnT", bound=Connection[Any, Any])
 MakeConnection = Callable[
-    [trio.abc.Stream, trio.socket.SocketType, Any, "MessageChannel | None", "ProxyHeader | None"],
+    [trio.abc.Stream, trio.socket.SocketType, Any, "MessageChannel[Any] | None", "ProxyHeader | None"],
     ConnT,
 ]
 

@@ -17,6 +17,7 @@ from .._adapters.observe import Observer, emit, emit_at
 from .._adapters.resolver import Resolver, _check_request
 from .._sansio.addresses import Address
 from .._sansio.codecs import Codec
+from .._sansio.framing import FrameT
 from .._sansio.happy_eyeballs import CONNECTION_ATTEMPT_DELAY, ConnectAttempt, HappyEyeballs
 from .._sansio.ordering import interleave_families
 from ..errors import ConnectError, ResolutionError
@@ -71,7 +72,7 @@ async def connect_tcp(
     host: str,
     port: int,
     *,
-    codec: Codec | None = None,
+    codec: Codec[FrameT] | None = None,
     frame_timeout: float | None = DEFAULT_FRAME_TIMEOUT,
     abort_timeout: float = DEFAULT_ABORT_TIMEOUT,
     read_size: int = DEFAULT_READ_SIZE,
@@ -85,7 +86,7 @@ async def connect_tcp(
     local: str | None = None,
     resolver: Resolver | None = None,
     observer: Observer | None = None,
-) -> TCPConnection:
+) -> TCPConnection[FrameT]:
     """Open a TCP connection to ``host``, racing its addresses (Happy Eyeballs, RFC 8305).
 
     The IPv6 and IPv4 lookups run in parallel, and attempts start as soon as the

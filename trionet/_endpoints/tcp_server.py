@@ -14,6 +14,7 @@ from .._adapters.observe import Observer
 from .._adapters.resolver import Resolver
 from .._sansio.addresses import Address
 from .._sansio.codecs import Codec
+from .._sansio.framing import FrameT
 from .._sansio.proxy import ProxyHeader
 from .connection import TCPConnection
 from .options import (
@@ -29,7 +30,8 @@ from .server_core import ServerCore
 
 __all__ = ["TCPServer", "open_tcp_server", "serve_tcp"]
 
-TCPHandler = Callable[[TCPConnection], Awaitable[object]]
+# A handler of connections whose messages are FrameT (bytes, or what the codec decodes).
+TCPHandler = Callable[[TCPConnection[FrameT]], Awaitable[object]]
 
 
 def _describe_peer(sockaddr: Any) -> Address:
@@ -37,11 +39,11 @@ def _describe_peer(sockaddr: Any) -> Address:
 
 
 async def serve_tcp(
-    handler: TCPHandler,
+    handler: TCPHandler[FrameT],
     port: int,
     *,
     host: str | None = None,
-    codec: Codec | None = None,
+    codec: Codec[FrameT] | None = None,
     max_connections: int | None = None,
     idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT,
     frame_timeout: float | None = DEFAULT_FRAME_TIMEOUT,
@@ -237,7 +239,7 @@ async def serve_tcp(
         proxy_protocol=proxy_protocol,
         observer=observer,
     )
-    core: ServerCore[TCPConnection] = ServerCore(
+    core: ServerCore[TCPConnection[FrameT]] = ServerCore(
         handler, options, kind="tcp", describe_peer=_describe_peer
     )
     sockets = await bind_listening_sockets(
@@ -255,9 +257,9 @@ async def serve_tcp(
         stream: trio.abc.Stream,
         sock: trio.socket.SocketType,
         peer: Any,
-        channel: MessageChannel | None,
+        channel: MessageChannel[Any] | None,
         proxy: ProxyHeader | None,
-    ) -> TCPConnection:
+    ) -> TCPConnection[FrameT]:
         return TCPConnection(stream, socket=sock, peer=peer, channel=channel, server=server,
                              proxy=proxy)
 

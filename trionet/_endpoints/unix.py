@@ -22,6 +22,7 @@ import trio
 from .._adapters.channel import DEFAULT_ABORT_TIMEOUT, MessageChannel
 from .._adapters.observe import Observer
 from .._sansio.codecs import Codec
+from .._sansio.framing import FrameT
 from .._sansio.proxy import ProxyHeader
 from .._sansio.validate import check_optional_count
 from .connection import UnixConnection, path_text
@@ -39,7 +40,7 @@ from .unix_file import SocketFile, check_path, is_abstract, open_unix_listener
 
 __all__ = ["UnixServer", "open_unix_server", "serve_unix"]
 
-UnixHandler = Callable[[UnixConnection], Awaitable[object]]
+UnixHandler = Callable[[UnixConnection[FrameT]], Awaitable[object]]
 
 
 def _check_mode(path: str, mode: int | None) -> None:
@@ -61,10 +62,10 @@ def _check_mode(path: str, mode: int | None) -> None:
 
 
 async def serve_unix(
-    handler: UnixHandler,
+    handler: UnixHandler[FrameT],
     path: str | os.PathLike[str],
     *,
-    codec: Codec | None = None,
+    codec: Codec[FrameT] | None = None,
     max_connections: int | None = None,
     idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT,
     frame_timeout: float | None = DEFAULT_FRAME_TIMEOUT,
@@ -177,7 +178,7 @@ async def serve_unix(
         shutdown_grace=shutdown_grace,
         observer=observer,
     )
-    core: ServerCore[UnixConnection] = ServerCore(
+    core: ServerCore[UnixConnection[FrameT]] = ServerCore(
         handler, options, kind="unix", describe_peer=path_text
     )
     sock, socket_file = await open_unix_listener(path, backlog, mode)
@@ -189,7 +190,7 @@ async def serve_unix(
 
 
 async def _serve(
-    core: ServerCore[UnixConnection],
+    core: ServerCore[UnixConnection[FrameT]],
     sock: trio.socket.SocketType,
     path: str,
     socket_file: SocketFile | None,
@@ -201,9 +202,9 @@ async def _serve(
         stream: trio.abc.Stream,
         sock: trio.socket.SocketType,
         peer: Any,
-        channel: MessageChannel | None,
+        channel: MessageChannel[Any] | None,
         proxy: ProxyHeader | None,
-    ) -> UnixConnection:
+    ) -> UnixConnection[FrameT]:
         return UnixConnection(stream, socket=sock, peer=peer, local=path, channel=channel,
                               server=server)
 

@@ -10,6 +10,7 @@ import trio
 
 from .._adapters.channel import DEFAULT_ABORT_TIMEOUT, DEFAULT_READ_SIZE, MessageChannel
 from .._sansio.codecs import Codec
+from .._sansio.framing import FrameT
 from .._sansio.validate import check_timeout
 from .client_tls import start_tls
 from .connection import UnixConnection
@@ -22,7 +23,7 @@ __all__ = ["connect_unix"]
 async def connect_unix(
     path: str | os.PathLike[str],
     *,
-    codec: Codec | None = None,
+    codec: Codec[FrameT] | None = None,
     frame_timeout: float | None = DEFAULT_FRAME_TIMEOUT,
     abort_timeout: float = DEFAULT_ABORT_TIMEOUT,
     read_size: int = DEFAULT_READ_SIZE,
@@ -30,7 +31,7 @@ async def connect_unix(
     server_hostname: str | None = None,
     connect_timeout: float | None = None,
     tls_handshake_timeout: float = DEFAULT_TLS_HANDSHAKE_TIMEOUT,
-) -> UnixConnection:
+) -> UnixConnection[FrameT]:
     """Connect to a Unix domain socket.
 
     The Unix twin of :func:`~trionet.connect_tcp`, with the options that apply

@@ -27,9 +27,9 @@ from .framing import (
     DEFAULT_MAX_FRAME_SIZE,
     DEFAULT_MAX_LINE_SIZE,
     Buffer,
+    BufferedDecoder,
     Codec,
     Decoder,
-    _BufferedDecoder,
     _check_max_size,
     _length,
 )
@@ -56,7 +56,7 @@ _MAX_VARINT_VALUE: Final = 2**64 - 1
 
 
 @final
-class _LengthPrefixedDecoder(_BufferedDecoder):
+class _LengthPrefixedDecoder(BufferedDecoder):
     __slots__ = ("_max_size", "_unpack_from", "_width")
 
     def __init__(self, width: int, unpack_from: Callable[..., tuple[int]], max_size: int) -> None:
@@ -208,7 +208,7 @@ def _varint(value: int) -> bytes:
 
 
 @final
-class _VarintDecoder(_BufferedDecoder):
+class _VarintDecoder(BufferedDecoder):
     __slots__ = ("_max_size", "_one_byte_max")
 
     def __init__(self, max_size: int) -> None:
@@ -336,7 +336,7 @@ class Varint:
 
 
 @final
-class _NetstringDecoder(_BufferedDecoder):
+class _NetstringDecoder(BufferedDecoder):
     __slots__ = ("_header_limit", "_max_size")
 
     def __init__(self, max_size: int) -> None:

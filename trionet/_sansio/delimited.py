@@ -16,8 +16,8 @@ from .framing import (
     _SHRINK_CONSUMED,
     DEFAULT_MAX_LINE_SIZE,
     Buffer,
+    BufferedDecoder,
     Decoder,
-    _BufferedDecoder,
     _check_max_size,
 )
 
@@ -30,7 +30,7 @@ def _has_border(delimiter: bytes) -> bool:
     return any(delimiter[:k] == delimiter[-k:] for k in range(1, len(delimiter)))
 
 
-class _SearchingDecoder(_BufferedDecoder):
+class _SearchingDecoder(BufferedDecoder):
     """A decoder that searches for a delimiter and remembers where it stopped."""
 
     __slots__ = ("_max_size", "_search")

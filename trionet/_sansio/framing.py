@@ -7,17 +7,27 @@ The concrete codecs live in :mod:`trionet._sansio.codecs` (length-based) and
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Final, Protocol, TypeAlias, runtime_checkable
+from typing import Final, Generic, Protocol, TypeAlias, runtime_checkable
+
+from typing_extensions import TypeVar
 
 from .errors import FramingError
 
 __all__ = [
     "Buffer",
+    "BufferedDecoder",
     "Codec",
     "Decoder",
     "DEFAULT_MAX_FRAME_SIZE",
     "DEFAULT_MAX_LINE_SIZE",
+    "FrameT",
 ]
+
+#: What a codec's messages are: ``bytes`` unless a codec decodes to more (a
+#: parsed command, a record). A type parameter with a default (PEP 696), so
+#: that ``Codec`` and ``MessageChannel`` alone still mean bytes.
+FrameT = TypeVar("FrameT", default=bytes)
+_FrameT_co = TypeVar("_FrameT_co", covariant=True, default=bytes)
 
 #: What encoders and decoders accept as input.
 Buffer: TypeAlias = bytes | bytearray | memoryview
@@ -51,8 +61,8 @@ _SHRINK_CONSUMED: Final = 16 * 1024
 
 
 @runtime_checkable
-class Decoder(Protocol):
-    """An incremental decoder: bytes in, whole frame payloads out.
+class Decoder(Protocol[_FrameT_co]):
+    """An incremental decoder: bytes in, whole messages out (``Decoder[T]``: messages of type ``T``).
 
     Typical use reads, feeds, then drains::
 
@@ -74,8 +84,11 @@ class Decoder(Protocol):
           FramingError: The decoder already failed; the error is raised again.
         """
 
-    def next_frame(self) -> bytes | None:
-        """Return the next whole frame's payload, or ``None`` if more bytes are needed.
+    def next_frame(self) -> _FrameT_co | None:
+        """Return the next whole frame's message, or ``None`` if more bytes are needed.
+
+        ``None`` means only that: no message may be ``None`` (a codec of
+        nullable values gives its null a value of its own).
 
         Frames that are complete before a bad header or payload are returned
         first; the error is raised when the decoder reaches the bad bytes.
@@ -107,14 +120,18 @@ class Decoder(Protocol):
 
 
 @runtime_checkable
-class Codec(Protocol):
-    """A framing scheme: encodes messages to frames and creates decoders."""
+class Codec(Protocol[FrameT]):
+    """A framing scheme: encodes messages to frames and creates decoders.
+
+    ``Codec[T]`` frames messages of type ``T``; plain ``Codec`` is
+    ``Codec[bytes]``, as every built-in codec is.
+    """
 
     @property
     def max_size(self) -> int:
         """The largest payload, in bytes, that the codec encodes or decodes."""
 
-    def encode(self, message: Buffer) -> bytes:
+    def encode(self, message: FrameT) -> bytes:
         """Return the whole frame for ``message`` (header, payload and any trailer).
 
         Raises:
@@ -122,7 +139,7 @@ class Codec(Protocol):
           InvalidMessage: ``message`` cannot be framed (e.g. contains the delimiter).
         """
 
-    def encode_into(self, out: bytearray, message: Buffer) -> None:
+    def encode_into(self, out: bytearray, message: FrameT) -> None:
         """Append the frame for ``message`` to ``out`` (to batch frames into one write).
 
         Raises:
@@ -130,7 +147,7 @@ class Codec(Protocol):
           InvalidMessage: As for :meth:`encode`; ``out`` is then left unchanged.
         """
 
-    def encode_many(self, messages: Iterable[Buffer]) -> bytes:
+    def encode_many(self, messages: Iterable[FrameT]) -> bytes:
         """Return the frames for ``messages``, concatenated (one write for many messages).
 
         Raises:
@@ -138,7 +155,7 @@ class Codec(Protocol):
           InvalidMessage: As for :meth:`encode`; nothing is returned.
         """
 
-    def decoder(self) -> Decoder:
+    def decoder(self) -> Decoder[FrameT]:
         """Return a fresh incremental :class:`Decoder` for this codec's wire format."""
 
 
@@ -157,18 +174,42 @@ def _length(message: Buffer) -> int:
     return message.nbytes if type(message) is memoryview else len(message)
 
 
-class _BufferedDecoder:
-    """Buffer, stream offset and sticky error shared by every decoder.
+class BufferedDecoder(Generic[FrameT]):
+    """The base of decoders: buffering, stream offsets, sticky errors, giving bytes back.
 
-    ``_buf[_pos:]`` holds the bytes not yet returned in a frame and ``_base`` is
-    the stream offset of ``_buf[0]``. ``_buf`` is usually a ``bytes`` object (the
-    fed chunk itself when nothing was pending) so that a frame costs one slice;
-    it is a ``bytearray`` only while a large frame accumulates. A decoder passes
-    the buffer to :meth:`_take` for frames sliced from a ``bytearray`` (which
-    drops or shrinks it), calls :meth:`_drop` when a frame sliced from ``bytes``
-    ends at the end of ``_buf`` (the delimiter decoders do so on their next call
-    instead, when it finds no frame), and calls :meth:`_shrink` before returning
-    ``None`` with ``_pos >= _SHRINK_CONSUMED``.
+    Every built-in decoder is one. A decoder of your own subclasses it and
+    implements :meth:`parse`, which finds one frame in the bytes received so
+    far; the base keeps those bytes (without copying them for each feed),
+    counts the stream offset, makes a framing error sticky (raised again by
+    every later call, as the :class:`Decoder` protocol says), lets go of the
+    buffer once a frame has consumed it, and gives back what it holds with
+    :meth:`take_buffered`::
+
+        class NetstringDecoder(trionet.BufferedDecoder[bytes]):
+            def parse(self, buffer, start):
+                colon = buffer.find(b":", start, start + 10)
+                if colon < 0:
+                    return None            # more bytes needed (a real decoder checks the limit)
+                size = int(buffer[start:colon])
+                end = colon + 1 + size + 1  # the payload, then ","
+                if len(buffer) < end:
+                    return None
+                return bytes(buffer[colon + 1:end - 1]), end
+
+    ``BufferedDecoder[T]`` decodes messages of type ``T`` (``bytes`` by
+    default). The built-in decoders override :meth:`next_frame` itself with
+    faster paths over the same buffer.
+
+    Internals, for those fast paths: ``_buf[_pos:]`` holds the bytes not yet
+    returned in a frame and ``_base`` is the stream offset of ``_buf[0]``.
+    ``_buf`` is usually a ``bytes`` object (the fed chunk itself when nothing
+    was pending) so that a frame costs one slice; it is a ``bytearray`` only
+    while a large frame accumulates. A decoder passes the buffer to
+    ``_take`` for frames sliced from a ``bytearray`` (which drops or
+    shrinks it), calls ``_drop`` when a frame sliced from ``bytes`` ends at
+    the end of ``_buf`` (the delimiter decoders do so on their next call
+    instead, when it finds no frame), and calls ``_shrink`` before
+    returning ``None`` with ``_pos >= _SHRINK_CONSUMED``.
     """
 
     __slots__ = ("_base", "_buf", "_error", "_pos")
@@ -227,7 +268,7 @@ class _BufferedDecoder:
         The stream's next bytes follow them: a caller that stops framing (after
         a PROXY protocol line, an HTTP ``Upgrade``, a STARTTLS command) hands
         them to whatever reads the stream next. The decoder is finished
-        afterwards: :meth:`feed` and :meth:`next_frame` raise
+        afterwards: ``feed()`` and :meth:`next_frame` raise
         :exc:`~trionet.FramingError`.
 
         Raises:
@@ -296,6 +337,60 @@ class _BufferedDecoder:
 
     def _moved(self, count: int) -> None:
         """Hook: the first ``count`` bytes of the buffer were dropped (``_base`` moved)."""
+
+    # ------------------------------------------------------- for subclasses
+
+    def parse(self, buffer: bytes | bytearray, start: int) -> tuple[FrameT, int] | None:
+        """Find the frame that starts at ``buffer[start]``; a subclass implements it.
+
+        ``buffer[start:]`` is every byte received and not yet returned in a
+        frame (``buffer[:start]`` are earlier frames': ignore them). Do not
+        keep ``buffer`` or a view of it: copy what the message keeps.
+
+        Returns:
+          ``(message, end)``, with ``end`` the index in ``buffer`` just past
+          the frame; or ``None`` while the frame is incomplete (the base calls
+          again after the next ``feed()``).
+
+        Raises:
+          FrameTooLarge: The frame exceeds the limit: check it as soon as a
+              header says so (or a delimiter search passes it), before the
+              payload is buffered. :meth:`stream_offset` gives its ``offset``.
+          ProtocolError: The bytes break the wire format.
+        """
+        raise NotImplementedError(f"{type(self).__name__} must implement parse() or next_frame()")
+
+    def stream_offset(self, index: int) -> int:
+        """The stream offset of ``buffer[index]`` in :meth:`parse` (for an error's ``offset``)."""
+        return self._base + index
+
+    def next_frame(self) -> FrameT | None:
+        """Return the next whole frame's message, or ``None``; see :class:`Decoder`.
+
+        Calls :meth:`parse`; a :exc:`~trionet.FramingError` it raises is sticky.
+        """
+        if self._error is not None:
+            raise self._error.with_traceback(None)
+        buf, pos = self._buf, self._pos
+        if pos == len(buf):
+            return None
+        try:
+            found = self.parse(buf, pos)
+        except FramingError as exc:
+            raise self._fail(exc) from None
+        if found is None:
+            if pos >= _SHRINK_CONSUMED:
+                self._shrink()
+            return None
+        message, end = found
+        if not pos < end <= len(buf):
+            raise ValueError(f"{type(self).__name__}.parse() returned end={end}, "
+                             f"not in {pos + 1}..{len(buf)}")
+        if end == len(buf):
+            self._drop()
+        else:
+            self._pos = end
+        return message
 
     def __repr__(self) -> str:
         state = "failed" if self._error is not None else f"buffered={self.buffered}"
