@@ -8,6 +8,7 @@ commands.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import signal
 import sys
@@ -17,7 +18,9 @@ from types import ModuleType
 import pytest
 import trio
 
+import trionet
 from trionet.testing import check_codec
+from trionet.testing.pytest_plugin import StartServer
 
 from .processes import EXAMPLES, running
 
@@ -92,3 +95,13 @@ async def test_redis_py_sets_gets_pipelines_and_counts_with_100_clients() -> Non
     assert "unknown command" in str(results["unknown"])
     assert status == 0
     assert lines[-1] == "server stopped; 502 keys were held"
+
+
+# A user's test of the Redis app with the pytest plugin's fixture: six lines.
+async def test_set_then_get_with_the_plugin(virtual_server: StartServer) -> None:
+    resp = load_example()
+    await virtual_server(trionet.serve_tcp, functools.partial(resp.serve_client, data={}), 6379,
+                         codec=resp.Resp())
+    async with await trionet.connect_tcp("server.test", 6379, codec=resp.Resp()) as conn:
+        await conn.channel.send([b"SET", b"greeting", b"hello"])
+        assert await conn.channel.receive() == "OK"
