@@ -241,3 +241,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def console_main() -> None:
+    """The ``trionet`` command that installing the package creates (``python -m trionet`` too)."""
+    sys.exit(main())
