@@ -10,6 +10,7 @@ import sys
 import types
 import typing
 
+from ._adapters.activation import listen_fds as listen_fds
 from ._adapters.activity import ActivityTracker as ActivityTracker
 from ._adapters.channel import DEFAULT_ABORT_TIMEOUT as DEFAULT_ABORT_TIMEOUT
 from ._adapters.channel import DEFAULT_READ_SIZE as DEFAULT_READ_SIZE
@@ -145,6 +146,7 @@ __all__ = [
     "resolve_happy_eyeballs",
     "RESOLUTION_DELAY",
     "bind_listening_sockets",
+    "listen_fds",
     # TCP and Unix-socket servers and clients
     "serve_tcp",
     "open_tcp_server",

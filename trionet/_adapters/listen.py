@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import socket
 import sys
+from collections.abc import Iterable
 from typing import Final
 
 import trio
@@ -19,7 +20,7 @@ from .._sansio.addresses import Address, validate_port, wildcard_addresses
 from .._sansio.validate import check_optional_count
 from .resolver import Resolver, resolve
 
-__all__ = ["DEFAULT_BACKLOG", "SAME_PORT_ATTEMPTS", "bind_listening_sockets"]
+__all__ = ["DEFAULT_BACKLOG", "SAME_PORT_ATTEMPTS", "adopt_listening_sockets", "bind_listening_sockets"]
 
 # As trio.open_tcp_listeners: ask for the largest backlog; every system quietly
 # caps it at its configured maximum (somaxconn), and many store it in 16 bits.
@@ -153,3 +154,31 @@ async def _bind_all(
             sock.close()
         raise
     return sockets
+
+
+def adopt_listening_sockets(
+    sockets: Iterable[trio.socket.SocketType], *, backlog: int | None = None
+) -> list[trio.socket.SocketType]:
+    """Check sockets bound by someone else (a service manager) for a TCP server, and listen on them.
+
+    Each must be an IPv4 or IPv6 stream socket, bound. One that is not
+    listening yet is made to (with ``backlog``, the system's maximum by
+    default); one that is keeps its backlog.
+
+    Raises:
+      ValueError: No socket, or one that is not a bound IPv4/IPv6 stream socket.
+    """
+    adopted = list(sockets)
+    if not adopted:
+        raise ValueError("sockets= is empty: no socket to serve on")
+    for sock in adopted:
+        if sock.family not in (socket.AF_INET, socket.AF_INET6) or sock.type != socket.SOCK_STREAM:
+            raise ValueError(f"a TCP server needs IPv4 or IPv6 stream sockets, not {sock!r}")
+        if Address.from_sockaddr(sock.getsockname()).port == 0:
+            raise ValueError(f"{sock!r} is not bound")
+        listening = 0
+        if hasattr(socket, "SO_ACCEPTCONN"):
+            listening = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN)
+        if not listening:
+            sock.listen(DEFAULT_BACKLOG if backlog is None else backlog)
+    return adopted

@@ -31,6 +31,7 @@ from .. import (
     UDPEndpoint,
     connect_tcp,
     interleave_families,
+    listen_fds,
     open_tcp_server,
     open_udp_endpoint,
     resolve_happy_eyeballs,
@@ -163,14 +164,18 @@ async def _serve_tcp(
             if args.exit_after is not None and ended >= args.exit_after:
                 stop.set()
 
+    # Started by systemd with socket activation: serve the sockets it passed.
+    handed = listen_fds()
     try:
         async with open_tcp_server(
-            handle, args.port, host=args.host, codec=codec,
+            handle, None if handed else args.port, sockets=handed or None,
+            host=None if handed else args.host, codec=codec,
             max_connections=args.max_connections, idle_timeout=args.idle_timeout,
             frame_timeout=args.frame_timeout, shutdown_grace=args.grace,
         ) as server:
             where = ", ".join(str(address) for address in server.addresses)
-            say(f"listening on {where} (tcp, codec {args.codec}, {args.mode})")
+            origin = ", sockets passed by the service manager" if handed else ""
+            say(f"listening on {where} (tcp, codec {args.codec}, {args.mode}{origin})")
             _warn_if_reachable(server.addresses)
             summary[0] = "stopped after 0 connection(s)"
             await stop.wait()

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import trio
 
 from .._adapters.channel import DEFAULT_ABORT_TIMEOUT, MessageChannel
-from .._adapters.listen import bind_listening_sockets
+from .._adapters.listen import adopt_listening_sockets, bind_listening_sockets
 from .._adapters.observe import Observer
 from .._adapters.resolver import Resolver
 from .._sansio.addresses import Address
@@ -40,8 +40,9 @@ def _describe_peer(sockaddr: Any) -> Address:
 
 async def serve_tcp(
     handler: TCPHandler[FrameT],
-    port: int,
+    port: int | None = None,
     *,
+    sockets: Iterable[trio.socket.SocketType] | None = None,
     host: str | None = None,
     codec: Codec[FrameT] | None = None,
     max_connections: int | None = None,
@@ -83,6 +84,12 @@ async def serve_tcp(
           when it returns.
       port: The port; 0 lets the system pick one (the same one for every
           address), which :attr:`TCPServer.port` reports.
+      sockets: Instead of ``port`` and ``host``: listening sockets bound by
+          someone else, such as a service manager (:func:`~trionet.listen_fds`
+          for systemd socket activation) or a parent process that binds a
+          privileged port. IPv4 or IPv6 stream sockets, already bound; one
+          not yet listening is made to, with ``backlog``. The server owns
+          them from now on and closes them when it stops.
       host: ``None`` (the default) listens on every interface of both IPv4 and
           IPv6 (``0.0.0.0`` and ``::`` with IPV6_V6ONLY, on one port). An IP
           address or a host name listens on it (every address it resolves to).
@@ -242,14 +249,21 @@ async def serve_tcp(
     core: ServerCore[TCPConnection[FrameT]] = ServerCore(
         handler, options, kind="tcp", describe_peer=_describe_peer
     )
-    sockets = await bind_listening_sockets(
-        port, host=host, backlog=backlog, reuse_port=reuse_port, resolver=resolver
-    )  # validates backlog
+    if sockets is not None:
+        if port is not None or host is not None:
+            raise TypeError("serve_tcp takes sockets= or a port (and host), not both")
+        listeners = adopt_listening_sockets(sockets, backlog=backlog)
+    elif port is None:
+        raise TypeError("serve_tcp needs a port (0: any free one) or sockets=")
+    else:
+        listeners = await bind_listening_sockets(
+            port, host=host, backlog=backlog, reuse_port=reuse_port, resolver=resolver
+        )  # validates backlog
     try:
-        addresses = tuple(Address.from_sockaddr(sock.getsockname()) for sock in sockets)
+        addresses = tuple(Address.from_sockaddr(sock.getsockname()) for sock in listeners)
         server = TCPServer(core, addresses)
     except BaseException:
-        for sock in sockets:
+        for sock in listeners:
             sock.close()
         raise
 
@@ -264,7 +278,7 @@ async def serve_tcp(
                              proxy=proxy)
 
     await core.run(
-        sockets,
+        listeners,
         make_connection,
         server,
         task_status,
