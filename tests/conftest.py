@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import logging
 import os
 import ssl
 from collections.abc import AsyncIterator, Iterator
@@ -125,3 +126,14 @@ def contexts() -> tuple[ssl.SSLContext, ssl.SSLContext]:
     client_context = ssl.create_default_context()
     ca.configure_trust(client_context)
     return server_context, client_context
+
+
+def trionet_records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    """The records of trionet's loggers, without a server's "listening on" and "stopped" lines."""
+    return [
+        record for record in caplog.records
+        if record.name.startswith("trionet")
+        and not (record.levelno == logging.INFO and (
+            " server listening on " in record.getMessage() or " stopped after " in record.getMessage()
+        ))
+    ]

@@ -37,7 +37,7 @@ from trionet._endpoints.server_core import (
 from trionet.testing import VirtualNetwork
 
 from .backlog import accepted_per_pass
-from .conftest import tcp_stream_pair
+from .conftest import tcp_stream_pair, trionet_records
 from .test_vnet_tcp import socket_pair
 
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="TCP_INFO is Linux's")
@@ -415,7 +415,7 @@ async def test_accept_errors_back_off_from_5ms_doubling_to_1s_and_reset_after_a_
     assert gaps[:10] == pytest.approx(delays[:10])
     assert gaps[13] == 0  # a connection reset before accept is skipped without delay
     assert len(log.of_kind("tcp.accept")) == 2
-    warnings = [r for r in caplog.records if r.name == "trionet"]
+    warnings = trionet_records(caplog)
     assert len(warnings) == 12
     assert "EMFILE" in warnings[0].getMessage()
     assert "retries in 0.005 s" in warnings[0].getMessage()

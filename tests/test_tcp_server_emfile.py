@@ -83,7 +83,7 @@ async def test_emfile_flood_is_survived_with_backoff_and_a_log_line_then_serving
                 line = await read_line(process.stderr, err)
                 if b"EMFILE" in line:
                     break
-            assert line.startswith(b"trionet WARNING accept() failed with EMFILE")
+            assert line.startswith(b"trionet.server WARNING accept() failed with EMFILE")
             assert process.returncode is None
 
             for stream in flood:

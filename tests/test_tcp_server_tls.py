@@ -17,6 +17,7 @@ from trionet import Event, EventLog, LengthPrefixed, MessageChannel, TCPConnecti
 from trionet.testing import VirtualNetwork
 
 from .conftest import TLS_HOSTNAME as HOSTNAME
+from .conftest import trionet_records
 
 
 class Waiter:
@@ -114,7 +115,7 @@ async def test_a_wrong_hostname_fails_with_a_clear_error_and_the_handler_never_r
     assert not ran
     assert server.statistics().handshake_failures == 1
     assert server.statistics().handler_errors == 0
-    levels = [r.levelno for r in caplog.records if r.name == "trionet"]
+    levels = [r.levelno for r in trionet_records(caplog)]
     assert levels == [logging.INFO]
 
 

@@ -22,6 +22,7 @@ from ._adapters.happy_eyeballs_input import resolve_happy_eyeballs as resolve_ha
 from ._adapters.listen import bind_listening_sockets as bind_listening_sockets
 from ._adapters.observe import Event as Event
 from ._adapters.observe import EventLog as EventLog
+from ._adapters.observe import LoggingObserver as LoggingObserver
 from ._adapters.observe import Observer as Observer
 from ._adapters.resolver import DEFAULT_LOOKUP_TIMEOUT as DEFAULT_LOOKUP_TIMEOUT
 from ._adapters.resolver import DEFAULT_MAX_CACHE_BYTES as DEFAULT_MAX_CACHE_BYTES
@@ -44,12 +45,12 @@ from ._adapters.udp import UDPEndpointStatistics as UDPEndpointStatistics
 from ._adapters.udp import open_udp_endpoint as open_udp_endpoint
 from ._endpoints.connection import TCPConnection as TCPConnection
 from ._endpoints.connection import UnixConnection as UnixConnection
+from ._endpoints.options import DEFAULT_FRAME_TIMEOUT as DEFAULT_FRAME_TIMEOUT
+from ._endpoints.options import DEFAULT_IDLE_TIMEOUT as DEFAULT_IDLE_TIMEOUT
+from ._endpoints.options import DEFAULT_MAX_PENDING_HANDSHAKES as DEFAULT_MAX_PENDING_HANDSHAKES
 from ._endpoints.options import DEFAULT_SHUTDOWN_GRACE as DEFAULT_SHUTDOWN_GRACE
+from ._endpoints.options import DEFAULT_TLS_HANDSHAKE_TIMEOUT as DEFAULT_TLS_HANDSHAKE_TIMEOUT
 from ._endpoints.server_base import ServerStatistics as ServerStatistics
-from ._endpoints.server_core import DEFAULT_FRAME_TIMEOUT as DEFAULT_FRAME_TIMEOUT
-from ._endpoints.server_core import DEFAULT_IDLE_TIMEOUT as DEFAULT_IDLE_TIMEOUT
-from ._endpoints.server_core import DEFAULT_MAX_PENDING_HANDSHAKES as DEFAULT_MAX_PENDING_HANDSHAKES
-from ._endpoints.server_core import DEFAULT_TLS_HANDSHAKE_TIMEOUT as DEFAULT_TLS_HANDSHAKE_TIMEOUT
 from ._endpoints.tcp_client import HAPPY_EYEBALLS_DELAY as HAPPY_EYEBALLS_DELAY
 from ._endpoints.tcp_client import ConnectAttempt as ConnectAttempt
 from ._endpoints.tcp_client import connect_tcp as connect_tcp
@@ -196,6 +197,7 @@ __all__ = [
     # Observability
     "Event",
     "EventLog",
+    "LoggingObserver",
     "Observer",
     # Errors
     "TrionetError",

@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import traceback as tb
 import weakref
+from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -30,7 +31,17 @@ from .._sansio.addresses import Address
 from .._sansio.escape import escape_text
 from .._sansio.loglimit import Admission, RecordLimiter
 
-__all__ = ["Event", "EventLog", "Observer", "emit", "emit_at", "log_handler_error", "log_peer_error"]
+__all__ = [
+    "Event",
+    "EventLog",
+    "LoggingObserver",
+    "Observer",
+    "emit",
+    "emit_at",
+    "log_handler_error",
+    "log_peer_error",
+    "log_server_stopped",
+]
 
 
 @final
@@ -108,11 +119,19 @@ class EventLog:
     Args:
       kinds: If given, only events whose kind starts with one of these prefixes
           are kept.
+      maxlen: Keep only the latest ``maxlen`` events (a ring), so that a
+          long-running server can keep a log; ``None`` (the default): all.
+
+    Attributes:
+      events: The events kept, oldest first (a ``collections.deque`` when
+          ``maxlen`` is given, a :class:`list` otherwise).
     """
 
-    def __init__(self, kinds: tuple[str, ...] | None = None) -> None:
+    def __init__(self, kinds: tuple[str, ...] | None = None, *, maxlen: int | None = None) -> None:
+        if maxlen is not None and (isinstance(maxlen, bool) or not isinstance(maxlen, int) or maxlen < 1):
+            raise ValueError(f"maxlen must be an int >= 1 or None, not {maxlen!r}")
         self._kinds = kinds
-        self.events: list[Event] = []
+        self.events: list[Event] | deque[Event] = [] if maxlen is None else deque(maxlen=maxlen)
 
     def __call__(self, event: Event) -> None:
         if self._kinds is None or event.kind.startswith(self._kinds):
@@ -151,6 +170,52 @@ class EventLog:
 
 
 
+@final
+class LoggingObserver:
+    """An observer that logs each event through :mod:`logging`.
+
+    Each event becomes one record of ``logger`` (``trionet.events`` by
+    default) whose message is the event's kind and details, escaped as in a
+    timeline, and whose ``extra`` carries them as fields for structured
+    handlers (JSON loggers): ``record.trionet_event`` (the kind) and
+    ``record.trionet_details`` (a dict of the details, as text)::
+
+        logging.basicConfig(level=logging.INFO)
+        async with trionet.open_tcp_server(handler, 8000, observer=trionet.LoggingObserver()):
+            ...
+
+    Args:
+      logger: The logger, or its name.
+      level: The level of every record (INFO by default); or a callable from
+          the event's kind to a level, to log some kinds louder than others.
+      kinds: If given, only events whose kind starts with one of these prefixes
+          are logged.
+    """
+
+    def __init__(
+        self,
+        logger: logging.Logger | str = "trionet.events",
+        *,
+        level: int | Callable[[str], int] = logging.INFO,
+        kinds: tuple[str, ...] | None = None,
+    ) -> None:
+        self._logger = logging.getLogger(logger) if isinstance(logger, str) else logger
+        self._level = level
+        self._kinds = kinds
+
+    def __call__(self, event: Event) -> None:
+        if self._kinds is not None and not event.kind.startswith(self._kinds):
+            return
+        level = self._level(event.kind) if callable(self._level) else self._level
+        if not self._logger.isEnabledFor(level):
+            return
+        details = {escape_text(key): _format_value(value) for key, value in event.details.items()}
+        self._logger.log(
+            level, "%s %s", escape_text(event.kind), _format_details(event.details),
+            extra={"trionet_event": event.kind, "trionet_details": details},
+        )
+
+
 # ----------------------------------------------------------------- logging
 
 # One limiter per server, created on its first error and gone with the server.
@@ -174,11 +239,15 @@ def log_handler_error(
     peer_errors: tuple[type[BaseException], ...],
     ended: str,
     raised: str,
-) -> None:
+) -> BaseException | None:
     """The servers' one policy for a handler's exception (TCP, Unix and UDP alike).
 
+    Returns the peer-caused error it logged as such (for the caller's count),
+    or ``None`` for a bug.
+
     One the peer caused (an instance of ``peer_errors``: garbage, a reset) is
-    logged at INFO without a traceback, as ``ended`` (``%s`` for the peer and
+    logged at DEBUG without a traceback (a server under load sees resets all
+    the time; its statistics and its summary at stop count them), as ``ended`` (``%s`` for the peer and
     the error's type) followed by the error; any other at ERROR with its
     traceback, as ``raised``. Both go through :func:`log_peer_error`: escaped,
     and rate-limited per peer host and error type.
@@ -188,12 +257,13 @@ def log_handler_error(
         # A handler that runs a nursery of its own (a reader and a writer task)
         # gets the peer's reset in an exception group: it is still the peer's
         # doing, and is reported as its first leaf (issue 17.4).
-        log_peer_error(logger, owner, logging.INFO, ended + ": %s", peer,
+        log_peer_error(logger, owner, logging.DEBUG, ended + ": %s", peer,
                        type(peer_caused).__name__, peer_caused,
                        peer=peer, error=peer_caused, traceback=False)
-    else:
-        log_peer_error(logger, owner, logging.ERROR, raised, peer, type(error).__name__,
-                       peer=peer, error=error, traceback=True)
+        return peer_caused
+    log_peer_error(logger, owner, logging.ERROR, raised, peer, type(error).__name__,
+                   peer=peer, error=error, traceback=True)
+    return None
 
 
 def peer_leaf(
@@ -308,3 +378,15 @@ def _escape_messages(exception: tb.TracebackException, seen: set[int]) -> None:
     for inner in (exception.__cause__, exception.__context__, *nested):
         if isinstance(inner, tb.TracebackException):
             _escape_messages(inner, seen)
+
+
+def log_server_stopped(
+    logger: logging.Logger, what: str, served: int, peer_endings: Mapping[str, int]
+) -> None:
+    """The summary a server logs at INFO when it stops: how much it served, what peers ended."""
+    ended = sum(peer_endings.values())
+    if ended:
+        kinds = ", ".join(f"{name}: {count}" for name, count in sorted(peer_endings.items()))
+        logger.info("%s stopped after %d; %d ended by the peer (%s)", what, served, ended, kinds)
+    else:
+        logger.info("%s stopped after %d", what, served)

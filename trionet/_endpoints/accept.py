@@ -29,7 +29,7 @@ __all__ = [
     "stdlib_socket",
 ]
 
-LOGGER: Final = logging.getLogger("trionet")
+LOGGER: Final = logging.getLogger("trionet.server")
 
 # Go's net/http Server.Serve: on a temporary accept error it sleeps 5 ms, doubles
 # the delay on each further error up to 1 s, and resets it after a success.

@@ -21,7 +21,7 @@ import trio
 
 from .._adapters.channel import MessageChannel
 from .._adapters.idle import IdleEntry, IdleTimer, IdleTrackingStream, KernelActivity, TLSRecordStream
-from .._adapters.observe import emit, log_handler_error, log_peer_error
+from .._adapters.observe import emit, log_handler_error, log_peer_error, log_server_stopped
 from .._adapters.proxy_read import read_proxy_header
 from .._adapters.trio_compat import stdlib_socket_of
 from .._sansio.errors import FramingError, ProxyProtocolError
@@ -29,40 +29,24 @@ from .._sansio.escape import escape_text
 from .._sansio.proxy import ProxyHeader
 from .accept import ACCEPT_BACKOFF_INITIAL, ACCEPT_BACKOFF_MAX, ACCEPT_BATCH, accept_loop, stdlib_socket
 from .connection import Connection
-from .options import (
-    DEFAULT_FRAME_TIMEOUT,
-    DEFAULT_IDLE_TIMEOUT,
-    DEFAULT_MAX_PENDING_HANDSHAKES,
-    DEFAULT_TLS_HANDSHAKE_TIMEOUT,
-    PROXY_HEADER_TIMEOUT,
-    StreamServerOptions,
-)
+from .options import PROXY_HEADER_TIMEOUT, StreamServerOptions
 from .reset import blocked_for_sending, reset, reset_in_place
 from .server_base import BaseServer, ServerStatistics
 from .shutdown import GracefulShutdown
 
-# Re-exported: ACCEPT_* and stdlib_socket live in accept.py, the defaults in options.py.
-__all__ = [
-    "ACCEPT_BACKOFF_INITIAL",
-    "ACCEPT_BACKOFF_MAX",
-    "ACCEPT_BATCH",
-    "DEFAULT_FRAME_TIMEOUT",
-    "DEFAULT_IDLE_TIMEOUT",
-    "DEFAULT_MAX_PENDING_HANDSHAKES",
-    "DEFAULT_TLS_HANDSHAKE_TIMEOUT",
-    "ServerCore",
-    "stdlib_socket",
-]
+# Re-exported: ACCEPT_* and stdlib_socket live in accept.py.
+__all__ = ["ACCEPT_BACKOFF_INITIAL", "ACCEPT_BACKOFF_MAX", "ACCEPT_BATCH", "ServerCore", "stdlib_socket"]
 
 #: The logger for handler errors, accept errors and shed connections.
-LOGGER: Final = logging.getLogger("trionet")
+LOGGER: Final = logging.getLogger("trionet.server")
 
 # After a handler returns, a TLS connection sends close_notify (so the peer can
 # tell an orderly end from a truncation); a peer that does not read gets this long.
 _TLS_CLOSE_TIMEOUT: Final = 5.0
 
 # Exceptions a handler lets escape because of what the peer did, not because of
-# a bug: logged at INFO without a traceback, so a bad peer cannot flood the log.
+# a bug: logged at DEBUG without a traceback (counted at stop), so a bad peer
+# cannot flood the log.
 _PEER_ERRORS: Final = (trio.BrokenResourceError, trio.EndOfChannel, FramingError)
 
 ConnT = TypeVar("ConnT", bound=Connection[Any, Any])
@@ -126,6 +110,7 @@ class ServerCore(Generic[ConnT]):
         self._handshake_failures = 0
         self._handler_errors = 0
         self._accept_errors = 0
+        self._peer_endings: dict[str, int] = {}  # handler errors the peers caused, by type
 
     # ------------------------------------------------------------------ state
 
@@ -198,6 +183,7 @@ class ServerCore(Generic[ConnT]):
                                 for sock in sockets:
                                     acceptors.start_soon(accept_loop, self, sock)
                                 emit(self._observer, f"{self._kind}.listening", addresses=listening)
+                                LOGGER.info("%s server listening on %s", self._kind, _where(listening))
                                 task_status.started(server)
                         # The accept loops end only when shutdown has begun.
                         await self._drain(handlers)
@@ -212,6 +198,8 @@ class ServerCore(Generic[ConnT]):
                             self._idle_timer.stop()
             finally:
                 self._close_listeners()  # before the server counts as stopped
+                log_server_stopped(LOGGER, f"{self._kind} server on {_where(listening)}",
+                                   self._accepted, self._peer_endings)
 
     async def _drain(self, handlers: trio.Nursery) -> None:
         if await self._shutdown.wait_drained():
@@ -313,6 +301,7 @@ class ServerCore(Generic[ConnT]):
     # ------------------------------------------------------------ connections
 
     async def _serve(self, sock: trio.socket.SocketType, address: Any) -> None:
+        opened = trio.current_time()
         stream: trio.abc.Stream | None = None
         error: Exception | None = None
         handshaking = self._handshake_limit is not None  # counted by _start_connection
@@ -405,7 +394,8 @@ class ServerCore(Generic[ConnT]):
             finally:
                 self._connection_done(sock)
                 if self._observer is not None:
-                    emit(self._observer, f"{self._kind}.closed", peer=self._describe_peer(address))
+                    emit(self._observer, f"{self._kind}.closed", peer=self._describe_peer(address),
+                         duration=trio.current_time() - opened)
 
     async def _read_proxy_header(self, sock: trio.socket.SocketType, address: Any) -> ProxyHeader | None:
         # The load balancer's header comes first, before TLS; a connection
@@ -478,9 +468,17 @@ class ServerCore(Generic[ConnT]):
         emit(self._observer, f"{self._kind}.handler_error", peer=peer, error=error)
         if self.options.strict:
             raise error
-        log_handler_error(
+        peer_caused = log_handler_error(
             LOGGER, self, peer, error, peer_errors=_PEER_ERRORS,
             ended="connection from %s ended by %s",
             raised="handler for the connection from %s raised %s; the connection was closed "
             "and the server keeps serving",
         )
+        if peer_caused is not None:
+            name = type(peer_caused).__name__
+            self._peer_endings[name] = self._peer_endings.get(name, 0) + 1
+
+
+def _where(listening: object) -> str:
+    # A server's addresses as it reports them: a tuple of texts, or a path.
+    return ", ".join(listening) if isinstance(listening, tuple) else escape_text(str(listening))

@@ -146,8 +146,8 @@ async def serve_tcp(
           :meth:`~trionet.TCPConnection.wait_shutdown_requested` either way.
       strict: What a handler's exception does. ``False`` (the default): the
           connection is closed, the exception is logged through the
-          ``"trionet"`` logger with the peer's address, and the server keeps
-          serving. ``True``: it propagates as in any nursery: every other
+          ``trionet.server`` logger with the peer's address, and the server
+          keeps serving. ``True``: it propagates as in any nursery: every other
           connection is cancelled and the exception comes out of the nursery
           that runs the server. See "Error handling".
       reuse_port: Set SO_REUSEPORT, so that several processes (one trio loop
@@ -196,10 +196,13 @@ async def serve_tcp(
       A handler exception is a bug in the handler or a misbehaving peer; by
       default it ends one connection, not the server. Exceptions caused by the
       peer (:exc:`trio.BrokenResourceError`, :exc:`trio.EndOfChannel`,
-      :exc:`~trionet.FramingError`) are logged at INFO without a traceback,
+      :exc:`~trionet.FramingError`) are logged at DEBUG without a traceback,
       also when they reach the server in an exception group (a handler that
-      runs a nursery of its own) made only of such errors; others at ERROR
-      with one. This is the one place trionet departs from
+      runs a nursery of its own) made only of such errors: a busy server sees
+      resets all the time, and the INFO line it logs when it stops counts
+      them by type. Others are logged at ERROR with a traceback (rate-limited
+      per peer host and error type). The logger is ``trionet.server``; it
+      also says, at INFO, where the server listens when it starts. This is the one place trionet departs from
       structured concurrency's rule that errors propagate: a server that dies
       because one client sent garbage is not what anyone wants. ``strict=True``
       restores the rule, which is right in tests and where a handler error means
@@ -217,7 +220,7 @@ async def serve_tcp(
       at ``max_connections`` or ``max_pending_handshakes``), ``resumed``
       (active), ``shed`` (peer, reason: ``"idle_timeout"``,
       ``"tls_handshake_timeout"``, or ``"proxy_protocol"`` with its ``error``),
-      ``handshake_failed`` (peer, error), ``handler_error`` (peer, error), ``closed`` (peer),
+      ``handshake_failed`` (peer, error), ``handler_error`` (peer, error), ``closed`` (peer, duration),
       ``accept_error`` (errno, delay), ``shutdown.begin`` (grace, active),
       ``shutdown.grace_expired`` (cancelled: how many handlers),
       ``shutdown.done``.

@@ -153,13 +153,14 @@ async def serve_udp(
           cache loses its own oldest reply, else the oldest reply of all goes:
           a sender flooding new keys cannot evict another client's replies.
       strict: What a handler's exception does. ``False``: it is logged through
-          the ``"trionet"`` logger with the sender's address (at INFO without a
-          traceback for a :exc:`~trionet.FramingError`, which the peer caused,
-          or an exception group made only of them;
+          the ``trionet.udp`` logger with the sender's address (at DEBUG
+          without a traceback for a :exc:`~trionet.FramingError`, which the
+          peer caused, or an exception group made only of them, counted in the
+          INFO line the server logs when it stops;
           at ERROR with one otherwise), no reply is sent, and the server keeps
           serving. Logged records are escaped (no control character a peer
           sent reaches the log) and rate-limited per sender host and exception
-          type: at most 5 records with a traceback per 60 seconds, then one
+          type: the first record with a traceback per 60 seconds, then one
           line saying that similar records are suppressed, and a later record
           reports how many were; ``statistics().handler_errors`` counts every
           error. ``True``: it propagates, as in any nursery, and stops the

@@ -19,7 +19,7 @@ from typing import Any, Final, final
 
 import trio
 
-from .._adapters.observe import emit, log_handler_error
+from .._adapters.observe import emit, log_handler_error, log_server_stopped
 from .._adapters.udp import UDPEndpoint
 from .._adapters.udp_receive import Datagram
 from .._adapters.udp_socket import is_local_address
@@ -32,13 +32,13 @@ from .shutdown import GracefulShutdown
 __all__ = ["LOGGER", "RequestKey", "UDPHandler", "UDPServerCore", "UDPServerStatistics"]
 
 #: The logger for handler errors, shared with the TCP servers.
-LOGGER: Final = logging.getLogger("trionet")
+LOGGER: Final = logging.getLogger("trionet.udp")
 
 # A worker serves at most this many already-received datagrams in a row with
 # no schedule point of its own (the handlers' awaits aside): the endpoint's
 # drain granularity (_DRAIN_EVERY), so other tasks run at least that often.
 _SERVE_BATCH: Final = 32
-# Handler exceptions caused by what the peer sent: logged at INFO, without a
+# Handler exceptions caused by what the peer sent: logged at DEBUG, without a
 # traceback, so a peer sending garbage cannot flood the log (as for TCP).
 _PEER_ERRORS: Final = (FramingError,)
 # Bound of the cache of "is this host one of ours" answers (issue 15.2).
@@ -112,6 +112,7 @@ class UDPServerCore:
         self._shutting_down = False  # read per datagram: a plain attribute
         self._busy = 0
         self._handled = self._errors = self._replayed = self._duplicates_dropped = 0
+        self._peer_endings: dict[str, int] = {}  # handler errors the peers caused, by type
 
     # ----------------------------------------------------- for the UDPServer
 
@@ -159,15 +160,20 @@ class UDPServerCore:
 
     async def run(self, server: object, task_status: trio.TaskStatus[Any]) -> None:
         """Serve until shut down; ``server`` (the handle) goes to ``task_status``."""
+        where = str(self._endpoint.local)
         with self._shutdown.run():
-            async with trio.open_nursery() as nursery:
-                for _ in range(self.options.max_concurrency):
-                    nursery.start_soon(self._worker)
-                emit(self._observer, "udp.listening", addresses=(str(self._endpoint.local),))
-                task_status.started(server)
-                await self._shutdown.requested.wait()
-                if await self._shutdown.wait_drained():
-                    nursery.cancel_scope.cancel()
+            try:
+                async with trio.open_nursery() as nursery:
+                    for _ in range(self.options.max_concurrency):
+                        nursery.start_soon(self._worker)
+                    emit(self._observer, "udp.listening", addresses=(where,))
+                    LOGGER.info("udp server listening on %s", where)
+                    task_status.started(server)
+                    await self._shutdown.requested.wait()
+                    if await self._shutdown.wait_drained():
+                        nursery.cancel_scope.cancel()
+            finally:
+                log_server_stopped(LOGGER, f"udp server on {where}", self._handled, self._peer_endings)
 
     # One waiting worker, the others parked
     # ======================================
@@ -329,9 +335,12 @@ class UDPServerCore:
             raise error
         # Any host can send datagrams that make a handler raise, one per packet:
         # the shared policy escapes and rate-limits what is logged.
-        log_handler_error(
+        peer_caused = log_handler_error(
             LOGGER, self, peer, error, peer_errors=_PEER_ERRORS,
             ended="datagram from %s rejected by %s",
             raised="handler for a datagram from %s raised %s; no reply was sent and the "
             "server keeps serving",
         )
+        if peer_caused is not None:
+            name = type(peer_caused).__name__
+            self._peer_endings[name] = self._peer_endings.get(name, 0) + 1

@@ -37,11 +37,11 @@ __all__ = [
     "RecordLimiter",
 ]
 
-# trionet's choice: enough full records to diagnose an error (the first few
-# tracebacks of a kind from a host), few enough that a flood costs a few
-# kilobytes a minute per host; printk_ratelimit's burst is 10 per 5 s, for
-# one-line messages.
-DEFAULT_LOG_BURST: Final = 5
+# trionet's choice (issue 19.1): the first traceback of a kind from a host is
+# the one that diagnoses the error; the next ones are counted, not printed, so
+# 100 identical errors give one traceback and a count, and a flood costs a few
+# hundred bytes a minute per host.
+DEFAULT_LOG_BURST: Final = 1
 DEFAULT_LOG_WINDOW: Final = 60.0
 # trionet's choice: keys tracked at once before new ones share the overflow key.
 DEFAULT_LOG_MAX_KEYS: Final = 64
