@@ -354,3 +354,39 @@ async def test_serve_tcp_resolves_its_host_with_the_resolver_given(no_fd_leak: N
             assert await stream.receive_some() == b"hi"
     with pytest.raises(trionet.ResolutionError):
         await serve_tcp(hello, 0, host="app.internal")  # the default resolver does not know it
+
+
+async def test_a_tls_connection_gives_its_ssl_object_typed(
+    contexts: tuple[ssl.SSLContext, ssl.SSLContext], no_fd_leak: None
+) -> None:
+    server_context, client_context = contexts
+    seen: list[str | None] = []
+
+    async def handler(conn: TCPConnection) -> None:
+        assert conn.ssl_object is not None  # trio still keeps it where trionet looks
+        seen.append(conn.ssl_object.version())
+        await conn.channel.send(b"hello")
+
+    async with open_tcp_server(handler, 0, host="127.0.0.1", codec=Lines(),
+                               ssl_context=server_context) as server:
+        conn = await connect_tcp("127.0.0.1", server.port, codec=Lines(), ssl_context=client_context,
+                                 server_hostname=TLS_HOSTNAME)
+        async with conn:
+            assert await conn.channel.receive() == b"hello"
+            assert conn.ssl_object is not None
+            assert conn.ssl_object.version() in ("TLSv1.2", "TLSv1.3")
+    assert len(seen) == 1
+    assert seen[0] in ("TLSv1.2", "TLSv1.3")
+
+
+async def test_a_plain_connection_has_no_ssl_object() -> None:
+    async def handler(conn: TCPConnection) -> None:
+        assert conn.ssl_object is None
+        await conn.channel.send(b"plain")
+
+    async with (
+        open_tcp_server(handler, 0, host="127.0.0.1", codec=Lines()) as server,
+        await connect_tcp("127.0.0.1", server.port, codec=Lines()) as conn,
+    ):
+        assert conn.ssl_object is None
+        assert await conn.channel.receive() == b"plain"

@@ -12,11 +12,13 @@ when asked for), because a server holds one of these for every open connection.
 
 from __future__ import annotations
 
+import ssl
 from typing import TYPE_CHECKING, Generic, TypeVar, final
 
 import trio
 
 from .._adapters.channel import MessageChannel
+from .._adapters.trio_compat import ssl_object_of
 from .._sansio.addresses import Address
 from .._sansio.escape import escape_text
 from .._sansio.framing import FrameT
@@ -99,6 +101,18 @@ class Connection(Generic[ServerT, FrameT]):
     def server(self) -> ServerT | None:
         """The server that accepted this connection, or ``None`` on the client side."""
         return self._server
+
+    @property
+    def ssl_object(self) -> ssl.SSLObject | None:
+        """The TLS session (an :class:`ssl.SSLObject`) of a TLS connection, else ``None``.
+
+        Typed access to what the TLS handshake settled: ``getpeercert()`` (the
+        client certificate a server required), ``selected_alpn_protocol()``,
+        ``version()``, ``cipher()``. Only after the handshake: a server's
+        handler always runs after it.
+        """
+        stream = self._stream
+        return ssl_object_of(stream) if isinstance(stream, trio.SSLStream) else None
 
     @property
     def shutdown_requested(self) -> bool:
