@@ -104,7 +104,12 @@ class LogCapture(logging.Handler):
         self.records: list[tuple[int, str, str]] = []
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.records.append((record.levelno, record.levelname, record.getMessage()))
+        message = record.getMessage()
+        if record.levelno == logging.INFO and (
+            " server listening on " in message or (" stopped after " in message and " ended by " not in message)
+        ):
+            return  # a server's start and stop, which every scenario has
+        self.records.append((record.levelno, record.levelname, message))
 
     def above(self, level: int) -> list[str]:
         """The messages logged more severely than ``level``."""
