@@ -105,9 +105,9 @@ class LogCapture(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         message = record.getMessage()
-        if record.levelno == logging.INFO and (
-            " server listening on " in message or (" stopped after " in message and " ended by " not in message)
-        ):
+        started = " server listening on " in message
+        stopped = " stopped after " in message and " ended by " not in message
+        if record.levelno == logging.INFO and (started or stopped):
             return  # a server's start and stop, which every scenario has
         self.records.append((record.levelno, record.levelname, message))
 
