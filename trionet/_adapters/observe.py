@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import traceback as tb
 import weakref
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -237,33 +237,32 @@ def log_handler_error(
     error: Exception,
     *,
     peer_errors: tuple[type[BaseException], ...],
+    peer_endings: Counter[str],
     ended: str,
     raised: str,
-) -> BaseException | None:
+) -> None:
     """The servers' one policy for a handler's exception (TCP, Unix and UDP alike).
 
-    Returns the peer-caused error it logged as such (for the caller's count),
-    or ``None`` for a bug.
-
     One the peer caused (an instance of ``peer_errors``: garbage, a reset) is
-    logged at DEBUG without a traceback (a server under load sees resets all
-    the time; its statistics and its summary at stop count them), as ``ended`` (``%s`` for the peer and
-    the error's type) followed by the error; any other at ERROR with its
-    traceback, as ``raised``. Both go through :func:`log_peer_error`: escaped,
-    and rate-limited per peer host and error type.
+    counted by type in ``peer_endings`` (which the summary at stop reports,
+    :func:`log_server_stopped`) and logged at DEBUG without a traceback (a
+    server under load sees resets all the time), as ``ended`` (``%s`` for the
+    peer and the error's type) followed by the error; any other at ERROR with
+    its traceback, as ``raised``. Both go through :func:`log_peer_error`:
+    escaped, and rate-limited per peer host and error type.
     """
     peer_caused = peer_leaf(error, peer_errors)
     if peer_caused is not None:
         # A handler that runs a nursery of its own (a reader and a writer task)
         # gets the peer's reset in an exception group: it is still the peer's
         # doing, and is reported as its first leaf (issue 17.4).
-        log_peer_error(logger, owner, logging.DEBUG, ended + ": %s", peer,
-                       type(peer_caused).__name__, peer_caused,
+        name = type(peer_caused).__name__
+        peer_endings[name] += 1
+        log_peer_error(logger, owner, logging.DEBUG, ended + ": %s", peer, name, peer_caused,
                        peer=peer, error=peer_caused, traceback=False)
-        return peer_caused
+        return
     log_peer_error(logger, owner, logging.ERROR, raised, peer, type(error).__name__,
                    peer=peer, error=error, traceback=True)
-    return None
 
 
 def peer_leaf(

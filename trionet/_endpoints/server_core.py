@@ -14,6 +14,7 @@ connection is closed.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any, Final, Generic, TypeVar, final
 
@@ -110,7 +111,7 @@ class ServerCore(Generic[ConnT]):
         self._handshake_failures = 0
         self._handler_errors = 0
         self._accept_errors = 0
-        self._peer_endings: dict[str, int] = {}  # handler errors the peers caused, by type
+        self._peer_endings: Counter[str] = Counter()  # handler errors the peers caused, by type
 
     # ------------------------------------------------------------------ state
 
@@ -468,15 +469,12 @@ class ServerCore(Generic[ConnT]):
         emit(self._observer, f"{self._kind}.handler_error", peer=peer, error=error)
         if self.options.strict:
             raise error
-        peer_caused = log_handler_error(
-            LOGGER, self, peer, error, peer_errors=_PEER_ERRORS,
+        log_handler_error(
+            LOGGER, self, peer, error, peer_errors=_PEER_ERRORS, peer_endings=self._peer_endings,
             ended="connection from %s ended by %s",
             raised="handler for the connection from %s raised %s; the connection was closed "
             "and the server keeps serving",
         )
-        if peer_caused is not None:
-            name = type(peer_caused).__name__
-            self._peer_endings[name] = self._peer_endings.get(name, 0) + 1
 
 
 def _where(listening: object) -> str:

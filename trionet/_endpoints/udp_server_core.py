@@ -13,6 +13,7 @@ which check the options and open the endpoint, are in
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
 from typing import Any, Final, final
@@ -112,7 +113,7 @@ class UDPServerCore:
         self._shutting_down = False  # read per datagram: a plain attribute
         self._busy = 0
         self._handled = self._errors = self._replayed = self._duplicates_dropped = 0
-        self._peer_endings: dict[str, int] = {}  # handler errors the peers caused, by type
+        self._peer_endings: Counter[str] = Counter()  # handler errors the peers caused, by type
 
     # ----------------------------------------------------- for the UDPServer
 
@@ -335,12 +336,9 @@ class UDPServerCore:
             raise error
         # Any host can send datagrams that make a handler raise, one per packet:
         # the shared policy escapes and rate-limits what is logged.
-        peer_caused = log_handler_error(
-            LOGGER, self, peer, error, peer_errors=_PEER_ERRORS,
+        log_handler_error(
+            LOGGER, self, peer, error, peer_errors=_PEER_ERRORS, peer_endings=self._peer_endings,
             ended="datagram from %s rejected by %s",
             raised="handler for a datagram from %s raised %s; no reply was sent and the "
             "server keeps serving",
         )
-        if peer_caused is not None:
-            name = type(peer_caused).__name__
-            self._peer_endings[name] = self._peer_endings.get(name, 0) + 1

@@ -142,7 +142,7 @@ def _check_limit(codec: Codec[Any], oversized: bytes) -> None:
     for fed in range(1, len(oversized) + 1):
         try:
             decoder.feed(oversized[fed - 1:fed])
-            while decoder.next_frame() is not None:
+            if decoder.next_frame() is not None:
                 raise AssertionError(
                     f"{type(codec).__name__}: a frame larger than max_size={codec.max_size} was "
                     "returned instead of raising FrameTooLarge"
