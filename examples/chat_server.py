@@ -124,7 +124,7 @@ async def main(args: argparse.Namespace) -> None:
     # Ctrl-C (SIGINT) arrives on this channel instead of as KeyboardInterrupt.
     with trio.open_signal_receiver(signal.SIGINT) as ctrl_c:
         async with trio.open_nursery() as nursery:
-            server = await nursery.start(
+            server: trionet.TCPServer = await nursery.start(
                 partial(trionet.serve_tcp, partial(chat, room), args.port, host=args.host)
             )
             print(f"listening on port {server.port}", flush=True)

@@ -170,7 +170,7 @@ async def demo(args: argparse.Namespace) -> None:
         print(f"demo: sending a {args.size:g} MiB file over 127.0.0.1", flush=True)
         codec = trionet.LengthPrefixed(max_size=MAX_FRAME)
         async with trio.open_nursery() as nursery:
-            server = await nursery.start(partial(
+            server: trionet.TCPServer = await nursery.start(partial(
                 trionet.serve_tcp, partial(receive_file, into=inbox, done=None), 0,
                 host="127.0.0.1", codec=codec,
             ))

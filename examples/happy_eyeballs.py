@@ -65,7 +65,7 @@ def picture(log: trionet.EventLog, origin: float) -> list[str]:
              f"{'':>20}|{'-' * (WIDTH - 1)}|"]
     for event in log.of_kind("tcp.connect.answer"):
         column = round((event.time - origin) * scale)
-        family = event.details["family"]
+        family = str(event.details["family"])
         lines.append(f"{family + ' answer':>19} {' ' * column + '*':<{WIDTH}} at "
                      f"{(event.time - origin) * 1000:.1f} ms")
     for address, start in starts.items():

@@ -55,8 +55,11 @@ CRLF = b"\r\n"
 MAX_DEPTH = 8  # arrays within arrays, at most
 
 
+# Codec is a protocol: any class with its methods is one. Saying so explicitly lets
+# mypy infer the message type from ``codec=Resp()`` alone (connect_tcp's, for one):
+# it cannot infer it from the structure when the type, RespValue, is recursive.
 @dataclass(frozen=True)
-class Resp:
+class Resp(trionet.Codec[RespValue]):
     """The RESP2 wire format, as a trionet codec of RespValue messages."""
 
     max_size: int = 512 * 1024 * 1024  # Redis's own proto-max-bulk-len

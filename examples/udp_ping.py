@@ -50,6 +50,7 @@ from trionet import (
     RetryPolicy,
     RttEstimator,
     UDPEndpoint,
+    UDPServer,
     open_udp_endpoint,
     serve_udp,
 )
@@ -134,7 +135,7 @@ async def real(args: argparse.Namespace) -> int:
     async with trio.open_nursery() as nursery:
         port = args.port
         if args.host is None:
-            server = await nursery.start(functools.partial(serve_udp, echo, 0, host="127.0.0.1"))
+            server: UDPServer = await nursery.start(functools.partial(serve_udp, echo, 0, host="127.0.0.1"))
             port = server.port
         host = args.host or "127.0.0.1"
         target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

@@ -543,14 +543,14 @@ async def _exercise_tracker(channel: MessageChannel, peer: MessageChannel, track
         assert tracker.last_activity == trio.current_time()  # a message's bytes arrived
     await trio.sleep(1)
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(channel.send, b"x" * 1_000_000)  # more than the peer buffers
+        nursery.start_soon(channel.send, b"x" * 8_000_000)  # more than the buffers (4 MiB + 128 KiB)
         await trio.testing.wait_all_tasks_blocked()
         assert tracker.sending == 1  # a send in progress, stuck on the peer
         stuck_since = tracker.last_activity
         assert stuck_since == trio.current_time()
         await trio.sleep(5)
         assert tracker.last_activity == stuck_since  # blocked is not progress
-        assert len(await peer.receive()) == 1_000_000
+        assert len(await peer.receive()) == 8_000_000
     assert tracker.sending == 0
     assert tracker.last_activity == trio.current_time()  # the send finished now
 

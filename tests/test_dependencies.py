@@ -1,4 +1,4 @@
-"""The declared dependencies are the ones trionet imports, and CI tests the oldest trio allowed."""
+"""The declared dependencies are the ones trionet imports; CI tests the oldest trio and Pythons allowed."""
 
 from __future__ import annotations
 
@@ -53,8 +53,21 @@ def imported() -> set[str]:
     return {name for name in names if name not in sys.stdlib_module_names and name != "trionet"}
 
 
+# Imports that only an optional feature makes, lazily: module -> (extra, distribution).
+OPTIONAL_IMPORTS = {"dns": ("dns", "dnspython")}
+
+
 def test_every_declared_dependency_is_imported_and_every_import_declared() -> None:
-    assert set(declared()) == imported()
+    assert set(declared()) == imported() - set(OPTIONAL_IMPORTS)
+
+
+def test_every_optional_import_is_in_its_extra() -> None:
+    tomllib = pytest.importorskip("tomllib")
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert set(OPTIONAL_IMPORTS) <= imported()
+    for extra, distribution in OPTIONAL_IMPORTS.values():
+        assert any(re.match(rf"{distribution}\b", requirement) for requirement in extras[extra])
+        assert any(re.match(rf"{distribution}\b", requirement) for requirement in extras["test"])
 
 
 def test_ci_tests_the_oldest_trio_that_the_bound_allows() -> None:
@@ -64,7 +77,17 @@ def test_ci_tests_the_oldest_trio_that_the_bound_allows() -> None:
     # .ci/run reads the bound from pyproject.toml and installs exactly that release series.
     assert 'oldest_trio=$(sed -n \'s/^ *"trio>=' in script
     assert '"trio==$oldest_trio.*"' in script
-    assert re.search(r"^\.venv-oldest/bin/python -m pytest ", script, re.MULTILINE)
+    assert "compat_setup oldest \"$oldest_python\" \"trio==$oldest_trio.*\"" in script
+    assert "compat_test oldest" in script
+
+
+def test_ci_tests_the_oldest_and_newest_python_that_the_metadata_claims() -> None:
+    script = (ROOT / ".ci" / "run").read_text()
+    # Both read from pyproject.toml: requires-python and the newest classifier.
+    assert "oldest_python=$(sed -n 's/^requires-python = " in script
+    assert "Programming Language :: Python :: " in script
+    assert 'compat_setup newest "$newest_python" ""' in script
+    assert "compat_test newest" in script
 
 
 def test_the_pytest_plugin_imports_only_pytest_trio_and_trionet() -> None:

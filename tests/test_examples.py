@@ -311,7 +311,7 @@ async def test_tutorial_timeouts_show_what_a_cancel_does_to_naive_framing() -> N
     assert "server: the framing broke: IncompleteFrame(" in out
     sending = out.split("with MessageChannel.send():")[1]
     assert "the timeout took effect at the next checkpoint: True" in sending
-    assert "server received a message of 1048576 bytes" in sending
+    assert "server received a message of 6291456 bytes" in sending
     assert "server received a message of 4 bytes" in sending
 
 

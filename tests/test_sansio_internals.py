@@ -48,6 +48,7 @@ from trionet._sansio.happy_eyeballs import (
     Won,
 )
 from trionet._sansio.loglimit import Admission, RecordLimiter
+from trionet._sansio.ordering import rfc6724_order
 from trionet._sansio.proxy import NeedMore, ProxyHeader, parse_proxy_header
 from trionet._sansio.ratelimit import SourceRateLimit
 from trionet._sansio.replies import ReplyCache
@@ -1286,3 +1287,13 @@ def test_proxy_headers_of_the_specification_parse_whole_and_a_byte_at_a_time(
 def test_malformed_proxy_headers_raise_proxy_protocol_error(data: bytes) -> None:
     with pytest.raises(ProxyProtocolError):
         parse_proxy_header(data)
+
+
+# ---- RFC 6724 precedence (the DNS backend's order) ------------------------------
+
+
+def test_addresses_are_ordered_by_rfc_6724_precedence_keeping_the_server_order() -> None:
+    given = [Address(text, 0) for text in ["192.0.2.1", "fd00::1", "2002::1", "2001:db8::1",
+                                           "192.0.2.2", "2001:db8::2"]]
+    assert [str(a.ip) for a in rfc6724_order(given)] == [
+        "2001:db8::1", "2001:db8::2", "192.0.2.1", "192.0.2.2", "2002::1", "fd00::1"]

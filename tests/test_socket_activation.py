@@ -8,6 +8,7 @@ descriptor 3, with LISTEN_FDS=1 and LISTEN_PID set to the service's own pid
 from __future__ import annotations
 
 import os
+import pathlib
 import signal
 import socket
 import subprocess
@@ -67,6 +68,129 @@ async def test_a_udp_socket_is_refused() -> None:
         await udp.bind(("127.0.0.1", 0))
         with pytest.raises(ValueError, match="stream sockets"):
             await trionet.serve_tcp(echo, sockets=[udp])
+
+
+async def unix_echo(conn: trionet.UnixConnection) -> None:
+    async for line in conn.channel:
+        await conn.channel.send(line)
+
+
+async def test_a_unix_server_serves_a_socket_handed_to_it_and_leaves_its_file(
+    tmp_path: pathlib.Path,
+) -> None:
+    before = open_fd_count()
+    path = str(tmp_path / "handed.sock")
+    listener = trio.socket.socket(socket.AF_UNIX)
+    await listener.bind(path)  # bound by "systemd", not listening yet
+    with trio.fail_after(TIMEOUT):
+        async with trionet.open_unix_server(unix_echo, sockets=[listener], codec=Lines()) as server:
+            assert server.path == path
+            async with await trionet.connect_unix(path, codec=Lines()) as conn:
+                await conn.channel.send(b"handed in")
+                assert await conn.channel.receive() == b"handed in"
+    assert listener.fileno() == -1  # closed by the server
+    assert (tmp_path / "handed.sock").is_socket()  # the file belongs to whoever bound it
+    assert open_fd_count() == before
+
+
+@pytest.mark.parametrize(
+    ("arguments", "error", "match"),
+    [
+        ({}, TypeError, "needs a path"),
+        ({"path": "x.sock", "sockets": []}, TypeError, "not both"),
+        ({"sockets": [], "mode": 0o600}, TypeError, "not both"),
+        ({"sockets": []}, ValueError, "is empty"),
+    ],
+)
+async def test_a_unix_server_takes_sockets_or_a_path(
+    arguments: dict[str, object], error: type[Exception], match: str
+) -> None:
+    with pytest.raises(error, match=match):
+        await trionet.serve_unix(unix_echo, **arguments)  # type: ignore[arg-type]
+
+
+async def test_a_unix_server_refuses_a_tcp_socket_and_two_sockets(tmp_path: pathlib.Path) -> None:
+    with trio.socket.socket() as tcp:
+        await tcp.bind(("127.0.0.1", 0))
+        with pytest.raises(ValueError, match="AF_UNIX"):
+            await trionet.serve_unix(unix_echo, sockets=[tcp])
+    with trio.socket.socket(socket.AF_UNIX) as one, trio.socket.socket(socket.AF_UNIX) as two:
+        await one.bind(str(tmp_path / "one"))
+        await two.bind(str(tmp_path / "two"))
+        with pytest.raises(ValueError, match="one socket, not 2"):
+            await trionet.serve_unix(unix_echo, sockets=[one, two])
+    with trio.socket.socket(socket.AF_UNIX) as unbound, pytest.raises(ValueError, match="not bound"):
+        await trionet.serve_unix(unix_echo, sockets=[unbound])
+
+
+async def test_a_udp_server_serves_a_socket_handed_to_it_and_closes_it() -> None:
+    before = open_fd_count()
+
+    async def upper(datagram: trionet.Datagram) -> bytes:
+        return datagram.data.upper()
+
+    for family, host in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
+        handed = trio.socket.socket(family, socket.SOCK_DGRAM)
+        await handed.bind((host, 0))
+        port = handed.getsockname()[1]
+        with trio.fail_after(TIMEOUT):
+            async with trionet.open_udp_server(upper, sockets=[handed]) as server:
+                assert server.port == port
+                async with trionet.open_udp_endpoint() as client:
+                    await client.send(b"handed in", trionet.Address(host, port))
+                    reply = await client.receive()
+                    assert (reply.data, reply.address.port) == (b"HANDED IN", port)
+        assert handed.fileno() == -1  # closed by the server
+    assert open_fd_count() == before
+
+
+async def test_a_udp_endpoint_takes_a_bound_socket_too() -> None:
+    handed = trio.socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    handed.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+    await handed.bind(("::", 0))
+    port = handed.getsockname()[1]
+    with trio.fail_after(TIMEOUT):
+        async with trionet.open_udp_endpoint(sock=handed) as endpoint, trionet.open_udp_endpoint(
+            family=socket.AF_INET
+        ) as v4:
+            assert endpoint.local.port == port
+            await v4.send(b"over IPv4", trionet.Address("127.0.0.1", port))
+            datagram = await endpoint.receive()  # a dual-stack socket: reported as plain IPv4
+            assert (datagram.data, datagram.address.host) == (b"over IPv4", "127.0.0.1")
+    assert handed.fileno() == -1
+
+
+@pytest.mark.parametrize(
+    ("arguments", "error", "match"),
+    [
+        ({}, TypeError, "needs a port"),
+        ({"port": 0, "sockets": []}, TypeError, "not both"),
+        ({"sockets": [], "reuse_port": True}, TypeError, "not both"),
+        ({"sockets": []}, ValueError, "one socket, not 0"),
+    ],
+)
+async def test_a_udp_server_takes_sockets_or_a_port(
+    arguments: dict[str, object], error: type[Exception], match: str
+) -> None:
+    async def nothing(datagram: trionet.Datagram) -> None:
+        pass
+
+    with pytest.raises(error, match=match):
+        await trionet.serve_udp(nothing, **arguments)  # type: ignore[arg-type]
+
+
+async def test_a_udp_endpoint_refuses_a_stream_socket_and_an_unbound_one() -> None:
+    with trio.socket.socket() as tcp:
+        await tcp.bind(("127.0.0.1", 0))
+        with pytest.raises(ValueError, match="datagram socket"):
+            async with trionet.open_udp_endpoint(sock=tcp):
+                pass
+    with trio.socket.socket(type=socket.SOCK_DGRAM) as unbound, pytest.raises(ValueError, match="not bound"):
+        async with trionet.open_udp_endpoint(sock=unbound):
+            pass
+    with trio.socket.socket(type=socket.SOCK_DGRAM) as udp, pytest.raises(TypeError, match="not both"):
+        async with trionet.open_udp_endpoint(("127.0.0.1", 0), sock=udp):
+            pass
 
 
 def test_listen_fds_takes_nothing_meant_for_another_process_and_clears_the_variables(

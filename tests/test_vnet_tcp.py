@@ -13,6 +13,10 @@ import trio.testing
 from trionet.testing import VirtualNetwork, VirtualSocket
 
 LATENCY = 0.010
+# Linux's buffer sizes, which the network mirrors: a connected socket's send
+# buffer (tcp_wmem[2]) and a new receive buffer (tcp_rmem[1]).
+SNDBUF = 4 * 1024 * 1024
+RCVBUF = 128 * 1024
 pytestmark = pytest.mark.net(latency=LATENCY)
 
 
@@ -22,6 +26,9 @@ async def socket_pair(
     """(client socket, accepted server socket), connected over the virtual network."""
     with net.host("server"):
         listener = trio.socket.socket(family)
+        # As every server does (trio's open_tcp_listeners too): the port may
+        # still hold connections in TIME_WAIT from an earlier pair.
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         await listener.bind(("", port))
         listener.listen()
     with net.host("client"):
@@ -32,20 +39,19 @@ async def socket_pair(
     return client, server
 
 
-async def fill(sock: trio.socket.SocketType) -> int:
-    """Send until the buffers are full and stay full; return the bytes accepted."""
+async def fill(sock: trio.socket.SocketType, *, patience: float = 1.0) -> int:
+    """Send until the buffers are full and stay full; return the bytes accepted.
+
+    "Full" is a send that waits ``patience`` seconds without being accepted, as
+    one would tell on a real trio socket: there ``MSG_DONTWAIT`` does not raise
+    (trio waits on ``EAGAIN``), so the cancel scope is the way to stop waiting.
+    """
     total = 0
-    for _round in range(100):  # finite buffers fill in a few rounds
-        accepted = 0
-        for _ in range(1000):
-            try:
-                accepted += await sock.send(b"a" * 65536, socket.MSG_DONTWAIT)
-            except BlockingIOError:
-                break
-        total += accepted
-        if not accepted:
+    for _ in range(10_000):  # finite buffers fill in at most a few hundred sends
+        with trio.move_on_after(patience) as scope:
+            total += await sock.send(b"a" * 65536)
+        if scope.cancelled_caught:
             return total
-        await trio.sleep(1)
     raise AssertionError(f"the send buffers never filled ({total} bytes accepted)")
 
 
@@ -139,19 +145,76 @@ async def test_send_accepts_only_what_fits_in_the_buffers(
     autojump_clock: trio.testing.MockClock, net: VirtualNetwork
 ) -> None:
     client, server = await socket_pair(net)
-    assert client.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) == net.tcp_buffer_size
-    # The peer's window and our send buffer: together 2 buffers' worth, then nothing.
-    sent = await client.send(b"a" * 200_000)
-    assert sent == net.tcp_buffer_size
+    assert client.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) == SNDBUF
+    assert server.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) == RCVBUF
+    # Our send buffer and the peer's window: together SNDBUF + RCVBUF, then nothing.
+    sent = await client.send(b"a" * 5_000_000)
+    assert sent == SNDBUF
     await trio.sleep(1)
-    sent += await client.send(b"a" * 200_000)
-    assert sent == 2 * net.tcp_buffer_size
-    with pytest.raises(BlockingIOError):
-        await client.send(b"a", socket.MSG_DONTWAIT)
+    sent += await client.send(b"a" * 5_000_000)
+    assert sent == SNDBUF + RCVBUF
+    with trio.move_on_after(1) as scope:
+        await client.send(b"a")
+    assert scope.cancelled_caught
     received = 0
     while received < sent:
         received += len(await server.recv(100_000))
     assert received == sent
+
+
+async def test_a_reader_that_keeps_up_grows_its_receive_buffer(
+    autojump_clock: trio.testing.MockClock, net: VirtualNetwork
+) -> None:
+    client, server = await socket_pair(net)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(trio.SocketStream(client).send_all, b"g" * 20_000_000)
+        largest = received = 0
+        while received < 20_000_000:
+            chunk = len(await server.recv(1 << 30))
+            largest, received = max(largest, chunk), received + chunk
+    assert largest > RCVBUF
+    assert RCVBUF < server.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) <= 32 * 1024 * 1024
+
+
+async def test_setsockopt_doubles_a_buffer_size_and_stops_its_autotuning(
+    autojump_clock: trio.testing.MockClock, net: VirtualNetwork
+) -> None:
+    with net.host("server"):
+        listener = trio.socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 10_000)
+        await listener.bind(("", 7))
+        listener.listen()
+    with net.host("client"):
+        client = trio.socket.socket()
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 10_000)
+        await client.connect(("server", 7))
+    server, _ = await listener.accept()
+    assert client.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) == 20_000  # not grown on connect
+    assert server.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) == 20_000  # inherited from the listener
+    assert await fill(client) == 40_000
+    for sock in (listener, client, server):
+        sock.close()
+
+
+async def test_msg_dontwait_waits_as_on_a_trio_socket(
+    autojump_clock: trio.testing.MockClock, net: VirtualNetwork
+) -> None:
+    # trio retries a call that fails with EAGAIN once the socket is ready, so
+    # the flag makes no call fail (tests/test_vnet_differential_tcp.py checks
+    # it against real sockets).
+    client, server = await socket_pair(net)
+    with trio.move_on_after(1) as scope:
+        await server.recv(10, socket.MSG_DONTWAIT)
+    assert scope.cancelled_caught
+    accepted = await fill(client)
+    with trio.move_on_after(1) as scope:
+        await client.send(b"b", socket.MSG_DONTWAIT)
+    assert scope.cancelled_caught
+    assert await server.recv(10, socket.MSG_DONTWAIT | socket.MSG_PEEK) == b"aaaaaaaaaa"
+    received = 0
+    while received < accepted:
+        received += len(await server.recv(1 << 20, socket.MSG_DONTWAIT))
+    assert received == accepted
 
 
 async def test_cancelled_send_accepts_nothing(
@@ -159,7 +222,7 @@ async def test_cancelled_send_accepts_nothing(
 ) -> None:
     client, server = await socket_pair(net)
     accepted = await fill(client)
-    assert accepted == 2 * net.tcp_buffer_size
+    assert accepted == SNDBUF + RCVBUF
     with trio.move_on_after(5) as scope:
         await client.send(b"b" * 10)
     assert scope.cancelled_caught
@@ -319,7 +382,7 @@ async def test_two_readers_on_one_socket_are_busy(
 # ---- listening ----------------------------------------------------------------------
 
 
-async def test_full_backlog_delays_the_handshake_until_accept(
+async def test_full_backlog_drops_the_syn_until_a_retransmission_after_accept(
     autojump_clock: trio.testing.MockClock, net: VirtualNetwork
 ) -> None:
     with net.host("server"):
@@ -337,11 +400,35 @@ async def test_full_backlog_delays_the_handshake_until_accept(
     async with trio.open_nursery() as nursery:
         nursery.start_soon(connect)
         nursery.start_soon(connect)
-        await trio.sleep(5)
+        await trio.sleep(4.5)
         assert done == [pytest.approx(2 * LATENCY)]
-        await listener.accept()
-    assert done[1] == pytest.approx(5 + LATENCY)
-    assert "tcp.backlog" in [e.event for e in net.trace]
+        await listener.accept()  # room now; the SYN resent 5 s after connect() gets in
+    assert done[1] == pytest.approx(5 + 2 * LATENCY)
+    events = [e.event for e in net.trace]
+    assert events.count("tcp.backlog") == 5  # the SYN and its retransmissions at 1, 2, 3, 4 s
+    assert events.count("tcp.retransmit") == 5
+
+
+async def test_syn_retransmission_schedule_is_configurable(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    net = VirtualNetwork(tcp_syn_retransmits=[0.5, 10])
+    net.add_host("server", "10.0.0.1")
+    with net.install(default_host="server"):
+        listener = trio.socket.socket()
+        await listener.bind(("127.0.0.1", 80))
+        listener.listen(0)
+        first, second = trio.socket.socket(), trio.socket.socket()
+        await first.connect(("127.0.0.1", 80))
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(second.connect, ("127.0.0.1", 80))
+            await trio.sleep(0.7)  # after the first retransmission
+            conn, _ = await listener.accept()
+        assert trio.current_time() == pytest.approx(10)
+        for sock in (listener, first, second, conn):
+            sock.close()
+    with pytest.raises(ValueError, match="increasing"):
+        VirtualNetwork(tcp_syn_retransmits=[2, 1])
 
 
 async def test_cancelled_accept_takes_nothing(
@@ -409,8 +496,10 @@ async def test_connect_gives_up_after_the_connect_timeout(
 async def test_partition_stalls_a_transfer_and_healing_resumes_it(
     autojump_clock: trio.testing.MockClock, net: VirtualNetwork
 ) -> None:
+    # 4 s for a payload larger than the buffers (so send_all waits for the peer).
+    net.link("client", "server", latency=LATENCY, bandwidth=2_000_000)
     client, server = await socket_pair(net)
-    payload = b"p" * 1_000_000
+    payload = b"p" * 8_000_000
     finished: list[float] = []
 
     async def send() -> None:
@@ -429,7 +518,7 @@ async def test_partition_stalls_a_transfer_and_healing_resumes_it(
         await trio.sleep(0.1)
         net.partition("client", "server")
         assert net.is_partitioned("server", "client")
-        await trio.sleep(0.1)  # what was in flight lands
+        await trio.sleep(1)  # what was in flight lands
         stalled_at = len(received)
         assert 0 < stalled_at < len(payload)
         await trio.sleep(60)
@@ -437,7 +526,7 @@ async def test_partition_stalls_a_transfer_and_healing_resumes_it(
         assert not finished
         net.heal()
     assert received == payload
-    assert finished[0] > 60.2
+    assert finished[0] > 61.1
     events = [e.event for e in net.trace]
     assert {"net.partition", "tcp.stall", "net.heal", "tcp.resume"} <= set(events)
 
@@ -485,6 +574,56 @@ async def test_crashing_a_host_resets_its_peers_connections(
     assert net.statistics().resets == 1
 
 
+async def test_a_process_exit_sends_pending_data_then_fin_and_stops_its_listeners(
+    autojump_clock: trio.testing.MockClock, net: VirtualNetwork
+) -> None:
+    net.link("client", "server", latency=LATENCY, bandwidth=1_000_000)
+    with net.host("server"):
+        listener = trio.socket.socket()
+        await listener.bind(("", 80))
+        listener.listen()
+    with net.host("client"):
+        client = trio.socket.socket()
+        await client.connect(("10.0.0.1", 80))
+        queued = trio.socket.socket()
+        await queued.connect(("10.0.0.1", 80))  # never accepted
+    server, _ = await listener.accept()
+    sent = await server.send(b"d" * 3_000_000)  # 3 s on the wire
+    assert sent == 3_000_000
+    net.exit_process("server")
+    assert [e.event for e in net.trace].count("net.exit") == 1
+    with pytest.raises(ConnectionResetError, match="listener closed"):
+        await queued.recv(10)
+    data = bytearray()
+    while chunk := await client.recv(1 << 20):
+        data += chunk
+    assert data == b"d" * sent  # everything, then a clean end of stream
+    assert trio.current_time() > 3
+    with net.host("client"), trio.socket.socket() as late, pytest.raises(ConnectionRefusedError):
+        await late.connect(("10.0.0.1", 80))
+    # The exited code never runs again: its calls wait until it is closed.
+    with trio.move_on_after(1) as scope:
+        await server.recv(10)
+    assert scope.cancelled_caught
+    for sock in (listener, server, client, queued):
+        sock.close()
+    assert net.statistics().sockets == 0
+
+
+async def test_synchronous_calls_run_the_events_due_during_a_sleep(
+    autojump_clock: trio.testing.MockClock, net: VirtualNetwork
+) -> None:
+    client, server = await socket_pair(net)
+    await server.send(b"unread")
+    await trio.sleep(1)
+    client.close()  # RST
+    await trio.sleep(1)  # it arrived; nothing ran the network since
+    with pytest.raises(OSError, match="not connected") as info:
+        server.getpeername()
+    assert info.value.errno == errno.ENOTCONN
+    assert server.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == errno.ECONNRESET
+
+
 async def test_a_connect_cancelled_after_its_syn_left_resets_the_queued_connection(
     autojump_clock: trio.testing.MockClock, net: VirtualNetwork
 ) -> None:
@@ -500,3 +639,35 @@ async def test_a_connect_cancelled_after_its_syn_left_resets_the_queued_connecti
     conn, _ = await listener.accept()
     with pytest.raises(ConnectionResetError, match="gave up"):
         await conn.recv(10)
+
+
+async def test_so_reuseport_listeners_share_the_connections_by_flow(net: VirtualNetwork) -> None:
+    # Linux hashes each connection's 4-tuple to one listener of the group.
+    with net.host("server"):
+        listeners = [trio.socket.socket() for _ in range(2)]
+        for listener in listeners:
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            await listener.bind(("", 80))
+            listener.listen()
+    clients = []
+    with net.host("client"):
+        for _ in range(20):
+            client = trio.socket.socket()
+            await client.connect(("server", 80))
+            clients.append(client)
+    accepted = []
+    for listener in listeners:
+        count = 0
+        while True:
+            with trio.move_on_after(1):
+                conn, _ = await listener.accept()
+                conn.close()
+                count += 1
+                continue
+            break
+        accepted.append(count)
+        listener.close()
+    for client in clients:
+        client.close()
+    assert sum(accepted) == 20
+    assert min(accepted) > 0  # both took some

@@ -10,6 +10,7 @@ import trio
 import trio.testing
 
 from trionet.testing import VirtualNetwork
+from trionet.testing._vudp import linux_truesize
 
 LATENCY = 0.010
 pytestmark = pytest.mark.net(latency=LATENCY)
@@ -59,6 +60,9 @@ async def test_loss_of_one_fifth_delivers_four_fifths_of_ten_thousand_datagrams(
 ) -> None:
     net.link("client", "server", latency=LATENCY, loss=0.2)
     client, server, address = await endpoints(net)
+    # Room for 10,000 small datagrams at Linux's 832 bytes each (the largest
+    # buffer Linux allows by default: twice net.core.rmem_max).
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
     for i in range(10_000):
         await client.sendto(b"%d" % i, address)
     delivered = len(await drain(server))
@@ -180,7 +184,9 @@ async def test_a_full_receive_queue_drops_datagrams(
     autojump_clock: trio.testing.MockClock, net: VirtualNetwork
 ) -> None:
     client, server, address = await endpoints(net)
-    server.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1000)
+    # Linux doubles the value set, and charges a 300-byte datagram 1,280 bytes.
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2000)
+    assert server.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) == 4000
     for _ in range(5):
         await client.sendto(b"x" * 300, address)
     assert len(await drain(server)) == 3
@@ -255,3 +261,122 @@ async def test_cancelled_bind_and_connect_change_nothing(
         await client.connect(address)
     with pytest.raises(OSError, match="not connected"):
         client.getpeername()
+
+
+# ---- Linux's accounting, binding and broadcast rules (issue 20) ------------------------------------
+
+
+def test_truesize_follows_the_kernels_allocation_steps() -> None:
+    # Measured on Linux 6.x over loopback (/proc/net/udp's rx_queue after one datagram).
+    expected = {
+        (socket.AF_INET, 0): 832, (socket.AF_INET, 197): 832, (socket.AF_INET, 198): 1280,
+        (socket.AF_INET, 646): 2304, (socket.AF_INET, 1669): 2304, (socket.AF_INET, 1670): 4352,
+        (socket.AF_INET, 3718): 8448, (socket.AF_INET, 7814): 16640, (socket.AF_INET, 16004): 16640,
+        (socket.AF_INET, 16005): 16837, (socket.AF_INET, 65507): 66339,
+        (socket.AF_INET6, 184): 832, (socket.AF_INET6, 185): 1280, (socket.AF_INET6, 15991): 16640,
+        (socket.AF_INET6, 15992): 16824, (socket.AF_INET6, 65488): 66320,
+        (socket.AF_INET6, 65489): 67144, (socket.AF_INET6, 65527): 67144,
+    }
+    assert {key: linux_truesize(key[1], key[0]) for key in expected} == expected
+
+
+@pytest.mark.parametrize(("accounting", "kept"), [("truesize", 256), ("payload", 2129)])
+async def test_udp_accounting_chooses_what_a_queued_datagram_costs(
+    autojump_clock: trio.testing.MockClock, accounting: str, kept: int
+) -> None:
+    net = VirtualNetwork(udp_accounting=accounting)
+    net.add_host("server", "10.0.0.1")
+    with net.install(default_host="server"), \
+            trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as receiver, \
+            trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+        await receiver.bind(("127.0.0.1", 0))
+        for _ in range(3000):
+            await sender.sendto(b"x" * 100, receiver.getsockname())
+        assert len(await drain(receiver)) == kept
+    with pytest.raises(ValueError, match="udp_accounting"):
+        VirtualNetwork(udp_accounting="bytes")
+
+
+async def test_so_reuseport_keeps_each_flow_on_one_socket_and_spreads_flows(
+    autojump_clock: trio.testing.MockClock, net: VirtualNetwork
+) -> None:
+    with net.host("server"):
+        workers = [trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(2)]
+        for worker in workers:
+            worker.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            await worker.bind(("", 53))
+    with net.host("client"):
+        clients = [trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(16)]
+    try:
+        for _ in range(3):
+            for n, client in enumerate(clients):
+                await client.sendto(b"%d" % n, ("10.0.0.1", 53))
+        received = [set(await drain(worker)) for worker in workers]
+        per_worker = [[len(await drain(worker))] for worker in workers]
+        assert all(received), "both workers got flows"
+        assert not received[0] & received[1], "each flow reached one worker only"
+        assert len(received[0] | received[1]) == 16
+        assert per_worker == [[0], [0]]
+    finally:
+        for sock in [*workers, *clients]:
+            sock.close()
+
+
+async def test_a_port_in_time_wait_needs_so_reuseaddr_on_both_sockets_for_60_seconds(
+    autojump_clock: trio.testing.MockClock, net: VirtualNetwork
+) -> None:
+    with net.host("server"):
+        closed = trio.socket.socket()
+        closed.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        await closed.bind(("10.0.0.1", 8080))
+        # What TCP reports for a connection this side closed first.
+        closed._time_wait_binding = lambda: ("10.0.0.1", 8080)  # type: ignore[attr-defined]
+        closed.close()
+        with trio.socket.socket() as plain, pytest.raises(OSError, match="Address already in use"):
+            await plain.bind(("", 8080))
+        with trio.socket.socket() as reusing:
+            reusing.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            await reusing.bind(("", 8080))
+        await trio.sleep(60)
+        with trio.socket.socket() as plain:
+            await plain.bind(("", 8080))
+
+
+async def test_a_broadcast_reaches_wildcard_sockets_on_every_host_unless_sent_from_loopback(
+    autojump_clock: trio.testing.MockClock, net: VirtualNetwork
+) -> None:
+    receivers = {}
+    for name in ("server", "client"):
+        with net.host(name):
+            receivers[name] = trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            await receivers[name].bind(("", 67))
+    with net.host("client"):
+        sender = trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        loopback = trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        with pytest.raises(PermissionError):
+            await sender.sendto(b"x", ("<broadcast>", 67))
+        for sock in (sender, loopback):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+        await loopback.bind(("127.0.0.1", 0))
+        await loopback.sendto(b"local", ("255.255.255.255", 67))
+        await sender.sendto(b"everyone", ("255.255.255.255", 67))
+        got = {name: await drain(sock) for name, sock in receivers.items()}
+        assert got == {"server": [b"everyone"], "client": [b"local", b"everyone"]}
+    finally:
+        for sock in [*receivers.values(), sender, loopback]:
+            sock.close()
+
+
+async def test_udp_shutdown_wr_makes_sends_fail_with_epipe(
+    autojump_clock: trio.testing.MockClock, net: VirtualNetwork
+) -> None:
+    client, server, address = await endpoints(net)
+    with client, server:
+        await client.connect(address)
+        client.shutdown(socket.SHUT_WR)
+        assert client.did_shutdown_SHUT_WR
+        with pytest.raises(BrokenPipeError):
+            await client.send(b"x")
+        await server.sendto(b"still arrives", client.getsockname())  # SHUT_RD was not asked
+        assert await client.recv(100) == b"still arrives"

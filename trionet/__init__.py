@@ -34,6 +34,10 @@ from ._adapters.resolver import Resolver as Resolver
 from ._adapters.resolver import ResolverStatistics as ResolverStatistics
 from ._adapters.resolver import default_resolver as default_resolver
 from ._adapters.resolver import resolve as resolve
+from ._adapters.resolver_backend import GetaddrinfoBackend as GetaddrinfoBackend
+from ._adapters.resolver_backend import LookupResult as LookupResult
+from ._adapters.resolver_backend import ResolverBackend as ResolverBackend
+from ._adapters.resolver_dns import DnsPythonBackend as DnsPythonBackend
 from ._adapters.udp import DEFAULT_MAX_OUTSTANDING_PER_PEER as DEFAULT_MAX_OUTSTANDING_PER_PEER
 from ._adapters.udp import DEFAULT_MAX_RECEIVE_SIZE as DEFAULT_MAX_RECEIVE_SIZE
 from ._adapters.udp import DEFAULT_RECEIVE_QUEUE_BYTES as DEFAULT_RECEIVE_QUEUE_BYTES
@@ -137,6 +141,10 @@ __all__ = [
     "ResolverStatistics",
     "resolve",
     "default_resolver",
+    "ResolverBackend",
+    "LookupResult",
+    "GetaddrinfoBackend",
+    "DnsPythonBackend",
     "DEFAULT_TTL",
     "DEFAULT_NEGATIVE_TTL",
     "DEFAULT_MAX_CONCURRENT_LOOKUPS",

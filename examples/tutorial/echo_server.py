@@ -35,7 +35,9 @@ async def main(port: int) -> None:
     # Ctrl-C (SIGINT) arrives on this channel instead of as KeyboardInterrupt.
     with trio.open_signal_receiver(signal.SIGINT) as ctrl_c:
         async with trio.open_nursery() as nursery:
-            server = await nursery.start(partial(trionet.serve_tcp, echo, port, codec=trionet.Lines()))
+            server: trionet.TCPServer = await nursery.start(
+                partial(trionet.serve_tcp, echo, port, codec=trionet.Lines())
+            )
             print(f"listening on port {server.port}")
             async for _ in ctrl_c:  # wait for the first Ctrl-C
                 break

@@ -37,11 +37,12 @@ def narrate(event: trionet.Event) -> None:
     """An observer: print what the client's endpoint does, as it does it."""
     ms = f"{event.time * 1000:7.0f} ms"
     details = event.details
+    timeout = details.get("timeout")
+    waits = f"waits {timeout * 1000:.0f} ms" if isinstance(timeout, (int, float)) else ""
     if event.kind == "udp.transmit":
-        print(f"{ms}  sent, waits {float(details['timeout']) * 1000:.0f} ms for an answer")
+        print(f"{ms}  sent, {waits} for an answer")
     elif event.kind == "udp.retransmit":
-        print(f"{ms}  no answer: sent again (attempt {details['attempt']}), "
-              f"waits {float(details['timeout']) * 1000:.0f} ms")
+        print(f"{ms}  no answer: sent again (attempt {details['attempt']}), {waits}")
     elif event.kind == "udp.reply":
         print(f"{ms}  answered, after {details['attempts']} attempt(s)")
     elif event.kind == "udp.give_up":

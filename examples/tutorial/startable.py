@@ -42,13 +42,14 @@ async def ask(port: int) -> str:
 async def main() -> None:
     async with trio.open_nursery() as nursery:
         # 1. Our own startable function: start() returns what started() was given.
-        port = await nursery.start(serve_greetings, 0)
+        port: int = await nursery.start(serve_greetings, 0)
         print("serve_greetings is ready; the client got:", await ask(port))
 
         # 2. trionet.serve_tcp is startable the same way, and returns its TCPServer.
         #    nursery.start() passes on positional arguments only, so the keyword
-        #    arguments go in with functools.partial.
-        server = await nursery.start(
+        #    arguments go in with functools.partial. start() returns Any: the
+        #    annotation lets a type checker check what follows.
+        server: trionet.TCPServer = await nursery.start(
             functools.partial(trionet.serve_tcp, greet, 0, host="127.0.0.1", codec=trionet.Lines())
         )
         print("serve_tcp is ready; the client got:", await ask(server.port))

@@ -10,7 +10,7 @@ lose nothing and corrupt nothing:
    cancels it half-way, they are gone, and it returns ``b'lo'`` and ``b'ld'``.
    ``MessageChannel`` keeps them in the channel, so the next ``receive()``
    continues the same line and returns ``b'hello'`` and ``b'world'``.
-2. **Sending.** A client sends a 1 MiB message and is cancelled 20 ms into it.
+2. **Sending.** A client sends a 6 MiB message and is cancelled 20 ms into it.
    With ``stream.send_all`` an unknown part of the frame is on the wire, and
    the peer's framing is broken for good. ``MessageChannel.send`` finishes a
    frame it has started and returns; the cancellation takes effect at the next
@@ -87,8 +87,8 @@ async def main() -> None:
     with net.install(default_host="client"):
         async with trio.open_nursery() as nursery:
             with net.host("server"):
-                lines = await nursery.start(trionet.serve_tcp, trickle, 7)
-                frames = await nursery.start(
+                lines: trionet.TCPServer = await nursery.start(trionet.serve_tcp, trickle, 7)
+                frames: trionet.TCPServer = await nursery.start(
                     partial(trionet.serve_tcp, count_messages, 8, codec=trionet.LengthPrefixed())
                 )
             print("1. Receiving: a line at most every 70 ms, pieces 100 ms apart\n")
@@ -99,8 +99,8 @@ async def main() -> None:
                                                  codec=trionet.Lines()) as conn:
                 await read_two_lines("MessageChannel", conn.channel.receive)
 
-            big = bytes(1024 * 1024)
-            print("\n2. Sending: a 1 MiB message, cancelled after 20 ms, then b'ping'\n")
+            big = bytes(6 * 1024 * 1024)
+            print("\n2. Sending: a 6 MiB message, cancelled after 20 ms, then b'ping'\n")
             print("  with stream.send_all():")
             async with await trionet.connect_tcp("server", frames.port) as conn:
                 with trio.move_on_after(0.02):

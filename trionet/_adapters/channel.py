@@ -181,6 +181,8 @@ class MessageChannel(ChannelSocketPaths, trio.abc.Channel[FrameT]):
         self._eof_sent = False
         self._aborted = None
         self._messages_sent = 0
+        self._bytes_sent = 0
+        self._bytes_received = 0
         self._messages_received = 0
 
     @property
@@ -203,6 +205,8 @@ class MessageChannel(ChannelSocketPaths, trio.abc.Channel[FrameT]):
             tasks_waiting_send=len(self._send_waiters) if self._send_waiters is not None else 0,
             aborted=self._aborted is not None,
             held_bytes=getattr(decoder, "held", decoder.buffered),
+            bytes_received=self._bytes_received,
+            bytes_sent=self._bytes_sent,
         )
 
     def end_when_idle(self) -> None:
@@ -388,11 +392,14 @@ class MessageChannel(ChannelSocketPaths, trio.abc.Channel[FrameT]):
         self._sending = True
         try:
             sent = self._send_raw_nowait(sock, data)
-            if sent != len(data):
+            sent_len = len(data)
+            if sent != sent_len:
                 await self._finish_raw_frame(sock, data, sent)  # has waited: scheduled
                 self._messages_sent += 1
+                self._bytes_sent += sent_len
                 return
             self._messages_sent += 1
+            self._bytes_sent += sent_len
         finally:
             self._release_sender()
         await trio.lowlevel.cancel_shielded_checkpoint()

@@ -90,6 +90,7 @@ class ChannelSocketPaths(ChannelStreamPaths):
         else:
             self._eof_received = True
             self._check_receive_state()
+        self._bytes_received += len(data)
         decoder = self._decoder
         decoder.feed(data)
         return decoder.next_frame()
@@ -139,6 +140,7 @@ class ChannelSocketPaths(ChannelStreamPaths):
                 else:
                     await self._write_stream(data)
             self._messages_sent += count
+            self._bytes_sent += len(data)
         finally:
             self._release_sender()
         if not scheduled:

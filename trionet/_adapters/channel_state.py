@@ -55,6 +55,9 @@ class MessageChannelStatistics:
       aborted: Whether the channel gave up on a frame and aborted the stream.
       held_bytes: Bytes of receive buffer memory the channel keeps (its
           decoder's buffer capacity, at least ``buffered_bytes``).
+      bytes_received: Bytes read from the stream (frames and their headers;
+          above TLS, the decrypted bytes).
+      bytes_sent: Bytes of the frames written whole to the stream.
     """
 
     messages_sent: int
@@ -63,6 +66,8 @@ class MessageChannelStatistics:
     tasks_waiting_send: int
     aborted: bool
     held_bytes: int = 0
+    bytes_received: int = 0
+    bytes_sent: int = 0
 
 
 class ChannelState:
@@ -74,6 +79,8 @@ class ChannelState:
         "_abort_timeout",
         "_aborted",
         "_activity",
+        "_bytes_received",
+        "_bytes_sent",
         "_closed",
         "_codec",
         "_decoder",
@@ -104,6 +111,8 @@ class ChannelState:
     _abort_timeout: float
     _aborted: trio.BrokenResourceError | None
     _activity: ActivityTracker | None
+    _bytes_received: int
+    _bytes_sent: int
     _closed: bool
     _codec: Codec[Any]
     _detached: bool

@@ -51,6 +51,7 @@ class ChannelStreamPaths(ChannelFrameTimeout):
                 if self._activity is not None:
                     self._activity.last_activity = now  # application bytes: progress
                 self._last_feed_at = now
+            self._bytes_received += len(data)
             decoder.feed(data)
             frame = decoder.next_frame()
             if frame is not None:

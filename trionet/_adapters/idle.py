@@ -36,6 +36,7 @@ from typing import Any, Final, Protocol, final
 import trio
 
 from .activity import FrameLate
+from .tcp_info import LAST_DATA_RECV, LAST_DATA_SENT, TCP_INFO_ACTIVITY_SIZE
 
 __all__ = [
     "ActivityStream",
@@ -56,13 +57,6 @@ _STALE_MIN: Final = 64
 # A TLS record starts with a 5-byte header: content type, version (2 bytes), and
 # the length of the body (2 bytes, big endian) (RFC 8446 section 5.1; RFC 5246 6.2).
 _TLS_HEADER_SIZE: Final = 5
-# Linux's struct tcp_info (include/uapi/linux/tcp.h): after 8 one-byte fields
-# and nine 32-bit ones come tcpi_last_data_sent (offset 44), tcpi_last_ack_sent
-# and tcpi_last_data_recv (offset 52), each in milliseconds before now. Pure
-# ACKs (keep-alives, window probes) move neither.
-_TCP_INFO_SIZE: Final = 56
-_LAST_DATA_SENT: Final = 44
-_LAST_DATA_RECV: Final = 52
 
 
 class ActivityStream(Protocol):
@@ -122,13 +116,13 @@ class KernelActivity:
     def last_activity(self) -> float:
         now = trio.current_time()
         try:
-            info = self._sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCP_INFO_SIZE)
+            info = self._sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, TCP_INFO_ACTIVITY_SIZE)
         except OSError:  # closed meanwhile: nothing moves any more
             return self._since
-        if len(info) < _TCP_INFO_SIZE:  # pragma: no cover - a kernel without these fields
+        if len(info) < TCP_INFO_ACTIVITY_SIZE:  # pragma: no cover - a kernel without these fields
             return now
-        sent_ago: int = struct.unpack_from("I", info, _LAST_DATA_SENT)[0]
-        received_ago: int = struct.unpack_from("I", info, _LAST_DATA_RECV)[0]
+        sent_ago: int = struct.unpack_from("I", info, LAST_DATA_SENT)[0]
+        received_ago: int = struct.unpack_from("I", info, LAST_DATA_RECV)[0]
         return max(self._since, now - min(sent_ago, received_ago) / 1000)
 
     @last_activity.setter

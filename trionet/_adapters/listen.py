@@ -157,24 +157,30 @@ async def _bind_all(
 
 
 def adopt_listening_sockets(
-    sockets: Iterable[trio.socket.SocketType], *, backlog: int | None = None
+    sockets: Iterable[trio.socket.SocketType], *, backlog: int | None = None, unix: bool = False
 ) -> list[trio.socket.SocketType]:
-    """Check sockets bound by someone else (a service manager) for a TCP server, and listen on them.
+    """Check sockets bound by someone else (a service manager) for a server, and listen on them.
 
-    Each must be an IPv4 or IPv6 stream socket, bound. One that is not
-    listening yet is made to (with ``backlog``, the system's maximum by
-    default); one that is keeps its backlog.
+    Each must be a bound stream socket: IPv4 or IPv6 for a TCP server, or
+    ``AF_UNIX`` (exactly one) with ``unix``. One that is not listening yet is
+    made to (with ``backlog``, the system's maximum by default); one that is
+    keeps its backlog.
 
     Raises:
-      ValueError: No socket, or one that is not a bound IPv4/IPv6 stream socket.
+      ValueError: No socket, or one that is not a bound socket of the right kind.
     """
     adopted = list(sockets)
     if not adopted:
         raise ValueError("sockets= is empty: no socket to serve on")
+    if unix and len(adopted) != 1:
+        raise ValueError(f"a Unix server serves one socket, not {len(adopted)}")
+    families = (socket.AF_UNIX,) if unix else (socket.AF_INET, socket.AF_INET6)
     for sock in adopted:
-        if sock.family not in (socket.AF_INET, socket.AF_INET6) or sock.type != socket.SOCK_STREAM:
-            raise ValueError(f"a TCP server needs IPv4 or IPv6 stream sockets, not {sock!r}")
-        if Address.from_sockaddr(sock.getsockname()).port == 0:
+        if sock.family not in families or sock.type != socket.SOCK_STREAM:
+            kind = "an AF_UNIX stream socket" if unix else "IPv4 or IPv6 stream sockets"
+            raise ValueError(f"a {'Unix' if unix else 'TCP'} server needs {kind}, not {sock!r}")
+        name = sock.getsockname()
+        if (not name) if unix else Address.from_sockaddr(name).port == 0:
             raise ValueError(f"{sock!r} is not bound")
         listening = 0
         if hasattr(socket, "SO_ACCEPTCONN"):

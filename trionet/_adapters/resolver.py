@@ -1,8 +1,10 @@
 """Name resolution: a cached, coalescing, bounded resolver for trio.
 
-Every lookup of a name goes through :func:`trio.socket.getaddrinfo`, so a
-resolver installed with :func:`trio.socket.set_custom_hostname_resolver` (such
-as trionet's virtual network) answers it. IP literals never reach getaddrinfo.
+Every lookup of a name goes to the resolver's backend: by default
+:func:`trio.socket.getaddrinfo`, so a resolver installed with
+:func:`trio.socket.set_custom_hostname_resolver` (such as trionet's virtual
+network) answers it; or DNS itself (``resolver_dns.py``). IP literals never
+reach a backend.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from .._sansio.errors import AddressError
 from .._sansio.ordering import interleave_families
 from .._sansio.validate import check_count
 from ..errors import ResolutionError
+from .resolver_backend import GetaddrinfoBackend, ResolverBackend
 from .resolver_cache import DEFAULT_MAX_CACHE_BYTES as DEFAULT_MAX_CACHE_BYTES
 from .resolver_cache import DEFAULT_MAX_CACHE_ENTRIES as DEFAULT_MAX_CACHE_ENTRIES
 from .resolver_cache import AnswerCache, CacheKey, HostsTable
@@ -41,7 +44,8 @@ __all__ = [
 ]
 
 # getaddrinfo() does not report the DNS records' TTLs, so the cache cannot obey
-# them; these defaults are the JDK's InetAddress cache policy
+# them (DnsPythonBackend's answers carry theirs); these defaults are the JDK's
+# InetAddress cache policy
 # (networkaddress.cache.ttl is 30 s when no security manager is installed,
 # networkaddress.cache.negative.ttl is 10 s).
 DEFAULT_TTL: Final = 30.0
@@ -65,13 +69,13 @@ class ResolverStatistics:
       hits: Calls answered from the cache, positively or negatively.
       negative_hits: Of ``hits``, those answered with a cached failure.
       misses: Calls that found nothing in the cache and started or joined a
-          system lookup.
+          backend lookup.
       coalesced: Of ``misses``, those that joined a lookup already under way
           instead of starting one (single-flight).
-      lookups: System lookups (getaddrinfo calls) made.
+      lookups: Backend lookups (getaddrinfo calls, by default) made.
       failures: Of ``lookups``, those that failed or timed out.
       static_hits: Calls answered by the hosts table.
-      in_flight: System lookups running now.
+      in_flight: Backend lookups running now.
       cache_entries: Unexpired entries in the cache now.
       cache_bytes: The bytes the cache holds now, as counted against
           ``max_cache_bytes`` (expired entries not yet dropped included).
@@ -134,15 +138,21 @@ def _filter_family(
 class Resolver:
     """A resolver with a cache, single-flight lookups, a bound and a hosts table.
 
-    Answers are cached for ``ttl`` seconds and failures for ``negative_ttl``
-    seconds, counted on trio's clock from when the answer arrived.
-    :func:`socket.getaddrinfo` does not report the records' real DNS TTLs, so
-    these are fixed durations, not what the DNS server said; pass ``ttl=0`` to
-    switch the cache off (lookups are still coalesced).
+    Names are looked up by ``backend``: :class:`GetaddrinfoBackend` (the
+    system's resolver through :func:`trio.socket.getaddrinfo`) unless another
+    is given, such as :class:`DnsPythonBackend` (DNS queries without a
+    thread, see :doc:`/howto/dns`). An answer is cached for as long as the
+    backend says it stays true (a DNS backend reports the records' TTLs,
+    within its bounds); when the backend says nothing, as getaddrinfo never
+    does, answers are cached for ``ttl`` seconds and failures for
+    ``negative_ttl`` seconds: fixed durations, not what a DNS server said.
+    Durations count on trio's clock from when the answer arrived. With the
+    default backend, ``ttl=0`` switches the cache off (lookups are still
+    coalesced).
 
-    Concurrent identical lookups share one system call (single-flight): a
+    Concurrent identical lookups share one backend lookup (single-flight): a
     caller that is cancelled does not cancel the lookup for those still
-    waiting. At most ``max_concurrent_lookups`` system lookups run at once; more
+    waiting. At most ``max_concurrent_lookups`` lookups run at once; more
     wait their turn.
 
     Memory: the cache holds at most ``max_cache_entries`` answers and at most
@@ -174,9 +184,11 @@ class Resolver:
     A Resolver belongs to one :func:`trio.run`, whose clock it reads.
 
     Args:
-      ttl: How long an answer is reused, in seconds.
-      negative_ttl: How long a failure is reused, in seconds.
-      max_concurrent_lookups: How many system lookups may run at once.
+      ttl: How long an answer is reused, in seconds, when the backend does
+          not say.
+      negative_ttl: How long a failure is reused, in seconds, when the
+          backend does not say.
+      max_concurrent_lookups: How many backend lookups may run at once.
       lookup_timeout: How long a lookup may take, in seconds, before it
           counts as failed, counted from when it was asked for: the wait for
           one of the ``max_concurrent_lookups`` slots is included. ``None``
@@ -190,6 +202,8 @@ class Resolver:
           in their lookup form (see "Names" above): case does not matter,
           ``"bücher.test"`` is ``"xn--bcher-kva.test"``, and ``"db.test"``
           in fullwidth letters is ``"db.test"``.
+      backend: What looks names up (a :class:`ResolverBackend`); ``None``
+          for a :class:`GetaddrinfoBackend`.
 
     Raises:
       ValueError: A duration is negative, or a count is less than 1.
@@ -214,6 +228,7 @@ class Resolver:
         max_cache_entries: int = DEFAULT_MAX_CACHE_ENTRIES,
         max_cache_bytes: int = DEFAULT_MAX_CACHE_BYTES,
         hosts: Mapping[str, str | Iterable[str]] | None = None,
+        backend: ResolverBackend | None = None,
     ) -> None:
         for name, value in (("ttl", ttl), ("negative_ttl", negative_ttl)):
             if not value >= 0:
@@ -226,6 +241,7 @@ class Resolver:
         self._hosts = HostsTable()
         self._cache = AnswerCache(max_cache_entries, max_cache_bytes)
         self._lookups = Lookups(
+            GetaddrinfoBackend() if backend is None else backend,
             self._cache,
             ttl=float(ttl),
             negative_ttl=float(negative_ttl),
@@ -318,9 +334,10 @@ class Resolver:
         form: ASCII in lower case, a non-ASCII name encoded as IDNA 2008 with
         the UTS-46 mapping (as :func:`trio.socket.getaddrinfo` does). A name
         in the hosts table is answered from it. Otherwise the
-        cache answers, or one :func:`trio.socket.getaddrinfo` call, shared with
-        concurrent identical calls. The addresses come in RFC 8305 section 4
-        order: the system's preferred address first, then the families
+        cache answers, or one backend lookup (a :func:`trio.socket.getaddrinfo`
+        call by default), shared with concurrent identical calls. The
+        addresses come in RFC 8305 section 4 order: the backend's preferred
+        address first, then the families
         interleaved (see :func:`interleave_families`). IPv4-mapped IPv6
         addresses come back as IPv4, duplicates once.
 
@@ -329,8 +346,8 @@ class Resolver:
           port: The port to put in each address, 0-65535.
           family: 0 for both families, or :data:`socket.AF_INET` /
               :data:`socket.AF_INET6` for one.
-          type: The socket type passed to getaddrinfo.
-          flags: ``AI_*`` flags passed to getaddrinfo.
+          type: The socket type passed to the backend (getaddrinfo's).
+          flags: ``AI_*`` flags passed to the backend (getaddrinfo's).
 
         Returns:
           At least one address.
@@ -415,8 +432,8 @@ async def resolve(
       port: The port to put in each address, 0-65535.
       family: 0 for both families, or :data:`socket.AF_INET` /
           :data:`socket.AF_INET6` for one.
-      type: The socket type passed to getaddrinfo.
-      flags: ``AI_*`` flags passed to getaddrinfo.
+      type: The socket type passed to the backend (getaddrinfo's).
+      flags: ``AI_*`` flags passed to the backend (getaddrinfo's).
       resolver: The resolver to use instead of the default one.
 
     Returns:

@@ -74,6 +74,7 @@ class Answer:
     error_code: int | None = None  # ... and its errno, rebuilt for each caller's __cause__
     cause: BaseException | None = None  # only on answers that are never cached
     cacheable: bool = True
+    ttl: float | None = None  # the backend's (a DNS TTL); None: the resolver's ttl or negative_ttl
 
     def result(self, host: str, port: int) -> list[Address]:
         if self.reason is not None:
@@ -90,14 +91,14 @@ class Answer:
         return self.error_type(self.error_code, self.reason)
 
 
-def failure(error: OSError) -> Answer:
+def failure(error: OSError, ttl: float | None = None) -> Answer:
     """A cacheable answer for a lookup that failed with ``error``, without ``error`` itself."""
     reason = error.strerror or str(error) or repr(error)
     if len(reason) > _MAX_REASON_LENGTH:
         reason = reason[: _MAX_REASON_LENGTH - 3] + "..."
     code = error.errno if isinstance(error.errno, int) else None
     kind = socket.gaierror if isinstance(error, socket.gaierror) else OSError
-    return Answer(reason=reason, error_type=kind, error_code=code)
+    return Answer(reason=reason, error_type=kind, error_code=code, ttl=ttl)
 
 
 def _entry_size(key: CacheKey, answer: Answer) -> int:

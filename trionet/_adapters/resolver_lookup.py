@@ -1,10 +1,11 @@
-"""A resolver's system lookups: single-flight, limited and timed out, without tasks.
+"""A resolver's lookups: single-flight, limited and timed out, without tasks.
 
-:class:`Lookups` makes the :func:`trio.socket.getaddrinfo` calls of one
-:class:`~trionet.Resolver`: concurrent identical lookups share one call, at
-most ``max_concurrent_lookups`` run at once, each is bounded by
-``lookup_timeout``, and each answer goes into the resolver's
-:class:`~trionet._adapters.resolver_cache.AnswerCache`.
+:class:`Lookups` makes the backend lookups of one :class:`~trionet.Resolver`
+(:func:`trio.socket.getaddrinfo` calls by default): concurrent identical
+lookups share one call, at most ``max_concurrent_lookups`` run at once, each
+is bounded by ``lookup_timeout``, and each answer goes into the resolver's
+:class:`~trionet._adapters.resolver_cache.AnswerCache`, for the TTL the
+backend reported or else the resolver's fixed one.
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ from typing import Final, final
 import trio
 
 from .._sansio.addresses import Address
-from .._sansio.errors import AddressError
 from .._sansio.ordering import interleave_families
+from .resolver_backend import LookupResult, ResolverBackend
 from .resolver_cache import Answer, AnswerCache, CacheKey, failure
 
 __all__ = ["FAMILY_NAMES", "Lookups"]
@@ -77,15 +78,17 @@ class Lookups:
     """The system lookups of one resolver, and their counters.
 
     Args:
-      cache: Where answers go: for ``ttl`` seconds, failures for
-          ``negative_ttl`` (0: not cached).
-      max_concurrent_lookups: How many getaddrinfo calls may run at once.
+      backend: What looks names up.
+      cache: Where answers go: for the TTL the backend reported, else for
+          ``ttl`` seconds, failures for ``negative_ttl`` (0: not cached).
+      max_concurrent_lookups: How many backend lookups may run at once.
       lookup_timeout: Seconds from the request (the wait for a slot included)
           after which a lookup fails; :data:`math.inf` for none.
     """
 
     def __init__(
         self,
+        backend: ResolverBackend,
         cache: AnswerCache,
         *,
         ttl: float,
@@ -93,6 +96,7 @@ class Lookups:
         max_concurrent_lookups: int,
         lookup_timeout: float,
     ) -> None:
+        self._backend = backend
         self._cache = cache
         self._ttl = ttl
         self._negative_ttl = negative_ttl
@@ -100,9 +104,9 @@ class Lookups:
         self._limiter = trio.CapacityLimiter(max_concurrent_lookups)
         self._flights: dict[CacheKey, _Flight] = {}
         self.coalesced = 0  # waits that joined a lookup under way
-        self.lookups = 0  # getaddrinfo calls made
+        self.lookups = 0  # backend lookups made
         self.failures = 0  # answers that are failures
-        self.in_flight = 0  # getaddrinfo calls running now
+        self.in_flight = 0  # backend lookups running now
 
     async def wait(self, key: CacheKey) -> Answer:
         """The answer for ``key``: from a lookup under way, or one this call drives."""
@@ -171,14 +175,13 @@ class Lookups:
         self.lookups += 1
         self.in_flight += 1
         try:
-            raw = None
+            result: LookupResult | None = None
             error: OSError | None = None
             with trio.CancelScope(shield=flight.followers > 0) as shield:
                 flight.shield = shield
                 with trio.move_on_at(deadline):
                     try:
-                        # Port 0: the answer is shared by callers of any port.
-                        raw = await trio.socket.getaddrinfo(name, 0, family, type_, 0, flags)
+                        result = await self._backend.lookup(name, family, type=type_, flags=flags)
                     except OSError as exc:
                         error = exc
             flight.shield = None
@@ -186,24 +189,26 @@ class Lookups:
             self.in_flight -= 1
         if error is not None:
             return failure(error)
-        if raw is None:
+        if result is None:
             return Answer(reason=f"the lookup took longer than {self._lookup_timeout:g} s")
+        if result.error is not None:
+            return failure(result.error, result.ttl)
         found: list[Address] = []
-        for entry in raw:
-            try:
-                address = Address.from_sockaddr(entry[4]).with_port(0)
-            except AddressError:
-                continue  # neither IPv4 nor IPv6
+        for address in result.addresses:  # IPv4-mapped ones are IPv4 already (Address)
+            if address.port:
+                address = address.with_port(0)
             if address not in found and family in (0, address.family):
                 found.append(address)
         if not found:
-            return Answer(reason=f"no {FAMILY_NAMES[family]} address found")
-        return Answer(addresses=tuple(interleave_families(found)))
+            return Answer(reason=f"no {FAMILY_NAMES[family]} address found", ttl=result.ttl)
+        return Answer(addresses=tuple(interleave_families(found)), ttl=result.ttl)
 
     def _publish(self, key: CacheKey, flight: _Flight, answer: Answer) -> None:
         if answer.reason is not None:
             self.failures += 1
-        ttl = self._ttl if answer.reason is None else self._negative_ttl
+        ttl = answer.ttl
+        if ttl is None:
+            ttl = self._ttl if answer.reason is None else self._negative_ttl
         if answer.cacheable and ttl > 0:
             self._cache.put(key, answer, trio.current_time() + ttl)
         flight.answer = answer

@@ -34,6 +34,7 @@ from .udp_request import DEFAULT_RETRY_POLICY, DatagramRequester
 from .udp_socket import (
     MAX_DATAGRAM_SIZE,
     AddressLike,
+    adopt_socket,
     host_port,
     multicast_request,
     open_socket,
@@ -204,6 +205,7 @@ async def open_udp_endpoint(
     local: AddressLike | int | None = None,
     remote: AddressLike | None = None,
     *,
+    sock: trio.socket.SocketType | None = None,
     family: int = 0,
     reuse_port: bool = False,
     broadcast: bool = False,
@@ -227,9 +229,8 @@ async def open_udp_endpoint(
     Without ``local`` and ``remote`` the endpoint is dual-stack: one IPv6
     socket bound to ``[::]`` on a port the system picks, with IPV6_V6ONLY off,
     which sends to and receives from IPv4 peers as well (their addresses come
-    back as plain IPv4, never ``::ffff:a.b.c.d``). Where IPv6 is unavailable,
-    and on trionet's virtual network (which does not model dual-stack
-    sockets), it is IPv4 only.
+    back as plain IPv4, never ``::ffff:a.b.c.d``). Where IPv6 is unavailable
+    (or dual-stack sockets are, as on OpenBSD), it is IPv4 only.
 
     The endpoint runs no task of its own: the tasks that call
     :meth:`~UDPEndpoint.receive` and :meth:`~UDPEndpoint.request` take turns at
@@ -246,6 +247,11 @@ async def open_udp_endpoint(
           :meth:`~UDPEndpoint.request` then need no address, only the peer's
           datagrams are received, and an ICMP "port unreachable" from it is
           raised as :exc:`PeerUnreachable`.
+      sock: Instead of ``local``: a UDP socket bound by someone else, such as
+          a service manager (:func:`~trionet.listen_fds`). IPv4 or IPv6,
+          bound; the endpoint owns it from now on and closes it when the
+          block ends. ``broadcast`` and ``receive_buffer_size`` are applied to
+          it; ``family`` and ``reuse_port`` do not apply.
       family: ``0`` (either), :data:`socket.AF_INET` or
           :data:`socket.AF_INET6`: restricts what names resolve to and the
           socket's family (``AF_INET6`` makes a wildcard endpoint IPv6 only).
@@ -308,7 +314,13 @@ async def open_udp_endpoint(
         receive_queue_bytes=receive_queue_bytes, receive_buffer_size=receive_buffer_size,
         max_outstanding_per_peer=max_outstanding_per_peer,
     )
-    endpoint = await _open_endpoint(local, remote, options, resolver=resolver, observer=observer)
+    if sock is None:
+        endpoint = await _open_endpoint(local, remote, options, resolver=resolver, observer=observer)
+    elif local is not None or remote is not None or family or reuse_port:
+        raise TypeError("open_udp_endpoint takes sock= or local, remote, family and reuse_port, not both")
+    else:
+        endpoint = UDPEndpoint(adopt_socket(sock, options), options, remote=None,
+                               resolver=resolver, observer=observer)
     try:
         yield endpoint
     finally:

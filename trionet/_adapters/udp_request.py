@@ -19,6 +19,7 @@ import trio
 
 from .._sansio.addresses import Address
 from .._sansio.matching import ReplyMatcher
+from .._sansio.randomness import current_random
 from .._sansio.retransmit import GiveUp, Retransmission
 from .._sansio.retry import RetryPolicy, RttEstimator
 from ..errors import DatagramTooLarge, RequestTimeout
@@ -261,7 +262,9 @@ class DatagramRequester(DatagramSender):
         predicate = _predicate(match, data)
         # The first wait is drawn now, from the estimator as it is before this
         # request waits for its turn.
-        schedule = Retransmission(policy, rtt)
+        # The spread is drawn from the run's random source (seeded by an
+        # installed VirtualNetwork) unless the policy brings its own.
+        schedule = Retransmission(policy, rtt, rng=current_random())
         observer = self._observer
         state = self._peer_state(peer)
         cap = self._cap

@@ -19,6 +19,7 @@ import trio
 from .._sansio.addresses import Address, parse_host_port, validate_port
 from .._sansio.errors import AddressError
 from .resolver import Resolver, resolve
+from .trio_compat import stdlib_socket_of
 from .udp_options import EndpointOptions
 
 __all__ = [
@@ -137,8 +138,8 @@ async def open_socket(
     With ``dual_stack`` (``local`` is then ``None`` or ``[::]:port``) the
     socket is AF_INET6 with IPV6_V6ONLY off, so it also receives from IPv4
     peers. Where the system refuses that (IPv6 disabled: ``EAFNOSUPPORT`` or
-    ``EADDRNOTAVAIL``; no dual-stack sockets: ``ENOPROTOOPT``, as OpenBSD and
-    trionet's virtual network answer), an IPv4 socket is bound to ``0.0.0.0``
+    ``EADDRNOTAVAIL``; no dual-stack sockets: ``ENOPROTOOPT``, as OpenBSD
+    answers), an IPv4 socket is bound to ``0.0.0.0``
     on the same port instead.
     """
     if dual_stack:
@@ -191,6 +192,27 @@ async def _open(
         sock.close()
         raise
     return OpenedSocket(sock, std, bound, dual_stack)
+
+
+def adopt_socket(sock: trio.socket.SocketType, options: EndpointOptions) -> OpenedSocket:
+    """Check a UDP socket bound by someone else (a service manager), and set ``options`` on it.
+
+    Raises:
+      ValueError: ``sock`` is not a bound IPv4 or IPv6 datagram socket.
+    """
+    if sock.family not in (socket.AF_INET, socket.AF_INET6) or sock.type != socket.SOCK_DGRAM:
+        raise ValueError(f"a UDP endpoint needs an IPv4 or IPv6 datagram socket, not {sock!r}")
+    local = Address.from_sockaddr(sock.getsockname())
+    if local.port == 0:
+        raise ValueError(f"{sock!r} is not bound")
+    dual_stack = sock.family == socket.AF_INET6 and local.host == _V6_WILDCARD and not sock.getsockopt(
+        socket.IPPROTO_IPV6, socket.IPV6_V6ONLY
+    )
+    if options.broadcast:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+    if options.receive_buffer_size is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, options.receive_buffer_size)
+    return OpenedSocket(sock, stdlib_socket_of(sock), local, dual_stack)
 
 
 def multicast_request(

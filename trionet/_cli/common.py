@@ -7,6 +7,7 @@ from ``main``, so that no module of the CLI imports one that imports it.
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Final, NoReturn
 
@@ -25,7 +26,10 @@ __all__ = [
     "make_codec",
 ]
 
-PROG: Final = "python -m trionet"
+# How the user ran us, for usage lines and messages: the ``trionet`` command
+# that installing creates, or ``python -m trionet``.
+_COMMAND: Final = os.path.basename(sys.argv[0]) if sys.argv else ""
+PROG: Final = "trionet" if _COMMAND == "trionet" else "python -m trionet"
 
 #: The ``--codec`` choices and what each stands for.
 CODECS: Final = {

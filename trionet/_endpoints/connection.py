@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Generic, TypeVar, final
 import trio
 
 from .._adapters.channel import MessageChannel
-from .._adapters.trio_compat import ssl_object_of
+from .._adapters.tcp_info import kernel_byte_counts
+from .._adapters.trio_compat import ssl_object_of, stdlib_socket_of
 from .._sansio.addresses import Address
 from .._sansio.escape import escape_text
 from .._sansio.framing import FrameT
@@ -43,7 +44,7 @@ class Connection(Generic[ServerT, FrameT]):
     when its handler returns, so handlers need not close it themselves.
     """
 
-    __slots__ = ("_channel", "_server", "_socket", "_stream")
+    __slots__ = ("_channel", "_final_counts", "_server", "_socket", "_stream")
 
     def __init__(
         self,
@@ -57,6 +58,9 @@ class Connection(Generic[ServerT, FrameT]):
         self._socket = socket
         self._channel = channel
         self._server = server
+        # A raw stream's bytes as the kernel counted them at aclose(), for the
+        # server's ``closed`` event (a closed socket can no longer say).
+        self._final_counts: tuple[int, int] | None = None
 
     @property
     def stream(self) -> trio.abc.Stream:
@@ -156,6 +160,8 @@ class Connection(Generic[ServerT, FrameT]):
         if self._channel is not None:
             await self._channel.aclose()
         else:
+            if self._server is not None and self._final_counts is None:
+                self._final_counts = kernel_byte_counts(stdlib_socket_of(self._socket))
             await self._stream.aclose()
 
     async def __aenter__(self) -> Self:

@@ -24,6 +24,7 @@ from .._adapters.channel import MessageChannel
 from .._adapters.idle import IdleEntry, IdleTimer, IdleTrackingStream, KernelActivity, TLSRecordStream
 from .._adapters.observe import emit, log_handler_error, log_peer_error, log_server_stopped
 from .._adapters.proxy_read import read_proxy_header
+from .._adapters.tcp_info import connection_byte_counts
 from .._adapters.trio_compat import stdlib_socket_of
 from .._sansio.errors import FramingError, ProxyProtocolError
 from .._sansio.escape import escape_text
@@ -307,6 +308,8 @@ class ServerCore(Generic[ConnT]):
         error: Exception | None = None
         handshaking = self._handshake_limit is not None  # counted by _start_connection
         proxy: ProxyHeader | None = None
+        channel: MessageChannel[Any] | None = None
+        conn: Connection[Any, Any] | None = None
         try:
             if self.options.proxy_protocol:
                 proxy = await self._read_proxy_header(sock, address)
@@ -346,7 +349,6 @@ class ServerCore(Generic[ConnT]):
                     return
                 if idle is not None:
                     idle.last_activity = trio.current_time()
-            channel = None
             if self._codec is not None:
                 channel = MessageChannel(
                     framed, self._codec, frame_timeout=self._frame_timeout,
@@ -387,6 +389,8 @@ class ServerCore(Generic[ConnT]):
         finally:
             if handshaking:
                 self._handshake_done()
+            counts = None if self._observer is None else connection_byte_counts(
+                stdlib_socket_of(sock), channel, None if conn is None else conn._final_counts)
             try:
                 if stream is None:
                     sock.close()
@@ -395,8 +399,9 @@ class ServerCore(Generic[ConnT]):
             finally:
                 self._connection_done(sock)
                 if self._observer is not None:
+                    bytes_in, bytes_out = counts or (None, None)
                     emit(self._observer, f"{self._kind}.closed", peer=self._describe_peer(address),
-                         duration=trio.current_time() - opened)
+                         duration=trio.current_time() - opened, bytes_in=bytes_in, bytes_out=bytes_out)
 
     async def _read_proxy_header(self, sock: trio.socket.SocketType, address: Any) -> ProxyHeader | None:
         # The load balancer's header comes first, before TLS; a connection

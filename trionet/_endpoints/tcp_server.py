@@ -72,7 +72,7 @@ async def serve_tcp(
                 await conn.channel.send(message)
 
         async with trio.open_nursery() as nursery:
-            server = await nursery.start(
+            server: trionet.TCPServer = await nursery.start(
                 functools.partial(trionet.serve_tcp, echo, 0, codec=trionet.Lines()))
             print("listening on port", server.port)
 
@@ -220,8 +220,9 @@ async def serve_tcp(
       at ``max_connections`` or ``max_pending_handshakes``), ``resumed``
       (active), ``shed`` (peer, reason: ``"idle_timeout"``,
       ``"tls_handshake_timeout"``, or ``"proxy_protocol"`` with its ``error``),
-      ``handshake_failed`` (peer, error), ``handler_error`` (peer, error), ``closed`` (peer, duration),
-      ``accept_error`` (errno, delay), ``shutdown.begin`` (grace, active),
+      ``handshake_failed`` (peer, error), ``handler_error`` (peer, error),
+      ``closed`` (peer, duration, bytes_in, bytes_out), ``accept_error``
+      (errno, delay), ``shutdown.begin`` (grace, active),
       ``shutdown.grace_expired`` (cancelled: how many handlers),
       ``shutdown.done``.
 

@@ -12,6 +12,7 @@ dropped there, which is UDP's backpressure).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import final
 
 import trio
@@ -92,8 +93,9 @@ class UDPServer(BaseServer):
 
 async def serve_udp(
     handler: UDPHandler,
-    port: int,
+    port: int | None = None,
     *,
+    sockets: Iterable[trio.socket.SocketType] | None = None,
     host: str | None = None,
     max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
     request_key: RequestKey | None = None,
@@ -120,7 +122,7 @@ async def serve_udp(
             return datagram.data
 
         async with trio.open_nursery() as nursery:
-            server = await nursery.start(trionet.serve_udp, echo, 0)
+            server: trionet.UDPServer = await nursery.start(trionet.serve_udp, echo, 0)
             print("serving on port", server.port)
 
     Args:
@@ -128,9 +130,14 @@ async def serve_udp(
           the bytes it returns are sent back to the datagram's sender (``None``:
           no reply). To send other datagrams use :attr:`UDPServer.endpoint`.
       port: The port; 0 lets the system pick one (see :attr:`UDPServer.port`).
+      sockets: Instead of ``port`` and ``host``: one UDP socket bound by
+          someone else, such as a service manager (:func:`~trionet.listen_fds`
+          for systemd socket activation) or a parent process that binds a
+          privileged port. The server owns it from now on and closes it when
+          it stops.
       host: ``None`` (the default) binds every address of both IPv4 and IPv6
-          with one dual-stack socket (IPv4 only where IPv6 is unavailable, and
-          on trionet's virtual network). An IP address or a host name binds it.
+          with one dual-stack socket (IPv4 only where IPv6 is unavailable). An
+          IP address or a host name binds it.
       max_concurrency: At most this many handlers run at once. At the limit
           the server stops reading its socket: datagrams wait in the system's
           buffer, which drops them when it is full, as UDP does.
@@ -228,9 +235,22 @@ async def serve_udp(
     if not callable(handler):
         raise TypeError(f"handler must be an async callable, not {handler!r}")
     cache = ReplyCache(reply_cache_lifetime, reply_cache_size, reply_cache_bytes)
-    local: tuple[str, int] | int = port if host is None else (host, port)
+    adopted: trio.socket.SocketType | None = None
+    local: tuple[str, int] | int | None = None
+    if sockets is not None:
+        if port is not None or host is not None or reuse_port:
+            raise TypeError("serve_udp takes sockets= or a port (and host, reuse_port), not both")
+        given = list(sockets)
+        if len(given) != 1:
+            raise ValueError(f"a UDP server serves one socket, not {len(given)}")
+        adopted = given[0]
+    elif port is None:
+        raise TypeError("serve_udp needs a port (0: any free one) or sockets=")
+    else:
+        local = port if host is None else (host, port)
     async with open_udp_endpoint(
         local,
+        sock=adopted,
         reuse_port=reuse_port,
         max_receive_size=max_receive_size,
         receive_queue_size=receive_queue_size,

@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import os
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import trio
 
 from .._adapters.channel import DEFAULT_ABORT_TIMEOUT, MessageChannel
+from .._adapters.listen import adopt_listening_sockets
 from .._adapters.observe import Observer
 from .._sansio.codecs import Codec
 from .._sansio.framing import FrameT
@@ -63,8 +64,9 @@ def _check_mode(path: str, mode: int | None) -> None:
 
 async def serve_unix(
     handler: UnixHandler[FrameT],
-    path: str | os.PathLike[str],
+    path: str | os.PathLike[str] | None = None,
     *,
+    sockets: Iterable[trio.socket.SocketType] | None = None,
     codec: Codec[FrameT] | None = None,
     max_connections: int | None = None,
     idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT,
@@ -98,6 +100,14 @@ async def serve_unix(
           abstract socket, which has no file. Paths are limited to about 100
           bytes by the system (on systems without ``/proc/self/fd``, such as
           macOS, the directory's path to about 80 bytes).
+      sockets: Instead of ``path``: one listening ``AF_UNIX`` stream socket
+          bound by someone else, such as a service manager
+          (:func:`~trionet.listen_fds` for systemd socket activation). One not
+          yet listening is made to, with ``backlog``. The server owns the
+          socket and closes it when it stops, but not its file, which belongs
+          to whoever bound it: the file is neither replaced nor removed, and
+          ``mode`` cannot be given. :attr:`UnixServer.path` is the socket's
+          own name.
       codec: See :func:`~trionet.serve_tcp`.
       max_connections: See :func:`~trionet.serve_tcp`.
       idle_timeout: See :func:`~trionet.serve_tcp`.
@@ -161,9 +171,18 @@ async def serve_unix(
       leaves no file, private directory or descriptor behind (a bind already
       under way in a worker thread is waited for, not abandoned).
     """
-    path = check_path(path)
     backlog = check_optional_count("backlog", backlog)
-    _check_mode(path, mode)
+    if sockets is not None:
+        if path is not None or mode is not None:
+            raise TypeError("serve_unix takes sockets= or a path (and mode), not both")
+        (adopted,) = adopt_listening_sockets(sockets, backlog=backlog, unix=True)
+        name = adopted.getsockname()
+        path = name if isinstance(name, str) else os.fsdecode(name)
+    elif path is None:
+        raise TypeError("serve_unix needs a path or sockets=")
+    else:
+        path = check_path(path)
+        _check_mode(path, mode)
     options = StreamServerOptions(
         codec=codec,
         max_connections=max_connections,
@@ -181,7 +200,10 @@ async def serve_unix(
     core: ServerCore[UnixConnection[FrameT]] = ServerCore(
         handler, options, kind="unix", describe_peer=path_text
     )
-    sock, socket_file = await open_unix_listener(path, backlog, mode)
+    if sockets is not None:
+        sock, socket_file = adopted, None
+    else:
+        sock, socket_file = await open_unix_listener(path, backlog, mode)
     try:
         await _serve(core, sock, path, socket_file, task_status)
     finally:

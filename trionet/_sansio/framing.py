@@ -125,6 +125,12 @@ class Codec(Protocol[FrameT]):
 
     ``Codec[T]`` frames messages of type ``T``; plain ``Codec`` is
     ``Codec[bytes]``, as every built-in codec is.
+
+    A codec of your own need not subclass it (any class with these methods
+    is one), but naming it as the base (``class Resp(Codec[RespValue])``)
+    helps mypy: where ``T`` is a recursive type, ``connect_tcp(...,
+    codec=Resp())`` otherwise fails with "Cannot infer value of type
+    parameter".
     """
 
     @property

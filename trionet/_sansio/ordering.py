@@ -17,10 +17,13 @@ they first appear, so a list whose first address is IPv4 starts with IPv4.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Iterable
+import ipaddress
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from typing import Any, Final, Protocol, TypeVar, overload
 
-__all__ = ["FIRST_ADDRESS_FAMILY_COUNT", "interleave_families"]
+from .addresses import Address
+
+__all__ = ["FIRST_ADDRESS_FAMILY_COUNT", "interleave_families", "rfc6724_order"]
 
 FIRST_ADDRESS_FAMILY_COUNT: Final = 1  # RFC 8305 section 4: the recommended value is 1
 
@@ -125,3 +128,36 @@ def interleave_families(
                 positions[index] += 1
                 remaining -= 1
     return result
+
+
+# Address order: RFC 6724 section 6, rule 6 (prefer higher precedence) with
+# the default policy table of section 2.1. getaddrinfo applies all ten rules;
+# rules 1-5, 7 and 8 need the host's source addresses and routes, which a
+# DNS client does not have without probing, and Happy Eyeballs already covers
+# what they are for (a family that does not work). The sort is stable: within
+# a precedence the DNS server's order is kept.
+_POLICY: Final = tuple(
+    (ipaddress.IPv6Network(prefix), precedence)
+    for prefix, precedence in (
+        ("::1/128", 50), ("::/0", 40), ("::ffff:0:0/96", 35), ("2002::/16", 30),
+        ("2001::/32", 5), ("fc00::/7", 3), ("::/96", 1), ("fec0::/10", 1), ("3ffe::/16", 1),
+    )
+)
+
+
+_IPV4_PRECEDENCE: Final = 35  # every IPv4 address is in ::ffff:0:0/96 (as ::ffff:a.b.c.d)
+
+
+def _precedence(address: Address) -> int:
+    ip = address.ip
+    if ip.version == 4:
+        return _IPV4_PRECEDENCE
+    _, precedence = max(((net, p) for net, p in _POLICY if ip in net), key=lambda row: row[0].prefixlen)
+    return precedence
+
+
+def rfc6724_order(addresses: Sequence[Address]) -> list[Address]:
+    """``addresses`` by RFC 6724 precedence (rule 6, default policy table), stable."""
+    if len(addresses) < 2:
+        return list(addresses)
+    return sorted(addresses, key=lambda address: -_precedence(address))

@@ -20,6 +20,7 @@ tested by feeding it times, and :meth:`UDPEndpoint.request
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Final, NamedTuple, final
 
 from .retry import RetryPolicy, RttEstimator
@@ -133,6 +134,8 @@ class Retransmission:
       rtt: The path's estimator, or ``None``. The machine reads it here, backs
           it off each time a wait expires, and gives it the round-trip time of
           a reply to a request transmitted once.
+      rng: Where the first wait's random spread is drawn from when the
+          policy has no ``rng`` of its own (:func:`random.random` if ``None``).
 
     Raises:
       RuntimeError: An event came in a state where it cannot happen (a reply
@@ -157,7 +160,13 @@ class Retransmission:
     __slots__ = ("_attempts", "_deadline", "_policy", "_remaining", "_rtt", "_sent_at",
                  "_start", "_state", "_timeout")
 
-    def __init__(self, policy: RetryPolicy, rtt: RttEstimator | None = None) -> None:
+    def __init__(
+        self,
+        policy: RetryPolicy,
+        rtt: RttEstimator | None = None,
+        *,
+        rng: Callable[[], float] | None = None,
+    ) -> None:
         self._policy = policy
         self._rtt = rtt
         # RFC 7252 section 4.2 (CoAP): the first timeout is random within
@@ -168,9 +177,9 @@ class Retransmission:
         # path, its 1 s is RFC 6298's guess, and the policy's initial_timeout is
         # the caller's (issue 14.9).
         if rtt is None or (not rtt.samples and not rtt.backed_off):
-            self._timeout = policy.first_timeout(policy.initial_timeout)
+            self._timeout = policy.first_timeout(policy.initial_timeout, rng=rng)
         else:
-            self._timeout = policy.first_timeout(rtt.rto)
+            self._timeout = policy.first_timeout(rtt.rto, rng=rng)
         self._remaining = math.inf if policy.deadline is None else policy.deadline
         self._state = _IDLE
         self._attempts = 0

@@ -106,7 +106,13 @@ class RetryPolicy:
           given up even if attempts remain (the last wait is shortened to end
           there); ``None`` for no deadline.
       rng: Returns a float in [0, 1); pass ``random.Random(seed).random`` for
-          reproducible timings. Not compared, hashed or printed.
+          reproducible timings. ``None`` (the default): the caller's source,
+          given to :meth:`first_timeout` or :meth:`timeouts`; trionet's
+          :meth:`~trionet.UDPEndpoint.request` gives the run's current one,
+          which is :func:`random.random` unless a
+          :class:`~trionet.testing.VirtualNetwork` is installed (then it
+          derives from the network's seed); without one, :func:`random.random`.
+          Not compared, hashed or printed.
 
     Raises:
       ValueError: An argument is out of range.
@@ -125,7 +131,7 @@ class RetryPolicy:
     random_factor: float = ACK_RANDOM_FACTOR
     max_attempts: int = MAX_RETRANSMIT + 1
     deadline: float | None = None
-    rng: Callable[[], float] = field(default=random.random, compare=False, repr=False)
+    rng: Callable[[], float] | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         _positive("initial_timeout", self.initial_timeout)
@@ -142,15 +148,19 @@ class RetryPolicy:
             raise ValueError(f"max_attempts must be an int >= 1, not {self.max_attempts!r}")
         if self.deadline is not None:
             _positive("deadline", self.deadline)
-        if not callable(self.rng):
+        if self.rng is not None and not callable(self.rng):
             raise ValueError(f"rng must be a callable returning a float in [0, 1), not {self.rng!r}")
 
-    def first_timeout(self, initial_timeout: float | None = None) -> float:
+    def first_timeout(
+        self, initial_timeout: float | None = None, *, rng: Callable[[], float] | None = None
+    ) -> float:
         """The wait after the first transmission, with its random spread drawn.
 
         Args:
           initial_timeout: Replaces the policy's ``initial_timeout`` for this
               request: typically :attr:`RttEstimator.rto`.
+          rng: The source to draw from if the policy has no ``rng`` of its own
+              (:func:`random.random` if neither is given).
 
         Raises:
           ValueError: ``initial_timeout`` is not a positive number.
@@ -160,7 +170,8 @@ class RetryPolicy:
         else:
             first = _positive("initial_timeout", initial_timeout)
         if self.random_factor != 1:
-            first *= 1 + self.rng() * (self.random_factor - 1)
+            draw = self.rng or rng or random.random
+            first *= 1 + draw() * (self.random_factor - 1)
         return first if first < self.max_timeout else self.max_timeout
 
     def next_timeout(self, timeout: float) -> float:
@@ -168,7 +179,9 @@ class RetryPolicy:
         timeout *= self.multiplier
         return timeout if timeout < self.max_timeout else self.max_timeout
 
-    def timeouts(self, *, initial_timeout: float | None = None) -> Iterator[float]:
+    def timeouts(
+        self, *, initial_timeout: float | None = None, rng: Callable[[], float] | None = None
+    ) -> Iterator[float]:
         """The wait after each transmission, in order: one value per transmission.
 
         The random spread of the first wait is drawn when this is called, so
@@ -179,6 +192,7 @@ class RetryPolicy:
         Args:
           initial_timeout: Replaces the policy's ``initial_timeout`` for this
               request: typically :attr:`RttEstimator.rto`.
+          rng: As for :meth:`first_timeout`.
 
         Returns:
           An iterator of the seconds to wait for a reply after each
@@ -188,7 +202,7 @@ class RetryPolicy:
         Raises:
           ValueError: ``initial_timeout`` is not a positive number.
         """
-        return self._timeouts(self.first_timeout(initial_timeout))
+        return self._timeouts(self.first_timeout(initial_timeout, rng=rng))
 
     def _timeouts(self, timeout: float) -> Iterator[float]:
         remaining = math.inf if self.deadline is None else self.deadline

@@ -18,6 +18,12 @@ Supported flags: ``MSG_PEEK`` and ``MSG_DONTWAIT`` for receiving (``MSG_TRUNC``
 is reported in ``recvmsg``'s flags when a datagram was cut), ``MSG_DONTWAIT``
 and ``MSG_NOSIGNAL`` for sending. Other flags and ancillary data raise
 :class:`NotImplementedError`.
+
+``MSG_DONTWAIT`` does not make a call fail with ``EAGAIN``: trio's real sockets
+run every call through ``_nonblocking_helper``, which treats ``EAGAIN`` (what the
+flag makes the kernel return) like any would-block and waits for the socket, so
+``await sock.recv(n, MSG_DONTWAIT)`` waits there too. Code that wants "only if
+ready" uses a cancel scope (``trio.move_on_after(0)``) on either.
 """
 
 from __future__ import annotations
@@ -59,8 +65,6 @@ class SocketCalls(VirtualSocket):
         self,
         direction: Literal["read", "write", ""],
         attempt: Callable[[float], T | _Blocked],
-        *,
-        dontwait: bool = False,
     ) -> T:
         """Run ``attempt(now)`` until it stops returning BLOCKED, parking between tries.
 
@@ -81,8 +85,6 @@ class SocketCalls(VirtualSocket):
                     result = attempt(now)
                     if result is not BLOCKED:
                         break
-                    if dontwait:
-                        raise fail(errno.EAGAIN)
                 await self._park(direction)
                 waited = True
         except Exception:
@@ -124,11 +126,7 @@ class SocketCalls(VirtualSocket):
                 f"{call}() flags {flags:#x}: only MSG_PEEK and MSG_DONTWAIT are supported"
             )
         peek = bool(flags & socket.MSG_PEEK)
-        return await self._io(
-            "read",
-            lambda now: self._recv_now(now, nbytes, peek),
-            dontwait=bool(flags & socket.MSG_DONTWAIT),
-        )
+        return await self._io("read", lambda now: self._recv_now(now, nbytes, peek))
 
     async def recv(self, bufsize: int, flags: int = 0, /) -> bytes:
         """Like :meth:`socket.socket.recv`: up to ``bufsize`` bytes, ``b""`` at end of stream.
@@ -212,11 +210,7 @@ class SocketCalls(VirtualSocket):
             raise NotImplementedError(
                 f"{call}() flags {flags:#x}: only MSG_DONTWAIT and MSG_NOSIGNAL are supported"
             )
-        return await self._io(
-            "write",
-            lambda now: self._send_now(now, data, address),
-            dontwait=bool(flags & socket.MSG_DONTWAIT),
-        )
+        return await self._io("write", lambda now: self._send_now(now, data, address))
 
     async def send(self, data: Buffer, flags: int = 0, /) -> int:
         """Like :meth:`socket.socket.send`: how many bytes were accepted (TCP: maybe fewer).

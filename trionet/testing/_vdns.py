@@ -14,6 +14,7 @@ as glibc does with the usual ``/etc/hosts``.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import socket
 from collections.abc import Iterable, Mapping
@@ -126,19 +127,35 @@ def _family_of(ip: str) -> socket.AddressFamily:
     return socket.AF_INET6 if ":" in ip else socket.AF_INET
 
 
-def _port_number(port: bytes | str | int | None, flags: int) -> int:
+_SERVICE_PROTOCOLS: Final[dict[int, str]] = {socket.SOCK_STREAM: "tcp", socket.SOCK_DGRAM: "udp"}
+
+
+def _ports(port: bytes | str | int | None, flags: int, types: list[int]) -> dict[int, int]:
+    """The port for each socket type, as glibc's getaddrinfo() reads ``port``.
+
+    A number is taken modulo 65,536 (glibc stores it in 16 bits: 65536 becomes
+    0), a negative one is refused. A service name is looked up in the system's
+    services database (``/etc/services``), per protocol, as glibc does: types
+    whose protocol lacks the service are left out.
+    """
     if port is None:
-        return 0
-    if isinstance(port, int):
-        return port
-    text = port.decode("ascii", "replace") if isinstance(port, bytes) else port
-    if text.isdigit():
-        return int(text)
+        return dict.fromkeys(types, 0)
+    text = port.decode("ascii", "replace") if isinstance(port, bytes) else str(port)
+    if text.lstrip("-").isdigit():
+        if text.startswith("-"):
+            raise socket.gaierror(socket.EAI_SERVICE, "Servname not supported for ai_socktype")
+        return dict.fromkeys(types, int(text) & 0xFFFF)
     if flags & socket.AI_NUMERICSERV:
         raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
-    raise socket.gaierror(
-        socket.EAI_SERVICE, f"service names such as {text!r} are not supported; use a number"
-    )
+    found = {}
+    for kind in types:
+        try:
+            found[kind] = socket.getservbyname(text, _SERVICE_PROTOCOLS[kind])
+        except OSError:
+            continue
+    if not found:
+        raise socket.gaierror(socket.EAI_SERVICE, "Servname not supported for ai_socktype")
+    return found
 
 
 class _Named(Protocol):
@@ -188,7 +205,8 @@ class VirtualResolver(trio.abc.HostnameResolver):
           socket.gaierror: ``EAI_NONAME`` for an unknown name, ``EAI_ADDRFAMILY``
               when the name has no address of the family, ``EAI_FAMILY`` /
               ``EAI_SOCKTYPE`` for unsupported arguments, ``EAI_SERVICE`` for a
-              service name (only numeric ports are supported).
+              service name the system's services database does not know for
+              the socket type (``"http"`` is 80 over TCP), or a negative port.
 
         Cancellation:
           The lookup waits the record's delay (:meth:`VirtualNetwork.set_dns`);
@@ -201,7 +219,8 @@ class VirtualResolver(trio.abc.HostnameResolver):
         if any(t not in _PROTOCOLS for t in types):
             raise socket.gaierror(socket.EAI_SOCKTYPE, "ai_socktype not supported")
         types = [t for t in types if proto in (0, _PROTOCOLS[t])]
-        number = _port_number(port, flags)
+        ports = _ports(port, flags, types)
+        types = [t for t in types if t in ports]
         delay = 0.0
         name = ""  # set when a name (not a numeric address) was looked up
         if host is None:
@@ -243,7 +262,7 @@ class VirtualResolver(trio.abc.HostnameResolver):
         canonname = name if flags & socket.AI_CANONNAME else ""
         for ip in addresses:
             for socktype in types:
-                entry = _entry(ip, number, socktype, canonname if not result else "")
+                entry = _entry(ip, ports[socktype], socktype, canonname if not result else "")
                 result.append(entry)
         return result
 
@@ -253,19 +272,34 @@ class VirtualResolver(trio.abc.HostnameResolver):
         """Find a name for ``sockaddr``, like :func:`socket.getnameinfo`.
 
         The name is the first DNS name whose record holds the address, else the
-        name of the host that owns it, else the address itself (or
-        ``EAI_NONAME`` with ``NI_NAMEREQD``). Services are always numeric.
+        name of the host that owns it, else ``localhost`` for ``127.0.0.1`` and
+        ``::1``, else the address itself (or ``EAI_NONAME`` with
+        ``NI_NAMEREQD``). The service is named from the system's services
+        database (``"http"`` for 80; with ``NI_DGRAM``, UDP's names) unless
+        ``NI_NUMERICSERV``, as glibc does.
+
+        Raises:
+          socket.gaierror: ``EAI_NONAME`` if the host is not a numeric address.
 
         Cancellation:
           A checkpoint; nothing to leave behind.
         """
         await trio.lowlevel.checkpoint()
-        ip = ipaddress.ip_address(sockaddr[0]).compressed
-        port = str(sockaddr[1])
+        try:
+            ip = ipaddress.ip_address(str(sockaddr[0]).split("%")[0]).compressed
+        except ValueError:
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known") from None
+        number = int(sockaddr[1]) & 0xFFFF
+        port = str(number)
+        if not flags & socket.NI_NUMERICSERV:
+            with contextlib.suppress(OSError):
+                port = socket.getservbyport(number, "udp" if flags & socket.NI_DGRAM else "tcp")
         if flags & socket.NI_NUMERICHOST:
             return ip, port
         owner = self._net._owners.get(ip)
         name = self._net._dns.reverse(ip) or (owner.name if owner is not None else None)
+        if name is None and ip in LOCALHOST:
+            name = "localhost"
         if name is None:
             if flags & socket.NI_NAMEREQD:
                 raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")

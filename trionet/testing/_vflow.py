@@ -112,6 +112,11 @@ class Flow:
             self._launch(now, held.size, held.callback)
         return True
 
+    @property
+    def holding(self) -> bool:
+        """Whether packets wait at the sender for the path to open."""
+        return bool(self._held)
+
     def discard(self, *, dead: bool = True) -> None:
         """Drop held packets; unless ``dead=False``, send nothing more either."""
         self._held.clear()

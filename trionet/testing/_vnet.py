@@ -21,39 +21,35 @@ import dataclasses
 import itertools
 import random
 import types
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Final, final
 
 import trio
 
+from .._sansio.randomness import random_source
+from . import _vtcp
 from ._vdns import DnsTable, VirtualResolver
 from ._vevents import EventQueue
 from ._vhost import SocketFactory, VirtualHost, current_host, host_address
 from ._vlink import LinkConfig, describe
 from ._vtrace import NetworkStatistics, TraceEvent, TraceLog
 from ._vtypes import Address, Host, Retryable, Socket
+from ._vwire import Wire, pairs, seed_trio_scheduler
 
 __all__ = ["VirtualNetwork"]
 
-# One fixed 64 KiB per buffer: the largest window without window scaling
-# (RFC 7323). Linux starts lower for sending (tcp_wmem 16 KiB) and higher for
-# receiving (tcp_rmem 128 KiB) and autotunes; a fixed size makes backpressure
-# appear after a known number of bytes.
-DEFAULT_TCP_BUFFER_SIZE: Final = 65536
 # Linux's net.core.rmem_default.
 DEFAULT_UDP_BUFFER_SIZE: Final = 212992
-# Linux's tcp_syn_retries = 6 gives up on a SYN after about 127 s (ip-tcp(7)).
-DEFAULT_TCP_CONNECT_TIMEOUT: Final = 127.0
+# How UDP receive buffers are charged: "truesize" as Linux does (see _vudp).
+DEFAULT_UDP_ACCOUNTING: Final = "truesize"
+_UDP_ACCOUNTINGS: Final = ("truesize", "payload")
 # Linux's tcp_retries2 = 15 gives up on unacknowledged data after a
 # "hypothetical timeout of 924.6 seconds" (ip-tcp(7)).
 DEFAULT_TCP_USER_TIMEOUT: Final = 924.6
-# Traffic from a host to itself (loopback or its own addresses).
-_LOCAL_LINK: Final = LinkConfig()
-_LOOPBACK: Final = frozenset({"::1", "0.0.0.0", "::"})
 
 
 @final
-class VirtualNetwork:
+class VirtualNetwork(Wire):
     """A deterministic simulated network for trio programs.
 
     Example::
@@ -73,10 +69,29 @@ class VirtualNetwork:
       link: The :class:`LinkConfig` between hosts that :meth:`link` did not
           configure. Default: perfect (no delay, no loss).
       trace: Whether to record :class:`TraceEvent` entries in :attr:`trace`.
-      tcp_buffer_size: Default ``SO_SNDBUF`` and ``SO_RCVBUF`` of TCP sockets.
-      udp_buffer_size: Default ``SO_RCVBUF`` of UDP sockets.
+      tcp_buffer_size: If given, every TCP socket's ``SO_SNDBUF`` and
+          ``SO_RCVBUF`` are this many bytes, never autotuned. Default:
+          ``None``, Linux's autotuning within ``tcp_rmem`` and ``tcp_wmem``.
+      tcp_rmem: Linux's ``net.ipv4.tcp_rmem`` ``(min, default, max)``:
+          ``SO_RCVBUF`` starts at ``default``, doubles up to ``max`` for a
+          reader that keeps up.
+      tcp_wmem: Linux's ``net.ipv4.tcp_wmem``: ``SO_SNDBUF`` is ``default``,
+          ``max`` once connected (as Linux on loopback).
+      udp_buffer_size: Default ``SO_RCVBUF`` of UDP sockets (Linux's
+          ``net.core.rmem_default``).
+      udp_accounting: What a queued datagram costs against ``SO_RCVBUF``:
+          ``"truesize"`` (the default), the kernel memory Linux charges (832
+          bytes for a datagram of up to about 200 bytes, 2,304 for 1,000 bytes);
+          ``"payload"``, its payload bytes.
       tcp_connect_timeout: Seconds a ``connect()`` whose SYN gets no answer
-          waits before failing with ``ETIMEDOUT``.
+          waits before failing with ``ETIMEDOUT``. Default: 131, Linux's.
+      tcp_syn_retransmits: Seconds after ``connect()`` at which an unanswered
+          SYN (e.g. dropped by a full backlog) is resent. Default: Linux's 1,
+          2, 3, 4, 5, 7, 11, 19, 35, 67.
+      arp_timeout: Seconds after which a ``connect()`` to an unowned address
+          in the same /24 (IPv4) or /64 (IPv6) as one of the connecting host's
+          fails with ``EHOSTUNREACH`` (Linux: 3 s); unowned addresses elsewhere
+          hang until ``tcp_connect_timeout``. ``None``: on-link ones hang too.
       tcp_user_timeout: Seconds data may stay unacknowledged (held by a
           partition or black hole) before the sender resets the connection:
           its calls fail with ``ETIMEDOUT``, and the peer gets ``ECONNRESET``
@@ -89,19 +104,29 @@ class VirtualNetwork:
         seed: int | str = 0,
         link: LinkConfig | None = None,
         trace: bool = True,
-        tcp_buffer_size: int = DEFAULT_TCP_BUFFER_SIZE,
+        tcp_buffer_size: int | None = None,
+        tcp_rmem: tuple[int, int, int] = _vtcp.DEFAULT_TCP_RMEM,
+        tcp_wmem: tuple[int, int, int] = _vtcp.DEFAULT_TCP_WMEM,
         udp_buffer_size: int = DEFAULT_UDP_BUFFER_SIZE,
-        tcp_connect_timeout: float = DEFAULT_TCP_CONNECT_TIMEOUT,
+        udp_accounting: str = DEFAULT_UDP_ACCOUNTING,
+        tcp_connect_timeout: float = _vtcp.DEFAULT_TCP_CONNECT_TIMEOUT,
         tcp_user_timeout: float = DEFAULT_TCP_USER_TIMEOUT,
+        tcp_syn_retransmits: Sequence[float] = _vtcp.DEFAULT_TCP_SYN_RETRANSMITS,
+        arp_timeout: float | None = _vtcp.DEFAULT_ARP_TIMEOUT,
     ) -> None:
-        if min(tcp_buffer_size, udp_buffer_size) <= 0:
+        if min(1 if tcp_buffer_size is None else tcp_buffer_size, udp_buffer_size) <= 0:
             raise ValueError("buffer sizes must be positive")
         if not (tcp_connect_timeout > 0 and tcp_user_timeout > 0):
             raise ValueError("timeouts must be positive")
+        if udp_accounting not in _UDP_ACCOUNTINGS:
+            raise ValueError(f"udp_accounting must be one of {_UDP_ACCOUNTINGS}, not {udp_accounting!r}")
+        tcp = _vtcp.check_tcp_options(tcp_rmem, tcp_wmem, tcp_syn_retransmits, arp_timeout)
         self.seed = seed
         self.default_link = link or LinkConfig()
         self.tcp_buffer_size = tcp_buffer_size
+        self.tcp_rmem, self.tcp_wmem, self.tcp_syn_retransmits, self.arp_timeout = tcp
         self.udp_buffer_size = udp_buffer_size
+        self.udp_accounting = udp_accounting
         self.tcp_connect_timeout = tcp_connect_timeout
         self.tcp_user_timeout = tcp_user_timeout
         self._events = EventQueue()
@@ -177,6 +202,11 @@ class VirtualNetwork:
         previous socket factory and resolver are restored (sockets made inside
         keep working until closed).
 
+        It also sets trionet's random source (the spread of
+        :class:`~trionet.RetryPolicy` timeouts, for a policy without its own
+        ``rng``) to a generator seeded from the network's seed, for the
+        tasks started inside the block, restoring the previous one on exit.
+
         It also seeds, from the network's seed, the generator with which
         trio's scheduler orders tasks woken at the same instant (trio shuffles
         them on purpose, so that no program relies on an order): the same
@@ -194,13 +224,15 @@ class VirtualNetwork:
         """
         default = self._get(default_host) if default_host is not None else None
         self._log.start(trio.current_time())
-        _seed_trio_scheduler(f"{self.seed!r}|scheduler")
+        seed_trio_scheduler(f"{self.seed!r}|scheduler")
         old_factory = trio.socket.set_custom_socket_factory(SocketFactory(self))
         old_resolver = trio.socket.set_custom_hostname_resolver(VirtualResolver(self))
         old_default, self._default_host = self._default_host, default
+        source = random_source.set(random.Random(f"{self.seed!r}|trionet").random)
         try:
             yield self
         finally:
+            random_source.reset(source)
             self._default_host = old_default
             trio.socket.set_custom_socket_factory(old_factory)
             trio.socket.set_custom_hostname_resolver(old_resolver)
@@ -277,7 +309,7 @@ class VirtualNetwork:
         if len(sets) < 2:
             raise ValueError("partition() needs at least two groups of hosts")
         now = self._events.advance()
-        for cut in _pairs(sets):
+        for cut in pairs(sets):
             self._cuts.add(cut)
         note = " | ".join(", ".join(g) for g in sets)
         self._record(now, None, "net.partition", None, None, 0, note)
@@ -295,7 +327,7 @@ class VirtualNetwork:
             raise ValueError("heal() takes no groups (heal everything) or at least two")
         now = self._events.advance()
         if sets:
-            self._cuts.difference_update(_pairs(sets))
+            self._cuts.difference_update(pairs(sets))
         else:
             self._cuts.clear()
         note = " | ".join(", ".join(g) for g in sets) if sets else "all"
@@ -335,6 +367,8 @@ class VirtualNetwork:
         application closes them (the crashed code never runs again), so cancel
         the host's tasks to clean up. The host itself stays up: new sockets
         made on it work (a restarted server).
+
+        A process that merely exits (or is killed) is :meth:`exit_process`.
         """
         host = self._get(name)
         now = self._events.advance()
@@ -342,6 +376,24 @@ class VirtualNetwork:
         for sock in list(host._sockets):
             if not sock._closed:
                 sock._crash(now)
+        self._events.notify()
+
+    def exit_process(self, name: str) -> None:
+        """The processes of host ``name`` exit: the kernel closes every socket they had.
+
+        As Linux does when a process exits or is killed, each socket is closed
+        as by ``close()``: a TCP connection sends its pending data, then FIN
+        (the peer reads a clean ``b""``), or RST if unread data was left
+        (``ECONNRESET``); listeners stop; UDP ports close. As after
+        :meth:`crash`, calls on the sockets wait until the application closes
+        them (cancel the host's tasks), and new sockets on the host work.
+        """
+        host = self._get(name)
+        now = self._events.advance()
+        self._record(now, host, "net.exit", None, None, 0, f"{len(host._sockets)} sockets")
+        for sock in list(host._sockets):
+            if not sock._closed:
+                sock._exit_process(now)
         self._events.notify()
 
     # ---- DNS ----------------------------------------------------------------
@@ -402,48 +454,8 @@ class VirtualNetwork:
         host = current_host.get() or self._default_host
         self._record(self._events.advance(), host, event, None, None, 0, note)
 
-    # ---- the wire ---------------------------------------------------------------
-
-    def _rng(self, key: str) -> random.Random:
-        rng = self._rngs.get(key)
-        if rng is None:
-            rng = self._rngs[key] = random.Random(f"{self.seed!r}|{key}")
-        return rng
-
-    def _host_for(self, src: Host, ip: str) -> Host | None:
-        if ip.startswith("127.") or ip in _LOOPBACK:
-            return src
-        return self._owners.get(ip)
-
-    def _blocked(self, src: Host, ip: str) -> str | None:
-        """Why packets from ``src`` to ``ip`` cannot get through now, or None."""
-        if ip in self._blackholes:
-            return "blackhole"
-        dst = self._host_for(src, ip)
-        if dst is None:
-            return "no such host"
-        if dst is not src and frozenset((src.name, dst.name)) in self._cuts:
-            return "partition"
-        return None
-
-    def _link_between(self, a: Host, b: Host) -> LinkConfig:
-        config = self._links.get((a.name, b.name))
-        if config is None:
-            return _LOCAL_LINK if a is b else self.default_link
-        return config
-
-    def _depart(self, now: float, a: Host, b: Host, size: int, link: LinkConfig) -> float:
-        """When a packet sent at ``now`` has left ``a`` (queueing behind earlier ones)."""
-        if link.bandwidth is None:
-            return now
-        start = max(now, self._busy.get((a.name, b.name), now))
-        done = start + size / link.bandwidth
-        self._busy[(a.name, b.name)] = done
-        return done
-
-    def _retry_stalled(self, now: float) -> None:
-        self._stalled = [flow for flow in self._stalled if not flow.retry(now)]
-        self._events.notify()
+    def _all_hosts(self) -> list[Host]:
+        return list(self._hosts.values())
 
     def _groups(self, groups: tuple[str | Iterable[str], ...]) -> list[list[str]]:
         sets = [[g] if isinstance(g, str) else list(g) for g in groups]
@@ -451,17 +463,3 @@ class VirtualNetwork:
             self._get(name)
         return sets
 
-
-def _pairs(groups: list[list[str]]) -> Iterator[frozenset[str]]:
-    for i, first in enumerate(groups):
-        for a, b in itertools.product(first, itertools.chain.from_iterable(groups[i + 1 :])):
-            if a != b:
-                yield frozenset((a, b))
-
-
-def _seed_trio_scheduler(seed: str) -> None:
-    """Seed the generator trio's scheduler breaks ties with, if this trio has one."""
-    run_module = getattr(getattr(trio, "_core", None), "_run", None)
-    generator = getattr(run_module, "_r", None)
-    if isinstance(generator, random.Random):
-        generator.seed(seed)

@@ -7,6 +7,11 @@ trionet use: addresses, options, ``recv*``/``send*`` with ``MSG_PEEK`` and
 ``MSG_DONTWAIT``, ``fileno()`` (a virtual number, ``-1`` once closed). Calls it
 does not model raise :class:`NotImplementedError` naming the call.
 
+``AF_INET6`` sockets are dual-stack unless ``IPV6_V6ONLY`` is set (Linux's
+default): inside the network their IPv4 traffic carries plain IPv4 addresses,
+and the socket shows them as ``::ffff:a.b.c.d``, takes them in that form, and
+(as trio resolves with ``AI_V4MAPPED``) takes plain IPv4 literals too.
+
 How calls wait, and what a cancel leaves behind, is in :mod:`._vcalls`.
 """
 
@@ -34,9 +39,11 @@ __all__ = ["VirtualSocket", "fail"]
 _FIRST_FD: Final = 2**30
 _fds = itertools.count(_FIRST_FD)
 
-# Options stored and reported back (0 until set; IPV6_V6ONLY is 1 and stays so).
-# They change nothing in the simulation: Nagle, keepalive, TTLs and port reuse
-# are not modelled.
+# Options stored and reported back (0 until set, as on Linux: IPV6_V6ONLY too,
+# net.ipv6.bindv6only being 0). Port reuse and IPV6_V6ONLY decide binding and
+# delivery (see _vhost), SO_BROADCAST sending to broadcast addresses (_vudp);
+# the others change nothing in the simulation: Nagle, keepalive and TTLs are
+# not modelled.
 _OPTION_NAMES: Final = {
     "SOL_SOCKET": ("SO_REUSEADDR", "SO_REUSEPORT", "SO_KEEPALIVE", "SO_BROADCAST"),
     "IPPROTO_TCP": (
@@ -57,6 +64,7 @@ _OPTIONS: Final = {
     if hasattr(socket, name)
 }
 _V6ONLY: Final = (socket.IPPROTO_IPV6, socket.IPV6_V6ONLY)
+_EAI_ADDRFAMILY: Final = getattr(socket, "EAI_ADDRFAMILY", socket.EAI_FAMILY)
 # SO_LINGER takes a struct linger; only "on, 0 seconds" (reset on close) matters here.
 _LINGER: Final = (socket.SOL_SOCKET, socket.SO_LINGER)
 
@@ -112,7 +120,7 @@ class VirtualSocket(trio.socket.SocketType):
         self._closed_event = trio.Event()
         self._local: tuple[str | None, int] | None = None  # (ip or None=wildcard, port)
         self._in_table = False
-        self._options: dict[tuple[int, int], int] = {_V6ONLY: 1}
+        self._options: dict[tuple[int, int], int] = {}
         self._waiting: dict[str, bool] = {"read": False, "write": False}
         self._abort_on_close = False  # SO_LINGER with a zero timeout
         host._sockets[self] = None
@@ -184,7 +192,10 @@ class VirtualSocket(trio.socket.SocketType):
         self._closed = True
         if not self._frozen:
             self._on_close(now)
+        time_wait = None if self._frozen else self._time_wait_binding()
         self._unbind()
+        if time_wait is not None:
+            self._host._enter_time_wait(self, *time_wait, now)
         self._host._sockets.pop(self, None)
         self._net._open.pop(self, None)
         self._closed_event.set()
@@ -192,6 +203,14 @@ class VirtualSocket(trio.socket.SocketType):
 
     def _on_close(self, now: float) -> None:
         """Protocol-specific part of closing (FIN or RST, ...)."""
+
+    def _time_wait_binding(self) -> tuple[str | None, int] | None:
+        """The (ip, port) that stays in TIME_WAIT once this socket is closed, or None.
+
+        TCP returns its local address when this side closed the connection
+        first (Linux keeps it TIME_WAIT_SECONDS); everything else, None.
+        """
+        return None
 
     def _crash(self, now: float) -> None:
         """The host crashed: say goodbye the way the protocol does, then freeze."""
@@ -203,16 +222,39 @@ class VirtualSocket(trio.socket.SocketType):
     def _on_crash(self, now: float) -> None:
         """Protocol-specific part of a crash."""
 
+    def _exit_process(self, now: float) -> None:
+        """The owning process exited: the kernel closes the socket as close() does, then freeze."""
+        self._frozen = True
+        self._on_close(now)
+        self._unbind()
+        self._host._sockets.pop(self, None)
+
     # ---- addresses --------------------------------------------------------
 
     def _check_open(self) -> None:
+        """Start of every synchronous call: EBADF if closed, and catch up with the network.
+
+        The kernel acts on packets as they arrive; the simulation acts on them
+        when someone runs the event queue. Running it here makes a synchronous
+        call (``getsockopt(SO_ERROR)``, ``getpeername()``...) right after a sleep
+        see the RST or FIN that arrived meanwhile, as it would on a real socket.
+        """
+        self._net._events.advance()
         if self._closed:
             raise fail(errno.EBADF)
 
     def _sockaddr(self, ip: str | None, port: int) -> tuple[Any, ...]:
         if self._family == socket.AF_INET6:
+            # Inside the network IPv4 traffic of a dual-stack socket carries
+            # plain IPv4 addresses; the socket shows them IPv4-mapped, as Linux does.
+            if ip is not None and ":" not in ip:
+                ip = f"::ffff:{ip}"
             return (ip or "::", port, 0, 0)
         return (ip or "0.0.0.0", port)
+
+    @property
+    def _v6only(self) -> bool:
+        return self._family == socket.AF_INET6 and bool(self._options.get(_V6ONLY, 0))
 
     def _parse(self, address: object, *, call: str) -> tuple[str | None, int]:
         """Check an address tuple; return (normalised ip, or None for the wildcard, port).
@@ -234,21 +276,43 @@ class VirtualSocket(trio.socket.SocketType):
             return None, port
         if not isinstance(host, str):
             raise TypeError(f"{call}(): host must be a str, not {host!r}")
+        if host == "<broadcast>":  # as trio and the stdlib spell it
+            host = "255.255.255.255"
         try:
             ip = ipaddress.ip_address(host.split("%")[0])
         except ValueError:
-            ip = ipaddress.ip_address(self._net._dns.first(host, self._family))
-        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-            raise NotImplementedError(
-                f"{call}() to an IPv4-mapped IPv6 address ({ip}): dual-stack sockets "
-                "are not modelled; use an AF_INET socket"
-            )
+            ip = ipaddress.ip_address(self._lookup_name(host))
+        if ip.version == 4 and self._family == socket.AF_INET6 and not self._v6only:
+            # trio resolves with AI_V4MAPPED for a dual-stack socket.
+            ip = ipaddress.ip_address(f"::ffff:{ip}")
         wanted = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
         if wanted != self._family:
-            raise socket.gaierror(socket.EAI_FAMILY, f"{call}(): {ip} is not a {self._family.name} address")
+            # What trio's resolution (getaddrinfo) raises for the other family's literal.
+            raise socket.gaierror(_EAI_ADDRFAMILY, "Address family for hostname not supported")
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            # A dual-stack socket reaches IPv4 through ::ffff:a.b.c.d; inside the
+            # network that is plain IPv4. An IPv6-only one cannot (Linux:
+            # bind EINVAL, connect/sendto ENETUNREACH).
+            if self._v6only:
+                code = errno.EINVAL if call == "bind" else errno.ENETUNREACH
+                raise fail(code, f"{call}(): {ip} with IPV6_V6ONLY")
+            ip = ip.ipv4_mapped
+            if ip.is_unspecified:
+                return "0.0.0.0", port
+            return ip.compressed, port
         if ip.is_unspecified:
             return None, port
         return ip.compressed, port
+
+    def _lookup_name(self, host: str) -> str:
+        """The name's first address of the socket's family (dual-stack: else its first IPv4 one)."""
+        dns = self._net._dns
+        if self._family == socket.AF_INET6 and not self._v6only:
+            try:
+                return dns.first(host, socket.AF_INET6)
+            except socket.gaierror:
+                return dns.first(host, socket.AF_INET)
+        return dns.first(host, self._family)
 
     def _bind_now(self, ip: str | None, port: int) -> None:
         if self._local is not None:
@@ -258,6 +322,8 @@ class VirtualSocket(trio.socket.SocketType):
         port = self._host._bind(self, ip, port)
         self._local = (ip, port)
         self._in_table = True
+        if ip is not None and ":" in ip:
+            self._options[_V6ONLY] = 1  # Linux's __inet6_bind(): a specific IPv6 address is IPv6-only
 
     def _unbind(self) -> None:
         if self._in_table and self._local is not None:
@@ -266,15 +332,21 @@ class VirtualSocket(trio.socket.SocketType):
 
     def _source_for(self, dst_ip: str) -> str:
         """Bind to an ephemeral port if needed; return the source address towards ``dst_ip``."""
-        if self._local is not None and self._local[0] is not None:
-            return self._local[0]
+        dst_v6 = ":" in dst_ip
+        if self._local is not None and self._local[0] not in (None, "0.0.0.0"):
+            bound = self._local[0]
+            assert bound is not None
+            if (":" in bound) != dst_v6:  # bound to the other family's address
+                raise fail(errno.ENETUNREACH, f"bound to {bound}, cannot reach {dst_ip}")
+            return bound
+        family = socket.AF_INET6 if dst_v6 else socket.AF_INET
         if ipaddress.ip_address(dst_ip).is_loopback:
-            source = "::1" if self._family == socket.AF_INET6 else "127.0.0.1"
+            source = "::1" if dst_v6 else "127.0.0.1"
         else:
-            found = self._host.address_of(self._family)
+            found = self._host.address_of(family)
             if found is None:
                 name = self._host.name
-                raise fail(errno.ENETUNREACH, f"host {name!r} has no {self._family.name} address")
+                raise fail(errno.ENETUNREACH, f"host {name!r} has no {family.name} address")
             source = found
         if self._local is None:
             self._bind_now(None, 0)
@@ -355,15 +427,8 @@ class VirtualSocket(trio.socket.SocketType):
         if key not in _OPTIONS:
             raise NotImplementedError(f"setsockopt({name}) is not supported by virtual sockets")
         self._check_option_family(key)
-        if key == _V6ONLY and not value:
-            # What a kernel without dual-stack sockets answers (OpenBSD: an
-            # IPv6 socket is always IPv6-only), so that code written for such
-            # systems falls back as it would there.
-            raise fail(
-                errno.ENOPROTOOPT,
-                "setsockopt(IPV6_V6ONLY, 0): dual-stack sockets are not modelled; "
-                "open one AF_INET and one AF_INET6 socket",
-            )
+        if key == _V6ONLY and self._local is not None:
+            raise fail(errno.EINVAL, "IPV6_V6ONLY cannot change once the socket is bound")
         self._options[key] = int(value)
 
     def _check_option_family(self, key: tuple[int, int]) -> None:
@@ -377,6 +442,10 @@ class VirtualSocket(trio.socket.SocketType):
 
     def _listening(self) -> bool:
         return False
+
+    def _connected_peer(self) -> tuple[str, int] | None:
+        """The peer a connected datagram socket accepts datagrams from, else None."""
+        return None
 
     def _buffer_size(self, which: Literal["send", "receive"]) -> int:
         raise NotImplementedError

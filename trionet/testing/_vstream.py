@@ -2,20 +2,36 @@
 
 The model, per connection endpoint:
 
-- A **send buffer** (``SO_SNDBUF``, default ``tcp_buffer_size``) holds bytes the
-  application handed to ``send()`` until the peer acknowledges them. ``send()``
-  accepts only what fits, so it returns short counts near the limit and blocks
-  when the buffer is full: that is backpressure.
+- A **send buffer** (``SO_SNDBUF``) holds bytes the application handed to
+  ``send()`` until the peer acknowledges them. ``send()`` accepts only what
+  fits, so it returns short counts near the limit and blocks when the buffer is
+  full: that is backpressure.
 - A **receive buffer** (``SO_RCVBUF``) holds bytes that arrived and were not yet
   read. The sender never has more bytes in flight or unread at the peer than the
   peer's receive buffer holds (a window, credited back as the reader reads).
+- Sizes follow Linux: a new socket's buffers are ``tcp_wmem[1]`` and
+  ``tcp_rmem[1]`` (16 KiB and 128 KiB); a connected socket's send buffer is
+  ``tcp_wmem[2]`` (4 MiB: on loopback Linux grows it to about that at once),
+  and its receive buffer doubles, up to ``tcp_rmem[2]``, each time the
+  application has read a full buffer's worth (a coarse model of Linux's
+  receive autotuning, which grows it only for a reader that keeps up). So a
+  peer that does not read holds back a writer after about 4 MiB + 128 KiB, as on
+  Linux, and one ``recv()`` returns up to a window (128 KiB at first).
+  ``setsockopt(SO_SNDBUF/SO_RCVBUF, n)`` stores ``2 * n``, clamped as Linux
+  clamps it, and turns autotuning off; so does the network's fixed
+  ``tcp_buffer_size``. Sizes count payload bytes, not kernel memory.
 - Segments of up to 64 KiB cross a :class:`~._vflow.Flow`, which keeps them in
   order and holds them while the path is cut.
 
 Endings: ``shutdown(SHUT_WR)`` sends FIN after the pending data (the peer reads
 ``b""``). Data arriving at a closed endpoint is answered with RST. A reset
 endpoint reports ``ECONNRESET`` once, after the data it had already received;
-later sends fail with ``EPIPE`` and receives return ``b""``.
+later sends fail with ``EPIPE`` and receives return ``b""``. As on Linux
+(``tcp_reset()``, ``tcp_recvmsg()``): an RST that comes after the peer's FIN
+reports ``EPIPE`` instead, and a receive after a FIN returns ``b""`` even with an
+error pending; once both FINs are acknowledged the connection is closed
+(``getpeername()`` and ``shutdown()`` fail with ``ENOTCONN``) and an RST changes
+nothing.
 
 How connections are made, listened for and closed is in :mod:`._vtcp`, whose
 :class:`~._vtcp.TCPSocket` builds on :class:`TCPStream`.
@@ -38,6 +54,11 @@ __all__ = ["TCPStream"]
 # Largest segment handed to the network at once (a TSO/GSO-sized burst);
 # smaller ones only make more events.
 _SEGMENT: Final = 65536
+# setsockopt(SO_SNDBUF/SO_RCVBUF, n) stores 2 * min(n, net.core.wmem_max or
+# rmem_max), at least SOCK_MIN_SNDBUF / SOCK_MIN_RCVBUF (include/net/sock.h);
+# the maxima as measured on Linux 6.18 (x86-64), the minima from the same kernel.
+_BUFFER_MAX: Final = 4194304
+_BUFFER_MIN: Final = {"send": 4608, "receive": 2304}
 
 TCPState = Literal["new", "listening", "connecting", "connected", "failed"]
 
@@ -55,8 +76,11 @@ class TCPStream(SocketCalls):
     ) -> None:
         super().__init__(net, host, family, kind, proto)
         self._state: TCPState = "new"
-        self._sndbuf = net.tcp_buffer_size
-        self._rcvbuf = net.tcp_buffer_size
+        fixed = net.tcp_buffer_size
+        self._sndbuf = fixed or net.tcp_wmem[1]
+        self._rcvbuf = fixed or net.tcp_rmem[1]
+        self._snd_locked = self._rcv_locked = fixed is not None  # no autotuning
+        self._read_since_growth = 0
         self._peer: TCPStream | None = None
         self._local_ip: str | None = None
         self._remote: Address | None = None
@@ -69,6 +93,8 @@ class TCPStream(SocketCalls):
         self._shut_rd = False
         self._shut_wr = False
         self._fin_sent = False
+        self._fin_first = False  # our FIN left before the peer's arrived: TIME_WAIT is ours
+        self._fin_acked = False  # our FIN reached the peer
         self._error: OSError | None = None  # reported once, by whichever call comes first
         self._gone = False  # reset, timed out or crashed: sends and receives nothing more
 
@@ -86,10 +112,16 @@ class TCPStream(SocketCalls):
         return self._sndbuf if which == "send" else self._rcvbuf
 
     def _set_buffer_size(self, which: Literal["send", "receive"], size: int) -> None:
+        value = max(min(size, _BUFFER_MAX) * 2, _BUFFER_MIN[which])
         if which == "send":
-            self._sndbuf = size
+            self._sndbuf, self._snd_locked = value, True
         else:
-            self._rcvbuf = size
+            self._rcvbuf, self._rcv_locked = value, True
+
+    def _on_established(self) -> None:
+        """Send-buffer autotuning: Linux grows a connected loopback socket's at once."""
+        if not self._snd_locked:
+            self._sndbuf = max(self._sndbuf, self._net.tcp_wmem[2])
 
     def _space(self) -> int:
         return self._sndbuf - len(self._unsent) - self._unacked
@@ -105,21 +137,28 @@ class TCPStream(SocketCalls):
             return self._sockaddr(self._local_ip, self._local[1])
         return super().getsockname()
 
+    def _finished(self) -> bool:
+        """Both FINs are through: Linux's TCP_CLOSE (or TIME_WAIT, which looks the same)."""
+        return self._eof and self._fin_acked
+
+    def _established(self) -> bool:
+        return self._state == "connected" and not self._gone and not self._finished()
+
     def getpeername(self) -> tuple[Any, ...]:
         self._check_open()
-        if self._state != "connected" or self._gone or self._remote is None:
+        if not self._established() or self._remote is None:
             raise fail(errno.ENOTCONN)
         return self._sockaddr(*self._remote)
 
     # ---- data -------------------------------------------------------------
 
     def _send_now(self, now: float, data: memoryview, address: object) -> int | _Blocked:
-        if address is not None:
-            raise fail(errno.EISCONN if self._state == "connected" else errno.EOPNOTSUPP)
+        # Linux's tcp_sendmsg() ignores a destination address, and fails with
+        # EPIPE on a socket that is not connected (new or listening).
         if self._state == "connecting":
             return BLOCKED
         if self._state not in ("connected", "failed"):
-            raise fail(errno.ENOTCONN)
+            raise fail(errno.EPIPE)
         if self._error is not None:
             error, self._error = self._error, None
             raise error
@@ -144,16 +183,31 @@ class TCPStream(SocketCalls):
             data = bytes(self._rbuf[:nbytes])
             if not peek:
                 del self._rbuf[: len(data)]
+                window = len(data) + self._autotune_receive(len(data))
                 if self._peer is not None and self._flow is not None and not self._gone:
-                    credit = functools.partial(self._peer._on_window, len(data))
+                    credit = functools.partial(self._peer._on_window, window)
                     self._flow.send(now, "window", 0, credit)
             return data, None, 0
+        if self._eof:
+            return b"", None, 0  # tcp_recvmsg(): SOCK_DONE before sk_err
         if self._error is not None:
             error, self._error = self._error, None
             raise error
-        if self._eof or self._shut_rd or self._gone or self._state == "failed" or not nbytes:
+        if self._shut_rd or self._gone or self._state == "failed" or not nbytes:
             return b"", None, 0
         return BLOCKED
+
+    def _autotune_receive(self, read: int) -> int:
+        """Grow the receive buffer for a reader that keeps up; return the growth."""
+        if self._rcv_locked:
+            return 0
+        self._read_since_growth += read
+        limit = self._net.tcp_rmem[2]
+        if self._read_since_growth < self._rcvbuf or self._rcvbuf >= limit:
+            return 0
+        grown = min(2 * self._rcvbuf, limit)
+        growth, self._rcvbuf, self._read_since_growth = grown - self._rcvbuf, grown, 0
+        return growth
 
     async def wait_writable(self) -> None:
         """Wait until ``send()`` would accept a byte (or fail at once).
@@ -186,13 +240,14 @@ class TCPStream(SocketCalls):
             flow.send(now, "data", size, functools.partial(peer._on_data, chunk), counted=True)
         if self._shut_wr and not self._unsent and not self._fin_sent:
             self._fin_sent = True
+            self._fin_first = not self._eof
             flow.send(now, "fin", 0, peer._on_fin, counted=True)
 
     def _on_data(self, chunk: bytes, now: float) -> None:
         peer, flow = self._peer, self._flow
         assert peer is not None
         assert flow is not None
-        if self._closed or self._gone:
+        if self._closed or self._frozen or self._gone:
             self._abort(now, "data arrived after the peer closed")
             return
         self._rbuf += chunk
@@ -212,10 +267,15 @@ class TCPStream(SocketCalls):
             return
         self._eof = True
         assert self._flow is not None
+        assert self._peer is not None
         self._net._record(now, self._host, "tcp.fin", self._flow.dst, self._src())
+        self._flow.send(now, "ack", 0, self._peer._on_fin_ack)
+
+    def _on_fin_ack(self, now: float) -> None:
+        self._fin_acked = True
 
     def _on_rst(self, reason: str, now: float) -> None:
-        if self._gone:
+        if self._gone or self._finished():
             return
         self._gone = True
         self._unsent.clear()
@@ -223,7 +283,9 @@ class TCPStream(SocketCalls):
         if self._flow is not None:
             self._flow.discard()
         if not self._closed:
-            self._error = fail(errno.ECONNRESET, reason)
+            # tcp_reset(): in CLOSE_WAIT (the peer's FIN came, ours did not go) it is EPIPE.
+            code = errno.EPIPE if self._eof and not self._fin_sent else errno.ECONNRESET
+            self._error = fail(code, reason)
         src, dst = (self._src(), self._flow.dst) if self._flow is not None else (None, None)
         self._net._record(now, self._host, "tcp.reset", dst, src, 0, reason)
         self._net._counts["resets"] += 1
@@ -255,13 +317,13 @@ class TCPStream(SocketCalls):
     def shutdown(self, flag: int) -> None:
         self._check_open()
         now = self._net._events.advance()
-        if self._state != "connected":
+        if flag not in (socket.SHUT_RD, socket.SHUT_WR, socket.SHUT_RDWR):
+            raise fail(errno.EINVAL)
+        if not self._established():
             raise fail(errno.ENOTCONN)
         if flag in (socket.SHUT_RD, socket.SHUT_RDWR):
             self._shut_rd = True
         if flag in (socket.SHUT_WR, socket.SHUT_RDWR):
             self._shut_wr = True
             self._pump(now)
-        if flag not in (socket.SHUT_RD, socket.SHUT_WR, socket.SHUT_RDWR):
-            raise fail(errno.EINVAL)
         self._net._events.notify()

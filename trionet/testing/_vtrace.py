@@ -11,10 +11,11 @@ Event names are ``"<layer>.<what>"``:
 .. code-block:: text
 
     udp.send udp.deliver udp.drop udp.duplicate udp.unreachable
-    tcp.connect tcp.syn tcp.backlog tcp.established tcp.refused
-    tcp.send tcp.deliver tcp.fin tcp.reset tcp.stall tcp.resume tcp.timeout
+    tcp.connect tcp.syn tcp.backlog tcp.retransmit tcp.established tcp.refused
+    tcp.unreachable tcp.send tcp.deliver tcp.fin tcp.reset tcp.stall tcp.resume
+    tcp.timeout
     dns.resolve dns.fail
-    net.partition net.heal net.blackhole net.unblackhole net.crash net.link
+    net.partition net.heal net.blackhole net.unblackhole net.crash net.exit net.link
 """
 
 from __future__ import annotations
