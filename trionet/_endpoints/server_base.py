@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import textwrap
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
@@ -304,7 +305,9 @@ def server_context(
 def _args_section(function: Callable[..., Any]) -> str:
     # The "Args:" block of a Google-style docstring indented by four spaces,
     # from its heading to the next section's heading, without task_status.
-    doc = function.__doc__ or ""
+    # Python 3.13 strips a docstring's indentation when it compiles it, older
+    # ones keep it: clean it, then indent it as the source has it.
+    doc = textwrap.indent(inspect.cleandoc(function.__doc__ or ""), "    ")
     start = doc.index("\n    Args:\n") + 1
     end = doc.index("\n\n    ", start)
     while doc[end + 6] == " ":  # a blank line inside an argument's text
