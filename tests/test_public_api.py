@@ -17,6 +17,7 @@ import importlib
 import inspect
 import pickle
 import traceback
+import types
 import typing
 from collections.abc import Callable, Iterator
 from types import ModuleType
@@ -35,6 +36,10 @@ def public_names() -> list[tuple[ModuleType, str]]:
 
 
 def is_class_or_function(obj: object) -> bool:
+    # A parametrised alias (Observer = Callable[[Event], None]) claims to be a
+    # type on Python 3.10 (isinstance(list[int], type) was True there).
+    if isinstance(obj, types.GenericAlias):
+        return False
     return isinstance(obj, type) or inspect.isfunction(obj)
 
 
@@ -227,7 +232,7 @@ def public_entry_points() -> Iterator[tuple[str, Callable[..., object]]]:
         obj = getattr(trionet, name)
         if inspect.isfunction(obj):
             yield name, obj
-        elif isinstance(obj, type) and not issubclass(obj, BaseException):
+        elif is_class_or_function(obj) and not issubclass(obj, BaseException):
             yield name, obj
             for attr in dir(obj):
                 member = inspect.getattr_static(obj, attr)
