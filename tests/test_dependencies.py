@@ -94,3 +94,15 @@ def test_the_pytest_plugin_imports_only_pytest_trio_and_trionet() -> None:
     names: set[str] = set()
     _runtime_imports(ast.parse(PLUGIN.read_text()), names)
     assert {name for name in names if name not in sys.stdlib_module_names} == {"pytest", "trio"}
+
+
+def test_with_a_trio_too_old_for_dnspython_the_dns_backend_says_what_to_install() -> None:
+    dns_backend = pytest.importorskip("dns.asyncbackend")
+    try:
+        dns_backend.get_backend("trio")
+    except ImportError:
+        pass
+    else:
+        pytest.skip("this trio is new enough for dnspython's trio backend (the usual case)")
+    with pytest.raises(ImportError, match=r"trio>=0\.30"):
+        trionet.DnsPythonBackend(nameservers=["127.0.0.1"])

@@ -71,10 +71,18 @@ def _clamp(ttl: float, low: float, high: float) -> float:
 def _require_dnspython() -> None:
     try:
         import dns.asyncbackend
-        import dns.asyncresolver  # noqa: F401
+        import dns.asyncresolver
     except ImportError as exc:
         raise ImportError(
             "DnsPythonBackend needs dnspython: install it with pip install 'trionet[dns]'",
+            name="dns",
+        ) from exc
+    try:
+        dns.asyncbackend.get_backend("trio")
+    except ImportError as exc:  # dnspython 2.8's trio backend needs trio 0.30 or newer
+        raise ImportError(
+            f"DnsPythonBackend needs dnspython's trio backend, which refuses trio {trio.__version__} "
+            f"({exc}): install it with pip install 'trionet[dns]', which asks for trio>=0.30",
             name="dns",
         ) from exc
 

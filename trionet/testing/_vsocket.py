@@ -23,6 +23,7 @@ import itertools
 import os
 import socket
 import struct
+import sys
 from typing import TYPE_CHECKING, Any, Final, Literal, overload
 
 import trio
@@ -63,6 +64,9 @@ _OPTIONS: Final = {
     for name in names
     if hasattr(socket, name)
 }
+if sys.platform == "linux":
+    # Python 3.10's socket module lacks it; trio then uses Linux's number.
+    _OPTIONS.setdefault((socket.IPPROTO_IP, 24), "IP_BIND_ADDRESS_NO_PORT")
 _V6ONLY: Final = (socket.IPPROTO_IPV6, socket.IPV6_V6ONLY)
 _EAI_ADDRFAMILY: Final = getattr(socket, "EAI_ADDRFAMILY", socket.EAI_FAMILY)
 # SO_LINGER takes a struct linger; only "on, 0 seconds" (reset on close) matters here.
