@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -78,6 +79,14 @@ def test_ci_tests_the_oldest_trio_that_the_bound_allows() -> None:
     assert 'oldest_trio=$(sed -n \'s/^ *"trio>=' in script
     assert '"trio==$oldest_trio.*"' in script
     assert "compat_setup oldest \"$oldest_python\" \"trio==$oldest_trio.*\"" in script
+    # Run the script's own line: it must give the bound alone (an extra asking
+    # for a newer trio once made it "0.27\n0.30", which pip refused).
+    (line,) = [text for text in script.splitlines() if text.startswith("oldest_trio=")]
+    found = subprocess.run(
+        ["bash", "-c", f"{line}\nprintf %s \"$oldest_trio\""], cwd=ROOT, capture_output=True,
+        text=True, timeout=30, check=True,
+    ).stdout
+    assert found == bound.removeprefix(">=")
     assert "compat_test oldest" in script
 
 

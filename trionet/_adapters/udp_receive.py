@@ -8,7 +8,6 @@ by which the tasks that wait on an endpoint receive for each other.
 from __future__ import annotations
 
 import errno
-import socket
 from collections import deque
 from typing import Any, Final
 
@@ -19,6 +18,7 @@ from ..errors import PeerUnreachable
 from .datagram import Datagram, PeerState, Waiter
 from .observe import Observer, emit
 from .udp_options import EndpointOptions
+from .udp_socket import NonBlocking
 
 __all__ = ["Datagram", "DatagramReceiver", "PeerState", "PeerUnreachable", "Waiter"]
 
@@ -77,16 +77,18 @@ class DatagramReceiver:
     def __init__(
         self,
         sock: trio.socket.SocketType,
-        std: socket.socket | None,
+        nonblocking: NonBlocking | None,
         *,
         remote: Address | None,
         options: EndpointOptions,
         observer: Observer | None,
     ) -> None:
         self._sock = sock
-        # The system socket behind `sock`, read without a checkpoint per call;
-        # None for a custom factory's socket (the virtual network's).
-        self._std = std
+        # `sock`'s calls without a checkpoint each (the system socket behind
+        # it, or the virtual network's view of its socket: see udp_socket.py),
+        # and the waits between them; None for a custom socket without them.
+        self._nonblocking = nonblocking
+        self._raw = None if nonblocking is None else nonblocking.calls
         self._remote = remote
         self._observer = observer
         self._closed = False
@@ -125,15 +127,15 @@ class DatagramReceiver:
     # ------------------------------------------------------------ dispatch
 
     def _drain(self, waiter: Waiter | None = None) -> bool:
-        """Dispatch what the system socket holds; True if it stopped at the batch limit.
+        """Dispatch what the socket holds; True if it stopped at the batch limit.
 
         With ``waiter``, it stops early once that waiter's wait is over and no
         other task waits: what remains stays in the system's buffer until
         somebody asks, which saves a system call per reply. It also stops when
         the queue is full and no request waits for a reply.
         """
-        assert self._std is not None
-        recvfrom = self._std.recvfrom
+        assert self._raw is not None
+        recvfrom = self._raw.recvfrom
         bufsize = self._bufsize
         queue, limit = self._queue, self._queue_limit
         for _ in range(_DRAIN_LIMIT):
@@ -219,10 +221,10 @@ class DatagramReceiver:
         queue = self._queue
         if queue:
             return self._take(queue.popleft()), None
-        std = self._std
-        if std is None:
+        raw = self._raw
+        if raw is None:
             raise trio.WouldBlock
-        recvfrom, bufsize, addresses = std.recvfrom, self._bufsize, self._addresses
+        recvfrom, bufsize, addresses = raw.recvfrom, self._bufsize, self._addresses
         for _ in range(_DRAIN_LIMIT):
             try:
                 data, sockaddr = recvfrom(bufsize)
@@ -317,26 +319,27 @@ class DatagramReceiver:
         """
         self._driver = waiter
         try:
-            std = self._std
-            if std is None:
+            nonblocking = self._nonblocking
+            if nonblocking is None:
                 await self._drive_generic(waiter)
                 return
+            wait_readable = nonblocking.wait_readable
             if drained:
-                await trio.lowlevel.wait_readable(std)
+                await wait_readable()
             while not self._done(waiter):
                 self._check_open()
                 if self._drain(waiter):
                     await trio.lowlevel.checkpoint()  # more may be waiting: let others run
                 elif not self._done(waiter):
-                    await trio.lowlevel.wait_readable(std)
+                    await wait_readable()
         finally:
             self._driver = None
             self._handover()
 
     async def _drive_generic(self, waiter: Waiter) -> None:
-        # A socket from a custom factory (the virtual network) has no file
-        # descriptor to wait on: read it through its async API, one datagram
-        # per call. A cancelled recvfrom() consumed nothing.
+        # A custom socket without non-blocking calls (a user's own fake; the
+        # virtual network's sockets have them) is read through its async API,
+        # one datagram per call. A cancelled recvfrom() consumed nothing.
         sock, bufsize = self._sock, self._bufsize
         while not self._done(waiter):
             self._check_open()
@@ -366,7 +369,7 @@ class DatagramReceiver:
     async def _wait_reply(self, waiter: Waiter, deadline: float) -> None:
         """Wait until ``waiter`` has a reply or an error, or ``deadline`` passes."""
         drained = False
-        if self._std is not None:
+        if self._raw is not None:
             # The reply may have arrived while the request's transmission
             # yielded (a peer in the same process answers at once): take it
             # without the cost of a cancel scope.
@@ -451,7 +454,7 @@ class DatagramReceiver:
     def _pop_queued(self) -> Datagram | None:
         """The first queued datagram, or ``None``; drains the socket first when due."""
         queue = self._queue
-        if self._std is not None and (not queue or self._taken >= _DRAIN_EVERY):
+        if self._raw is not None and (not queue or self._taken >= _DRAIN_EVERY):
             self._taken = 0
             self._drain()
         if not queue:

@@ -47,7 +47,7 @@ class DatagramSender(DatagramReceiver):
         resolver: Resolver | None,
         observer: Observer | None,
     ) -> None:
-        super().__init__(opened.sock, opened.std, remote=remote, options=options, observer=observer)
+        super().__init__(opened.sock, opened.nonblocking, remote=remote, options=options, observer=observer)
         self._family = opened.sock.family
         self._local = opened.local
         self._dual_stack = opened.dual_stack
@@ -128,17 +128,20 @@ class DatagramSender(DatagramReceiver):
 
         The servers' reply path (issue 11.4): a non-blocking ``sendto`` with no
         schedule point, for a worker whose loop already has one in ``receive()``.
-        False when the datagram needs :meth:`send` (a socket of a custom
-        factory, a destination not resolved yet, a full send buffer, too large).
+        False when the datagram needs :meth:`send` (a custom socket without
+        non-blocking calls, a destination not resolved yet, a full send buffer,
+        too large).
         """
-        std = self._std
-        if std is None or self._closed or self._remote_target is not None:
+        raw = self._raw
+        if raw is None or self._closed or self._remote_target is not None:
             return False
         target = self._targets.get(address)
+        if target is None:
+            target = self._literal_target(address)
         if target is None or len(data) > target[2]:
             return False
         try:
-            std.sendto(data, target[1])
+            raw.sendto(data, target[1])
         except BlockingIOError:
             return False
         except ConnectionRefusedError as exc:
@@ -146,20 +149,38 @@ class DatagramSender(DatagramReceiver):
         self._sent += 1
         return True
 
+    def _literal_target(self, address: Address) -> Target | None:
+        """What :meth:`_resolve_target` makes of ``address``, made at once; ``None`` if it must resolve.
+
+        A reply's first datagram to a new peer would otherwise wait for the
+        resolver (a schedule point, though an IP literal is no lookup), and
+        the replies other workers sent meanwhile would overtake it: a burst of
+        requests from one client was answered out of order.
+        """
+        family = address.family
+        if address.port == 0 or address.scope_id or (not self._dual_stack and family != self._family):
+            return None  # let send() resolve it, and raise what it raises
+        peer = Address(address.host, address.port)
+        target = (peer, peer.to_sockaddr(family=self._family), MAX_DATAGRAM_SIZE[family])
+        if len(self._targets) >= _TARGET_CACHE_SIZE:
+            self._targets.clear()
+        self._targets[address] = target
+        return target
+
     def _send_to_nowait(self, data: bytes, sockaddr: Any, address: Address) -> bool:
         """:meth:`_send_nowait` to ``sockaddr`` as a datagram came from it (no lookup).
 
         A server's reply goes back to the socket address its request came
         from; ``sockaddr`` is ``None`` when not known (then ``address`` is used).
         """
-        std = self._std
+        raw = self._raw
         if (
-            sockaddr is None or std is None or self._closed or self._remote_target is not None
+            sockaddr is None or raw is None or self._closed or self._remote_target is not None
             or len(data) > _SMALLEST_DATAGRAM_LIMIT
         ):
             return self._send_nowait(data, address)
         try:
-            std.sendto(data, sockaddr)
+            raw.sendto(data, sockaddr)
         except BlockingIOError:
             return False
         except ConnectionRefusedError as exc:
@@ -173,10 +194,10 @@ class DatagramSender(DatagramReceiver):
         # a cancellation point before the system call, a cancel-shielded yield
         # after it; so a cancelled send sent nothing.
         await trio.lowlevel.checkpoint_if_cancelled()
-        std = self._std
+        raw = self._raw
         try:
             self._check_open()
-            if std is None:
+            if raw is None:
                 if sockaddr is None:
                     await self._sock.send(data)
                 else:
@@ -185,27 +206,29 @@ class DatagramSender(DatagramReceiver):
                 return
             try:
                 if sockaddr is None:
-                    std.send(data)
+                    raw.send(data)
                 else:
-                    std.sendto(data, sockaddr)
+                    raw.sendto(data, sockaddr)
             except BlockingIOError:  # the send buffer is full: rare for UDP
+                nonblocking = self._nonblocking
+                assert nonblocking is not None
                 while True:
-                    await trio.lowlevel.wait_writable(std)
+                    await nonblocking.wait_writable()
                     try:
                         if sockaddr is None:
-                            std.send(data)
+                            raw.send(data)
                         else:
-                            std.sendto(data, sockaddr)
+                            raw.sendto(data, sockaddr)
                     except BlockingIOError:
                         continue
                     self._sent += 1
                     return
         except ConnectionRefusedError as exc:
-            if std is not None:
+            if raw is not None:
                 await trio.lowlevel.cancel_shielded_checkpoint()
             raise self._unreachable(peer) from exc
         except BaseException:
-            if std is not None:
+            if raw is not None:
                 await trio.lowlevel.cancel_shielded_checkpoint()
             raise
         self._sent += 1

@@ -7,12 +7,13 @@ what runs per datagram.
 from __future__ import annotations
 
 import errno
+import functools
 import ipaddress
 import socket
 import struct
-from collections.abc import Hashable
+from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
-from typing import Final, TypeAlias
+from typing import TYPE_CHECKING, Any, Final, Protocol, TypeAlias
 
 import trio
 
@@ -22,13 +23,20 @@ from .resolver import Resolver, resolve
 from .trio_compat import stdlib_socket_of
 from .udp_options import EndpointOptions
 
+if TYPE_CHECKING:
+    from typing_extensions import Buffer
+
 __all__ = [
     "MAX_DATAGRAM_SIZE",
     "AddressLike",
+    "NonBlocking",
+    "NonBlockingDatagrams",
+    "NonBlockingView",
     "OpenedSocket",
     "host_port",
     "is_local_address",
     "multicast_request",
+    "nonblocking_of",
     "open_socket",
 ]
 
@@ -116,12 +124,102 @@ def real_sockets() -> bool:
     return previous is None
 
 
+# One code path on real and virtual sockets
+# =========================================
+#
+# The endpoint's receive drain (udp_receive.py) and its send fast path
+# (udp_send.py) call the socket without a checkpoint per call: a non-blocking
+# recvfrom() until BlockingIOError, a non-blocking sendto(), and between
+# batches an await for readability. On a real socket these are the stdlib
+# socket's methods and trio.lowlevel.wait_readable/wait_writable on it. trio's
+# socket API has no such calls (every trio socket method is async, one
+# checkpoint each), so a socket of a custom factory, the virtual network's
+# included, can only offer them by a hook of its own: a method
+# ``_nonblocking_view()`` returning an object with the calls of
+# NonBlockingView. The virtual network's UDP sockets have it, so a test on the
+# virtual network runs the drain, its batch limits and early stops as they run
+# in production. A custom socket without it (a user's own fake) is read
+# through its async recvfrom(), one datagram per call (the endpoint's
+# _drive_generic), and written through its async sendto().
+#
+# The choice is made once per endpoint: on the real path the drain binds the
+# stdlib socket's recvfrom as before, with no extra call per datagram.
+
+
+class NonBlockingDatagrams(Protocol):
+    """The non-blocking calls of a datagram socket (a :class:`socket.socket` in non-blocking mode).
+
+    Each call returns at once: it raises :exc:`BlockingIOError` when it would
+    wait (nothing to receive, a full send buffer), and the :exc:`OSError` a
+    system socket raises otherwise (``ECONNREFUSED`` once after an ICMP
+    port-unreachable, on a connected socket). ``recvfrom(n)`` returns at most
+    ``n`` bytes of a datagram, the rest of a longer one being discarded.
+    """
+
+    def recvfrom(self, bufsize: int, /) -> tuple[bytes, Any]: ...
+
+    def send(self, data: Buffer, /) -> int: ...
+
+    def sendto(self, data: Buffer, address: Any, /) -> int: ...
+
+
+class NonBlockingView(NonBlockingDatagrams, Protocol):
+    """What a custom socket's ``_nonblocking_view()`` returns: the calls, and the waits between them.
+
+    ``wait_readable()`` returns once a datagram or an error is pending;
+    ``wait_writable()`` once a send may succeed. Both are checkpoints,
+    cancellable with nothing consumed, and raise
+    :exc:`trio.ClosedResourceError` if the socket is closed meanwhile.
+    """
+
+    async def wait_readable(self) -> None: ...
+
+    async def wait_writable(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class NonBlocking:
+    """A socket's non-blocking calls, and how to wait for them to succeed."""
+
+    calls: NonBlockingDatagrams
+    wait_readable: Callable[[], Awaitable[None]]
+    wait_writable: Callable[[], Awaitable[None]]
+
+
+def _stdlib_nonblocking(std: socket.socket) -> NonBlocking:
+    return NonBlocking(
+        std,
+        functools.partial(trio.lowlevel.wait_readable, std),
+        functools.partial(trio.lowlevel.wait_writable, std),
+    )
+
+
+def nonblocking_of(sock: trio.socket.SocketType) -> NonBlocking | None:
+    """The calls on ``sock`` that never wait, and the waits between them.
+
+    Returns:
+      For trio's own socket, the stdlib socket under it with
+      :func:`trio.lowlevel.wait_readable` / :func:`~trio.lowlevel.wait_writable`;
+      for a custom socket with a ``_nonblocking_view()`` method (the virtual
+      network's UDP sockets), that view (a :class:`NonBlockingView`); else
+      ``None``, and the endpoint uses the socket's async methods.
+    """
+    std = stdlib_socket_of(sock)
+    if std is not None:
+        return _stdlib_nonblocking(std)
+    view_of = getattr(sock, "_nonblocking_view", None)
+    if not callable(view_of):
+        return None
+    view: NonBlockingView = view_of()
+    return NonBlocking(view, view.wait_readable, view.wait_writable)
+
+
 @dataclass(frozen=True, slots=True)
 class OpenedSocket:
     sock: trio.socket.SocketType
-    # The system socket behind `sock`, for non-blocking calls without a
-    # checkpoint each; None for sockets of a custom factory (the virtual network).
-    std: socket.socket | None
+    # The calls on `sock` without a checkpoint each: the system socket behind
+    # it, or a custom socket's view; None for a custom socket without one.
+    nonblocking: NonBlocking | None
     local: Address
     dual_stack: bool
 
@@ -160,7 +258,7 @@ async def _open(
     dual_stack: bool,
     options: EndpointOptions,
 ) -> OpenedSocket:
-    std: socket.socket | None = None
+    nonblocking: NonBlocking | None
     if real_sockets():
         std = socket.socket(family, socket.SOCK_DGRAM)
         try:
@@ -168,8 +266,10 @@ async def _open(
         except BaseException:
             std.close()
             raise
+        nonblocking = _stdlib_nonblocking(std)
     else:
         sock = trio.socket.socket(family, socket.SOCK_DGRAM)
+        nonblocking = nonblocking_of(sock)
     try:
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0 if dual_stack else 1)
@@ -191,7 +291,7 @@ async def _open(
     except BaseException:
         sock.close()
         raise
-    return OpenedSocket(sock, std, bound, dual_stack)
+    return OpenedSocket(sock, nonblocking, bound, dual_stack)
 
 
 def adopt_socket(sock: trio.socket.SocketType, options: EndpointOptions) -> OpenedSocket:
@@ -212,7 +312,7 @@ def adopt_socket(sock: trio.socket.SocketType, options: EndpointOptions) -> Open
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
     if options.receive_buffer_size is not None:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, options.receive_buffer_size)
-    return OpenedSocket(sock, stdlib_socket_of(sock), local, dual_stack)
+    return OpenedSocket(sock, nonblocking_of(sock), local, dual_stack)
 
 
 def multicast_request(

@@ -14,6 +14,12 @@ Every call is built on :meth:`SocketCalls._io`: the protocol supplies an
 returns ``BLOCKED`` having changed nothing. TCP and UDP implement the data hooks
 ``_recv_now`` and ``_send_now`` that way.
 
+:class:`NonBlockingCalls` runs the same attempts once, synchronously, as a
+non-blocking system call does: the result, or :exc:`BlockingIOError` where
+``_io`` would wait. It is the view a virtual UDP socket gives trionet's UDP
+endpoint (``_nonblocking_view()``), so the endpoint's receive drain runs on the
+virtual network as on a system socket.
+
 Supported flags: ``MSG_PEEK`` and ``MSG_DONTWAIT`` for receiving (``MSG_TRUNC``
 is reported in ``recvmsg``'s flags when a datagram was cut), ``MSG_DONTWAIT``
 and ``MSG_NOSIGNAL`` for sending. Other flags and ancillary data raise
@@ -42,7 +48,7 @@ from ._vsocket import VirtualSocket, fail
 if TYPE_CHECKING:
     from typing_extensions import Buffer
 
-__all__ = ["BLOCKED", "SocketCalls"]
+__all__ = ["BLOCKED", "NonBlockingCalls", "SocketCalls"]
 
 T = TypeVar("T")
 
@@ -94,6 +100,26 @@ class SocketCalls(VirtualSocket):
         if not waited:
             await trio.lowlevel.cancel_shielded_checkpoint()
         return result
+
+    def _nowait(self, attempt: Callable[[float], T | _Blocked]) -> T:
+        """Run ``attempt(now)`` once, as a non-blocking system call: ``EAGAIN`` where ``_io`` waits.
+
+        Not a checkpoint. Like every synchronous call it first runs the
+        network's due events (:meth:`_check_open`). A crashed host's socket
+        has nothing to give: ``EAGAIN``, until it is closed (``EBADF``).
+
+        Raises:
+          BlockingIOError: ``attempt`` returned BLOCKED; nothing changed.
+          OSError: ``EBADF`` if the socket is closed, or what ``attempt`` raised.
+        """
+        now = self._net._events.advance()
+        if self._closed:
+            raise fail(errno.EBADF)
+        if not self._frozen:
+            result = attempt(now)
+            if result is not BLOCKED:
+                return result
+        raise fail(errno.EAGAIN)
 
     async def _park(self, direction: Literal["read", "write", ""]) -> None:
         if self._frozen:
@@ -261,3 +287,81 @@ class SocketCalls(VirtualSocket):
             raise NotImplementedError("sendmsg() with ancillary data is not supported")
         data = memoryview(b"".join(buffers))
         return await self._send("sendmsg", data, flags, address)
+
+
+class NonBlockingCalls:
+    """A virtual socket's calls that never wait: a socket in non-blocking mode, and its readiness.
+
+    What ``UDPSocket._nonblocking_view()`` returns, and what trionet's UDP
+    endpoint calls on a system socket: ``recvfrom``, ``send`` and ``sendto``
+    return at once or raise :exc:`BlockingIOError` (and the errors the async
+    calls raise: ``ECONNREFUSED`` once after an ICMP port-unreachable on a
+    connected socket, ``EBADF`` once closed). ``recvfrom(n)`` of a longer
+    datagram returns its first ``n`` bytes and discards the rest, as the
+    system call does. ``wait_readable()`` and ``wait_writable()`` stand for
+    :func:`trio.lowlevel.wait_readable` and :func:`~trio.lowlevel.wait_writable`
+    on the socket.
+    """
+
+    __slots__ = ("_sock",)
+
+    def __init__(self, sock: SocketCalls) -> None:
+        self._sock = sock
+
+    def recvfrom(self, bufsize: int, flags: int = 0, /) -> tuple[bytes, Any]:
+        """Like :meth:`socket.socket.recvfrom` on a non-blocking socket.
+
+        Raises:
+          BlockingIOError: Nothing has arrived; nothing changed.
+        """
+        sock = self._sock
+        nbytes = operator.index(bufsize)
+        if nbytes < 0:
+            raise ValueError("negative buffersize in recvfrom")
+        if flags & ~_RECV_FLAGS:
+            raise NotImplementedError(
+                f"recvfrom() flags {flags:#x}: only MSG_PEEK and MSG_DONTWAIT are supported"
+            )
+        peek = bool(flags & socket.MSG_PEEK)
+        data, address, _flags = sock._nowait(lambda now: sock._recv_now(now, nbytes, peek))
+        return data, address
+
+    def send(self, data: Buffer, /) -> int:
+        """Like :meth:`socket.socket.send` on a non-blocking socket (to the connected peer).
+
+        Raises:
+          BlockingIOError: The send would wait; nothing was sent.
+        """
+        return self.sendto(data, None)
+
+    def sendto(self, data: Buffer, address: Any, /) -> int:
+        """Like :meth:`socket.socket.sendto` on a non-blocking socket (``None``: as :meth:`send`).
+
+        Raises:
+          BlockingIOError: The send would wait; nothing was sent.
+        """
+        sock = self._sock
+        with memoryview(data) as view:
+            flat = view.cast("B")
+            return sock._nowait(lambda now: sock._send_now(now, flat, address))
+
+    async def wait_readable(self) -> None:
+        """Wait until a ``recvfrom`` would not raise :exc:`BlockingIOError` (data, an error).
+
+        Raises:
+          trio.ClosedResourceError: Another task closed the socket meanwhile.
+          trio.BusyResourceError: Another task waits to read on the socket.
+
+        Cancellation:
+          A checkpoint; nothing is consumed.
+        """
+        sock = self._sock
+        await sock._io("read", lambda now: None if sock.is_readable() else BLOCKED)
+
+    async def wait_writable(self) -> None:
+        """Wait until a send would not raise :exc:`BlockingIOError`.
+
+        Cancellation:
+          A checkpoint; nothing is sent.
+        """
+        await self._sock.wait_writable()

@@ -10,6 +10,12 @@ A datagram that reaches a host where no socket is bound to its port is answered
 with an ICMP port-unreachable message. As on Linux, only a *connected* socket
 hears of it: its next ``recv``/``send`` raises ``ECONNREFUSED`` (once).
 
+``_nonblocking_view()`` gives the socket's calls as a non-blocking system
+socket has them (:class:`~._vcalls.NonBlockingCalls`: ``recvfrom``/``sendto``
+that raise :exc:`BlockingIOError` instead of waiting, and ``wait_readable()``):
+trionet's UDP endpoint finds it and runs its receive drain and send fast path
+on a virtual socket as on a real one.
+
 The receive queue is accounted as Linux accounts it: each datagram costs the
 kernel memory of its buffer (its *truesize*, :func:`linux_truesize`: 832 bytes
 for up to about 200 bytes of payload, 2,304 for 1,000, 16,640 for 8,000)
@@ -43,7 +49,7 @@ import socket
 from collections import deque
 from typing import Any, Final, Literal, final
 
-from ._vcalls import BLOCKED, SocketCalls, _Blocked
+from ._vcalls import BLOCKED, NonBlockingCalls, SocketCalls, _Blocked
 from ._vsocket import VirtualSocket, fail
 from ._vtrace import format_address
 from ._vtypes import Address, Host, Network
@@ -121,6 +127,10 @@ class UDPSocket(SocketCalls):
 
     def _connected_peer(self) -> Address | None:
         return self._peer
+
+    def _nonblocking_view(self) -> NonBlockingCalls:
+        """This socket's calls that never wait, for trionet's UDP endpoint (see the module's docstring)."""
+        return NonBlockingCalls(self)
 
     @property
     def did_shutdown_SHUT_WR(self) -> bool:
