@@ -25,8 +25,8 @@ other directives (a note, a list) count too; ``.. highlight::`` changes what a
 ``::`` block is, as in Sphinx. A Python block that cannot be checked is marked
 by an rst comment ``.. mypy: skip (the reason)`` before it (the marker applies
 to the page's next block; a reason is required). The test counts and prints the
-skips, so they stay few (one today: a Twisted peer, as Twisted is not installed
-where the docs are checked).
+skips, so they stay few (one today: a Twisted peer, whose reactor only the
+mypy-zope plugin types; tests/test_twisted_interop.py runs it instead).
 
 A block may import an example by its module name (``from resp_server import
 Resp``), as it runs beside ``examples/``. One ``mypy --strict`` process (as
@@ -55,7 +55,7 @@ SECONDS = 60
 # The docs teach ``except*`` (3.11); trionet itself is checked as 3.10 (pyproject.toml).
 PYTHON_VERSION = "3.11"
 # The blocks marked ``.. mypy: skip``: each is a decision, reviewed when this changes.
-EXPECTED_SKIPS = 1  # docs/howto/interop.rst: the Twisted peer (Twisted is not installed)
+EXPECTED_SKIPS = 1  # docs/howto/interop.rst: the Twisted peer (its reactor needs the mypy-zope plugin)
 
 PYTHON = frozenset({"python", "python3", "py", "py3"})
 DOCTEST_LANGUAGES = frozenset({"pycon"})
