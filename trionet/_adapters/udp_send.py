@@ -68,6 +68,8 @@ class DatagramSender(DatagramReceiver):
             target = self._targets.get(address)
         except TypeError:
             raise AddressError(f"not an address: {address!r}") from None
+        if target is None and isinstance(address, Address) and self._remote_target is None:
+            target = self._literal_target(address)  # no lookup, so no wait for the resolver
         if target is None:
             target = await self._resolve_target(address)
         return target
@@ -152,10 +154,11 @@ class DatagramSender(DatagramReceiver):
     def _literal_target(self, address: Address) -> Target | None:
         """What :meth:`_resolve_target` makes of ``address``, made at once; ``None`` if it must resolve.
 
-        A reply's first datagram to a new peer would otherwise wait for the
-        resolver (a schedule point, though an IP literal is no lookup), and
-        the replies other workers sent meanwhile would overtake it: a burst of
-        requests from one client was answered out of order.
+        Both :meth:`send` and the reply path take it. A reply's first datagram
+        to a new peer would otherwise wait for the resolver (a schedule point,
+        though an IP literal is no lookup), and the replies other workers sent
+        meanwhile would overtake it: a burst of requests from one client was
+        answered out of order.
         """
         family = address.family
         if address.port == 0 or address.scope_id or (not self._dual_stack and family != self._family):
