@@ -29,7 +29,7 @@ import pytest
 import trio
 
 import trionet
-from tests.differential import World, both
+from tests.differential import World, both, run_real, run_virtual
 
 V4, V6 = socket.AF_INET, socket.AF_INET6
 LOOPBACK: dict[int, str] = {V4: "127.0.0.1", V6: "::1"}
@@ -185,10 +185,24 @@ def test_which_bindings_of_one_port_conflict_as_on_linux(
         with trio.socket.socket(first[0], kind) as one, trio.socket.socket(second[0], kind) as two:
             await bind_with(one, first, 0)
             port = one.getsockname()[1]
-            return await outcome_async(lambda: bind_with(two, second, port))
+            result = await outcome_async(lambda: bind_with(two, second, port))
+            if result == errno.EADDRINUSE and world.net is None:
+                # The port the system gave the first socket may be taken in the
+                # second's family by another program (a test suite running beside
+                # this one): then the second binding fails without the first too.
+                one.close()
+                with trio.socket.socket(second[0], kind) as alone:
+                    if await outcome_async(lambda: bind_with(alone, second, port)) != "ok":
+                        return "port taken by another socket"
+            return result
 
-    real, virtual = both(scenario)
-    assert real == virtual
+    for _attempt in range(5):
+        real = run_real(scenario)
+        if real != "port taken by another socket":
+            break
+    else:
+        raise AssertionError("every port the system gave was taken in the other family")
+    assert real == run_virtual(scenario)
 
 
 # ---- item 4: dual-stack sockets ------------------------------------------------------------------
