@@ -48,8 +48,10 @@ async def test_a_silent_connection_is_shed_after_the_idle_timeout(no_fd_leak: No
     async with trionet.open_tcp_server(handler, 0, host="127.0.0.1", idle_timeout=0.2,
                                        observer=log) as server:
         with trio.fail_after(10):
-            stream = await trio.open_tcp_stream("127.0.0.1", server.port)
+            # The server's timer starts when it accepts, which the scheduler may
+            # run before this task resumes from the connect: start the watch first.
             start = trio.current_time()
+            stream = await trio.open_tcp_stream("127.0.0.1", server.port)
             assert await stream.receive_some() == b""  # the server closed it
             took = trio.current_time() - start
             await stream.aclose()
