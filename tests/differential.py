@@ -17,6 +17,8 @@ by :data:`VIRTUAL_TIMEOUT` simulated seconds.
 from __future__ import annotations
 
 import dataclasses
+import select
+import socket
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -29,6 +31,15 @@ T = TypeVar("T")
 
 REAL_TIMEOUT = 10.0
 VIRTUAL_TIMEOUT = 600.0
+
+#: How long :meth:`World.settle` lets the virtual network run (mock time, free).
+VIRTUAL_SETTLE = 0.05
+
+#: Linux's TCP states (``include/net/tcp_states.h``), as ``TCP_INFO`` reports them.
+TCP_STATES = {
+    "ESTABLISHED": 1, "SYN_SENT": 2, "SYN_RECV": 3, "FIN_WAIT1": 4, "FIN_WAIT2": 5,
+    "TIME_WAIT": 6, "CLOSE": 7, "CLOSE_WAIT": 8, "LAST_ACK": 9, "LISTEN": 10, "CLOSING": 11,
+}
 
 
 @dataclasses.dataclass
@@ -46,6 +57,40 @@ class World:
     @property
     def virtual(self) -> bool:
         return self.net is not None
+
+    async def settle(self, sock: Any, *, state: str | None = None, readable: bool = False) -> None:
+        """Wait until the kernel has done what a scenario waits for, without reading anything.
+
+        On real sockets, until ``sock``'s TCP state is ``state`` (read from
+        ``TCP_INFO``) or, with ``readable``, until it has something to read
+        (``poll``): checked between scheduler checkpoints, bounded in count and
+        by the run's :data:`REAL_TIMEOUT`. On loopback the kernel acts within
+        the sending call or microseconds after it. On the virtual network,
+        whose events are due after the link's latency, the mock clock runs
+        :data:`VIRTUAL_SETTLE` (free and deterministic).
+        """
+        if state is None and not readable:
+            raise ValueError("settle() needs a state or readable=True")
+        if self.net is not None:
+            await trio.sleep(VIRTUAL_SETTLE)
+            return
+        for _ in range(1_000_000):
+            if state is not None and _tcp_state(sock) == TCP_STATES[state]:
+                return
+            if readable and _has_input(sock):
+                return
+            await trio.lowlevel.checkpoint()
+        raise AssertionError(f"{sock!r} never became {state or 'readable'}")
+
+
+def _tcp_state(sock: Any) -> int:
+    return sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 8)[0]  # type: ignore[no-any-return]
+
+
+def _has_input(sock: Any) -> bool:
+    poller = select.poll()
+    poller.register(sock.fileno(), select.POLLIN)
+    return bool(poller.poll(0))
 
 
 Scenario = Callable[[World], Awaitable[T]]

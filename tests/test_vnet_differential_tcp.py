@@ -33,10 +33,6 @@ from .differential import World, both, run_virtual
 
 Observation = list[Any]
 
-# How long the real side gives the kernel to act on loopback (a packet's round
-# trip there takes microseconds); the virtual side's mock clock makes it free.
-SETTLE = 0.05
-
 # Every scenario closes every socket it opens (and the real side's child processes).
 pytestmark = pytest.mark.usefixtures("no_fd_leak")
 
@@ -187,7 +183,7 @@ async def full_backlog(world: World) -> Observation:
 
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(connect_second)
-                await trio.sleep(0.5)
+                await trio.testing.wait_all_tasks_blocked()  # its SYN went (and was dropped)
                 seen.append(("second connected before accept", bool(done)))
                 conn, _ = await listener.accept()
                 conn.close()
@@ -297,7 +293,7 @@ async def child_connects_and_exits(
         if mode == "send":
             await child.send(b"bye")
         await after_accept(conn)
-        await trio.sleep(SETTLE)  # the data reached the child
+        await world.settle(child, readable=True)  # what was sent reached the child
         world.net.exit_process("child")
     return conn
 
@@ -311,7 +307,7 @@ async def exit_with_nothing_unread(world: World) -> Observation:
         with await child_connects_and_exits(world, listener, "send", nothing) as conn:
             seen: Observation = [await conn.recv(10), await conn.recv(10)]
             seen.append(await outcome(lambda: conn.send(b"x")))  # the closed peer resets...
-            await trio.sleep(SETTLE)
+            await world.settle(conn, state="CLOSE")
             seen.append(await outcome(lambda: conn.send(b"x")))  # ...after our FIN came: EPIPE
             return seen
 
@@ -330,7 +326,7 @@ async def exit_with_unread_data(world: World) -> Observation:
             await conn.send(b"unread")
 
         with await child_connects_and_exits(world, listener, "unread", send_unread) as conn:
-            await trio.sleep(SETTLE)
+            await world.settle(conn, state="CLOSE")  # the exit's RST
             return [await outcome(lambda: conn.recv(10)), await outcome(lambda: conn.recv(10))]
 
 
@@ -369,9 +365,9 @@ async def state_after_sleep(world: World) -> Observation:
     client, server = await connected_pair()
     with client, server:
         await client.send(b"unread")
-        await trio.sleep(SETTLE)
+        await world.settle(server, readable=True)
         server.close()  # unread data: RST
-        await trio.sleep(SETTLE)
+        await world.settle(client, state="CLOSE")
         return [
             sync_outcome(client.getpeername),
             client.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR),
@@ -412,7 +408,7 @@ async def after_both_fins(world: World) -> Observation:
         seen.append(sync_outcome(server.getpeername) == client.getsockname())  # CLOSE_WAIT: still connected
         server.shutdown(socket.SHUT_WR)
         seen.append(await client.recv(1))
-        await trio.sleep(SETTLE)
+        await world.settle(server, state="CLOSE")  # LAST_ACK until the client's ACK came
         for sock in (client, server):
             seen += [
                 sync_outcome(sock.getpeername),
@@ -434,9 +430,9 @@ async def fin_then_rst(world: World, *, read_first: bool) -> Observation:
     client, server = await connected_pair()
     with client:
         server.close()  # FIN
-        await trio.sleep(SETTLE)
+        await world.settle(client, state="CLOSE_WAIT")
         seen: Observation = [await outcome(lambda: client.send(b"x"))]  # accepted; the closed peer resets
-        await trio.sleep(SETTLE)
+        await world.settle(client, state="CLOSE")
         if read_first:
             seen += [await outcome(lambda: client.recv(1)), await outcome(lambda: client.recv(1))]
         else:
@@ -460,9 +456,9 @@ async def rst_alone(world: World) -> Observation:
     client, server = await connected_pair()
     with client:
         await client.send(b"unread")
-        await trio.sleep(SETTLE)
+        await world.settle(server, readable=True)
         server.close()  # RST
-        await trio.sleep(SETTLE)
+        await world.settle(client, state="CLOSE")
         return [
             sync_outcome(client.getpeername),
             await outcome(lambda: client.send(b"x")),
@@ -544,8 +540,9 @@ def test_the_side_that_closes_first_holds_the_port_in_time_wait(first_to_close: 
         first, second = (server, client) if first_to_close == "server" else (client, server)
         first.close()
         assert await second.recv(10) == b""  # the FIN arrived
+        second.shutdown(socket.SHUT_WR)  # its FIN, as close() sends it...
+        await world.settle(second, state="CLOSE")  # ...and the last ACK came back
         second.close()
-        await trio.sleep(SETTLE)  # the last ACK
         with listening_socket() as again:
             return str(await outcome(lambda: again.bind(("127.0.0.1", port))))
 
