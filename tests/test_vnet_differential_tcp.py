@@ -127,7 +127,8 @@ async def buffer_sizes(world: World) -> Observation:
     with trio.socket.socket() as fresh:
         seen.append(("default", fresh.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF),
                      fresh.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)))
-        for asked in (10_000, 1, 1 << 30):
+        # 0 gives the minimum; a negative size is read as unsigned: the maximum
+        for asked in (10_000, 1, 1 << 30, 0, -1):
             fresh.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, asked)
             fresh.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, asked)
             seen.append((asked, fresh.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF),

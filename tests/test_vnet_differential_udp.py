@@ -522,3 +522,20 @@ def test_a_dual_stack_tcp_client_reaches_an_ipv4_listener_through_a_mapped_addre
     real, virtual = both(scenario)
     assert real == virtual
     assert real[0] == "::ffff:127.0.0.1"
+
+
+def test_udp_buffer_sizes_set_to_zero_or_negative_are_clamped_as_linux_clamps_them() -> None:
+    async def scenario(world: World) -> list[tuple[int, int, int]]:
+        seen = []
+        with trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            for asked in (0, -1, 1, 100_000):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, asked)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, asked)
+                seen.append((asked, sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF),
+                             sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)))
+        return seen
+
+    real, virtual = both(scenario)
+    assert real[0] == (0, 4608, 2304)  # SOCK_MIN_SNDBUF, SOCK_MIN_RCVBUF
+    assert real[1][1] == real[1][2] > real[3][1]  # -1: twice the maxima, above what 100,000 gives
+    assert virtual == real

@@ -72,6 +72,18 @@ _EAI_ADDRFAMILY: Final = getattr(socket, "EAI_ADDRFAMILY", socket.EAI_FAMILY)
 # SO_LINGER takes a struct linger; only "on, 0 seconds" (reset on close) matters here.
 _LINGER: Final = (socket.SOL_SOCKET, socket.SO_LINGER)
 
+# setsockopt(SO_SNDBUF/SO_RCVBUF, n) (net/core/sock.c): n is read as an unsigned
+# int, capped at net.core.wmem_max / rmem_max (4 MiB on current kernels), doubled,
+# and raised to SOCK_MIN_SNDBUF / SOCK_MIN_RCVBUF (include/net/sock.h). So 0
+# gives the minimum and a negative n the maximum, as on Linux 6.18 (x86-64).
+_BUFFER_MAX: Final = 4194304
+_BUFFER_MIN: Final = {"send": 4608, "receive": 2304}
+
+
+def linux_buffer_size(which: Literal["send", "receive"], asked: int) -> int:
+    """What ``getsockopt`` reports after ``setsockopt(SO_SNDBUF or SO_RCVBUF, asked)`` on Linux."""
+    return max(2 * min(asked & 0xFFFFFFFF, _BUFFER_MAX), _BUFFER_MIN[which])
+
 
 def fail(code: int, detail: str = "") -> OSError:
     """Make the :class:`OSError` subclass a real socket raises for ``code``."""
@@ -424,8 +436,6 @@ class VirtualSocket(trio.socket.SocketType):
             )
         key = (level, optname)
         if level == socket.SOL_SOCKET and optname in (socket.SO_SNDBUF, socket.SO_RCVBUF):
-            if value <= 0:
-                raise fail(errno.EINVAL, f"{name} must be positive")
             self._set_buffer_size("send" if optname == socket.SO_SNDBUF else "receive", value)
             return
         if key not in _OPTIONS:

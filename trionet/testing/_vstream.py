@@ -46,7 +46,7 @@ from typing import Any, Final, Literal
 
 from ._vcalls import BLOCKED, SocketCalls, _Blocked
 from ._vflow import Flow
-from ._vsocket import fail
+from ._vsocket import fail, linux_buffer_size
 from ._vtypes import Address, Host, Network
 
 __all__ = ["TCPStream"]
@@ -54,11 +54,6 @@ __all__ = ["TCPStream"]
 # Largest segment handed to the network at once (a TSO/GSO-sized burst);
 # smaller ones only make more events.
 _SEGMENT: Final = 65536
-# setsockopt(SO_SNDBUF/SO_RCVBUF, n) stores 2 * min(n, net.core.wmem_max or
-# rmem_max), at least SOCK_MIN_SNDBUF / SOCK_MIN_RCVBUF (include/net/sock.h);
-# the maxima as measured on Linux 6.18 (x86-64), the minima from the same kernel.
-_BUFFER_MAX: Final = 4194304
-_BUFFER_MIN: Final = {"send": 4608, "receive": 2304}
 
 TCPState = Literal["new", "listening", "connecting", "connected", "failed"]
 
@@ -112,7 +107,7 @@ class TCPStream(SocketCalls):
         return self._sndbuf if which == "send" else self._rcvbuf
 
     def _set_buffer_size(self, which: Literal["send", "receive"], size: int) -> None:
-        value = max(min(size, _BUFFER_MAX) * 2, _BUFFER_MIN[which])
+        value = linux_buffer_size(which, size)
         if which == "send":
             self._sndbuf, self._snd_locked = value, True
         else:

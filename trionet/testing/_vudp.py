@@ -50,7 +50,7 @@ from collections import deque
 from typing import Any, Final, Literal, final
 
 from ._vcalls import BLOCKED, NonBlockingCalls, SocketCalls, _Blocked
-from ._vsocket import VirtualSocket, fail
+from ._vsocket import VirtualSocket, fail, linux_buffer_size
 from ._vtrace import format_address
 from ._vtypes import Address, Host, Network
 
@@ -62,13 +62,6 @@ __all__ = ["MAX_DATAGRAM", "UDPSocket"]
 MAX_DATAGRAM: Final = {socket.AF_INET: 65507, socket.AF_INET6: 65527}
 # IP + UDP header bytes, counted against a link's MTU.
 _HEADERS: Final = {socket.AF_INET: 28, socket.AF_INET6: 48}
-# Linux's SO_RCVBUF / SO_SNDBUF handling (net/core/sock.c): the value set is
-# doubled, at least SOCK_MIN_RCVBUF / SOCK_MIN_SNDBUF, at most twice
-# net.core.rmem_max / wmem_max (4 MiB on current kernels).
-_MIN_RCVBUF: Final = 2304
-_MIN_SNDBUF: Final = 4608
-_RMEM_MAX: Final = 4194304
-_WMEM_MAX: Final = 4194304
 # Linux's net.core.wmem_default: the SO_SNDBUF a UDP socket starts with.
 _WMEM_DEFAULT: Final = 212992
 _BROADCASTS: Final = frozenset({"255.255.255.255", "127.255.255.255"})
@@ -141,9 +134,9 @@ class UDPSocket(SocketCalls):
 
     def _set_buffer_size(self, which: Literal["send", "receive"], size: int) -> None:
         if which == "send":
-            self._sndbuf = max(2 * min(size, _WMEM_MAX), _MIN_SNDBUF)
+            self._sndbuf = linux_buffer_size(which, size)
         else:
-            self._rcvbuf = max(2 * min(size, _RMEM_MAX), _MIN_RCVBUF)
+            self._rcvbuf = linux_buffer_size(which, size)
 
     def _take_error(self) -> int:
         error, self._error = self._error, None
