@@ -29,6 +29,11 @@ A TCP connection closed by this side first leaves its binding in TIME_WAIT
 for 60 s (``TIME_WAIT_SECONDS``), once TCP reports it through
 ``VirtualSocket._time_wait_binding()``; ``_check_listen()`` is the check
 ``listen()`` makes. Both are for the TCP socket to call.
+
+Accepted connections and TIME_WAIT entries hold their port for ``bind()`` but
+never receive a lookup (they do not listen), so they are kept in a table of
+their own per port: a listener's lookup for each new connection looks only at
+the sockets that can take it, however many connections it has accepted.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from __future__ import annotations
 import contextvars
 import errno
 import ipaddress
+import itertools
 import random
 import socket
 from typing import Final, final
@@ -89,6 +95,9 @@ class VirtualHost:
         self.name = name
         self.addresses = addresses
         self._tables: dict[tuple[int, int], _Table] = {}  # (type, port) -> bound sockets
+        # (type, port) -> accepted connections and TIME_WAIT entries: they
+        # conflict with a bind() but are never looked up
+        self._held: dict[tuple[int, int], _Table] = {}
         self._next_port = _EPHEMERAL_FIRST
         self._sockets: dict[Socket, None] = {}  # live sockets, in creation order
 
@@ -109,6 +118,16 @@ class VirtualHost:
     def _table(self, kind: int, port: int) -> _Table:
         return self._tables.setdefault((int(kind), port), {})
 
+    def _holders(self, kind: int, port: int) -> _Table:
+        """The port's accepted connections and TIME_WAIT entries (TIME_WAITs over purged)."""
+        held = self._held.get((int(kind), port))
+        if held is None:
+            return {}
+        _purge_time_waits(held, trio.current_time())
+        if not held:
+            del self._held[(int(kind), port)]
+        return held
+
     def _bind(self, sock: Socket, ip: str | None, port: int) -> int:
         """Enter ``sock`` in the port table; return the port (chosen if 0).
 
@@ -118,8 +137,7 @@ class VirtualHost:
         if port == 0:
             return self._bind_ephemeral(sock, ip)
         table = self._table(sock.type, port)
-        _purge_time_waits(table, trio.current_time())
-        for other, other_ip in table.items():
+        for other, other_ip in itertools.chain(table.items(), self._holders(sock.type, port).items()):
             if _overlap(sock, ip, other, other_ip) and _conflict(sock, other):
                 where = f"{ip or ('[::]' if sock.family == socket.AF_INET6 else '0.0.0.0')}:{port}"
                 raise fail(errno.EADDRINUSE, f"{where} on host {self.name!r}")
@@ -131,19 +149,18 @@ class VirtualHost:
         for _ in range(span):
             port = self._next_port
             self._next_port = _EPHEMERAL_FIRST + (port + 1 - _EPHEMERAL_FIRST) % span
-            table = self._table(sock.type, port)
-            _purge_time_waits(table, trio.current_time())
-            if not table:
-                table[sock] = ip
+            if not self._tables.get((int(sock.type), port)) and not self._holders(sock.type, port):
+                self._table(sock.type, port)[sock] = ip
                 return port
         raise fail(errno.EADDRINUSE, f"no free ephemeral port on host {self.name!r}")
 
     def _unbind(self, sock: Socket, ip: str | None, port: int) -> None:
-        table = self._tables.get((int(sock.type), port))
-        if table is not None and sock in table:
-            del table[sock]
-            if not table:
-                del self._tables[(int(sock.type), port)]
+        for tables in (self._tables, self._held):
+            table = tables.get((int(sock.type), port))
+            if table is not None and sock in table:
+                del table[sock]
+                if not table:
+                    del tables[(int(sock.type), port)]
 
     def _add_child(self, sock: Socket, ip: str, port: int) -> None:
         """Enter an accepted connection, which shares its listener's port, without a check.
@@ -152,7 +169,7 @@ class VirtualHost:
         after the listener closed still conflicts with them (unless both set
         ``SO_REUSEADDR``). Lookups ignore them (they do not listen).
         """
-        self._table(sock.type, port)[sock] = ip
+        self._held.setdefault((int(sock.type), port), {})[sock] = ip
 
     def _enter_time_wait(self, sock: Socket, ip: str | None, port: int, now: float) -> None:
         """Keep ``sock``'s binding for :data:`TIME_WAIT_SECONDS` after it closed.
@@ -162,14 +179,14 @@ class VirtualHost:
         the closed one set ``SO_REUSEADDR`` (or both ``SO_REUSEPORT``), as
         on Linux; lookups ignore it.
         """
-        self._table(sock.type, port)[_TimeWait(sock, now + TIME_WAIT_SECONDS)] = ip
+        self._held.setdefault((int(sock.type), port), {})[_TimeWait(sock, now + TIME_WAIT_SECONDS)] = ip
 
     def _check_listen(self, sock: Socket, ip: str | None, port: int) -> None:
         """Raise ``EADDRINUSE`` if a TCP socket may not listen on its binding.
 
         Linux checks the binding again in ``listen()``: two sockets that shared
         a port through ``SO_REUSEADDR`` cannot both listen (unless both also
-        set ``SO_REUSEPORT``).
+        set ``SO_REUSEPORT``). Only bound sockets can be listening.
         """
         for other, other_ip in self._table(sock.type, port).items():
             if other is sock or not other._listening() or (_reuse_port(sock) and _reuse_port(other)):

@@ -1,0 +1,168 @@
+"""What a test on the virtual network costs: many connections, the virtual network against real loopback.
+
+Run from the repository root::
+
+    .venv/bin/python -m benchmarks.vnet_connections            # 3 runs per cell, about 1 minute
+    .venv/bin/python -m benchmarks.vnet_connections --quick    # seconds; numbers meaningless
+
+One program, written with :mod:`trio.socket` only, runs twice per cell: on real
+loopback (``127.0.0.1``, trio's own clock) and on a
+:class:`~trionet.testing.VirtualNetwork` (hosts ``server`` and ``client``, a
+1 ms link, ``MockClock(autojump_threshold=0)``). A server task accepts and
+echoes; N client tasks are started at once, each connects, sends 16 bytes and
+reads them back 5 times (``send()`` / ``recv()`` per message on both sides), and
+closes. The figure is the wall time from the first connect to the last close,
+divided by N; set-up (the network, the listener) is not timed.
+
+The ratio virtual / real says how much slower a test on the virtual network
+runs than the same test on loopback, and its growth with N says whether the
+simulation stays linear in the number of connections (the port lookup for a
+new connection, for instance, must not scan the connections already accepted).
+Runs alternate (real, virtual; then virtual, real...) and the median of the
+runs is reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import resource
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import trio
+import trio.testing
+
+from trionet.testing import VirtualNetwork
+
+from ._common import interleaved_order, machine_description, markdown_table, median
+
+ROUND_TRIPS = 5
+MESSAGE = b"0123456789abcdef"
+IMPLS = ("real loopback", "virtual network")
+
+
+async def _scenario(server_host: str, count: int, listener: trio.socket.SocketType) -> float:
+    """Serve ``count`` clients on ``listener``; the wall time they took."""
+    address = listener.getsockname()
+
+    async def echo(conn: trio.socket.SocketType) -> None:
+        with conn:
+            while data := await conn.recv(1024):
+                await conn.send(data)
+
+    async def client() -> None:
+        with trio.socket.socket() as sock:
+            await sock.connect((server_host, address[1]))
+            for _ in range(ROUND_TRIPS):
+                await sock.send(MESSAGE)
+                received = b""
+                while len(received) < len(MESSAGE):
+                    received += await sock.recv(1024)
+
+    async with trio.open_nursery() as nursery:
+
+        async def acceptor() -> None:
+            while True:
+                conn, _ = await listener.accept()
+                nursery.start_soon(echo, conn)
+
+        nursery.start_soon(acceptor)
+        started = time.perf_counter()
+        async with trio.open_nursery() as clients:
+            for _ in range(count):
+                clients.start_soon(client)
+        took = time.perf_counter() - started
+        nursery.cancel_scope.cancel()
+    return took
+
+
+def _run_real(count: int) -> float:
+    async def main() -> float:
+        with trio.socket.socket() as listener:
+            await listener.bind(("127.0.0.1", 0))
+            listener.listen(4096)
+            return await _scenario("127.0.0.1", count, listener)
+
+    return trio.run(main)
+
+
+def _run_virtual(count: int) -> float:
+    async def main() -> float:
+        net = VirtualNetwork(seed=0)
+        net.add_host("server", "10.0.0.1")
+        net.add_host("client", "10.0.0.2")
+        net.link("client", "server", latency=0.001)
+        with net.install(default_host="client"):
+            with net.host("server"):
+                listener = trio.socket.socket()
+                await listener.bind(("10.0.0.1", 7))
+            with listener:
+                listener.listen(4096)
+                return await _scenario("10.0.0.1", count, listener)
+
+    return trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+
+
+RUNNERS: dict[str, Callable[[int], float]] = {"real loopback": _run_real, "virtual network": _run_virtual}
+
+
+def _raise_fd_limit(needed: int) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < needed:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(needed, hard), hard))
+
+
+def measure(counts: list[int], runs: int) -> list[dict[str, object]]:
+    """Per count: each implementation's seconds per connection (median of ``runs``) and the ratio."""
+    _raise_fd_limit(2 * max(counts) + 100)
+    rows: list[dict[str, object]] = []
+    for count in counts:
+        samples: dict[str, list[float]] = {impl: [] for impl in IMPLS}
+        for _run, impl in interleaved_order(IMPLS, runs):
+            gc.collect()
+            samples[impl].append(RUNNERS[impl](count) / count)
+        medians = {impl: median(values) for impl, values in samples.items()}
+        rows.append({
+            "connections": count,
+            "samples": samples,
+            "median_s_per_connection": medians,
+            "virtual_over_real": medians["virtual network"] / medians["real loopback"],
+        })
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.vnet_connections", description=(__doc__ or "").split("\n")[0]
+    )
+    parser.add_argument("--counts", default="100,1000,3000", help="connections per cell, comma-separated")
+    parser.add_argument("--runs", type=int, default=3, help="runs per cell, median reported")
+    parser.add_argument("--json", type=Path, help="also write the samples as JSON")
+    parser.add_argument("--quick", action="store_true", help="20 and 40 connections, 1 run: a smoke test")
+    args = parser.parse_args(argv)
+    counts = [20, 40] if args.quick else [int(c) for c in args.counts.split(",")]
+    rows = measure(counts, 1 if args.quick else max(1, args.runs))
+    first = rows[0]["median_s_per_connection"]
+    assert isinstance(first, dict)
+    table = [[
+        f"{row['connections']:,}",
+        *(f"{row['median_s_per_connection'][impl] * 1e6:,.0f} µs" for impl in IMPLS),  # type: ignore[index]
+        f"{row['virtual_over_real']:.2f}x",
+        f"{row['median_s_per_connection']['virtual network'] / first['virtual network']:.2f}x",  # type: ignore[index]
+    ] for row in rows]
+    print(machine_description())
+    print(f"{ROUND_TRIPS} round trips of {len(MESSAGE)} B per connection, all connections at once; "
+          f"median of {1 if args.quick else args.runs} runs\n")
+    print(markdown_table(["connections", *(f"{impl} per connection" for impl in IMPLS),
+                          "virtual / real", f"virtual per connection / at {counts[0]:,}"], table))
+    if args.json:
+        args.json.write_text(json.dumps({"rows": rows}, indent=2), encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,32 @@
+"""Smoke test of the virtual-network benchmark: the documented command runs and reports.
+
+Only the report's shape is checked, never a timing: a ``--quick`` run's numbers
+on a shared machine mean nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_quick_run_reports_both_worlds_for_every_count(tmp_path: Path) -> None:
+    results = tmp_path / "results.json"
+    done = subprocess.run(
+        [sys.executable, "-W", "error", "-m", "benchmarks.vnet_connections", "--quick",
+         "--json", str(results)],
+        cwd=ROOT, capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "| virtual / real |" in done.stdout
+    rows = json.loads(results.read_text(encoding="utf-8"))["rows"]
+    assert [row["connections"] for row in rows] == [20, 40]
+    for row in rows:
+        medians = row["median_s_per_connection"]
+        assert set(medians) == {"real loopback", "virtual network"}
+        assert all(value > 0 for value in medians.values())
+        assert row["virtual_over_real"] == medians["virtual network"] / medians["real loopback"]
