@@ -671,3 +671,35 @@ async def test_so_reuseport_listeners_share_the_connections_by_flow(net: Virtual
         client.close()
     assert sum(accepted) == 20
     assert min(accepted) > 0  # both took some
+
+
+# ---- who keeps time -------------------------------------------------------------------
+
+
+@pytest.mark.net(latency=1.0)
+async def test_a_cancelled_waiter_hands_the_networks_clock_to_the_others(
+    autojump_clock: trio.testing.MockClock, net: VirtualNetwork
+) -> None:
+    # Only the first task to park waits for the next event's time (the network's
+    # timekeeper); the others wait for a state change. If the timekeeper is
+    # cancelled, another must take over, or the data due at t=1 never arrives.
+    first_client, first_server = await socket_pair(net, 7)
+    second_client, second_server = await socket_pair(net, 8)
+    with first_client, first_server, second_client, second_server:
+        start = trio.current_time()
+        await second_client.send(b"due in 1 s")
+        received: list[tuple[bytes, float]] = []
+
+        async def keeps_time_then_is_cancelled() -> None:
+            with trio.move_on_after(0.5):
+                await first_server.recv(10)
+
+        async def waits_for_data() -> None:
+            received.append((await second_server.recv(100), trio.current_time() - start))
+
+        with trio.fail_after(10):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(keeps_time_then_is_cancelled)
+                await trio.testing.wait_all_tasks_blocked()  # parked first: the timekeeper
+                nursery.start_soon(waits_for_data)
+        assert received == [(b"due in 1 s", pytest.approx(1.0))]

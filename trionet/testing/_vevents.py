@@ -39,11 +39,16 @@ Callback = Callable[[float], None]
 class EventQueue:
     """Pending events, ordered by (time, key, scheduling order).
 
-    Waiters park on one :class:`trio.lowlevel.ParkingLot` with a deadline at the
-    earliest pending event. Invariant: every parked waiter's deadline equals the
-    current earliest event time, so scheduling a later event needs no wake-up;
-    scheduling an earlier one, running events, or any other state change wakes
-    them all and they recompute.
+    Waiters park on one :class:`trio.lowlevel.ParkingLot`. One of them, the
+    *timekeeper*, parks with a deadline at the earliest pending event, so that
+    someone runs the events when they are due; the others park without one (a
+    deadline per waiter costs a cancel scope each, and every one of them would
+    fire at each event). Invariant: while anyone is parked, the timekeeper is
+    parked with the current earliest event time as its deadline, so scheduling
+    a later event needs no wake-up; scheduling an earlier one, running events,
+    or any other state change wakes them all and they recompute (the first to
+    park again keeps time). A timekeeper that leaves otherwise (cancelled)
+    wakes one other waiter, which takes over.
     """
 
     def __init__(self) -> None:
@@ -51,6 +56,7 @@ class EventQueue:
         self._counter = itertools.count()
         self._lot = trio.lowlevel.ParkingLot()
         self._advancing = False
+        self._timekeeper: object | None = None
 
     def schedule(self, at: float, key: str, callback: Callback) -> None:
         """Run ``callback(at)`` once trio's clock reaches ``at``."""
@@ -100,8 +106,18 @@ class EventQueue:
         Cancellation:
           Raises :class:`trio.Cancelled` having changed nothing.
         """
-        with trio.move_on_at(self.next_time()):
-            await self._lot.park()
+        if self._timekeeper is not None:
+            await self._lot.park()  # woken by a state change, or by a leaving timekeeper
+            return
+        me = self._timekeeper = object()
+        try:
+            with trio.move_on_at(self.next_time()):
+                await self._lot.park()
+        finally:
+            if self._timekeeper is me:
+                self._timekeeper = None
+                if self._lot:  # others still parked: one of them keeps time now
+                    self._lot.unpark(count=1)
 
     def __len__(self) -> int:
         return len(self._heap)
