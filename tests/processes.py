@@ -105,3 +105,12 @@ def port_of(listening_line: str) -> int:
     words = listening_line.replace(",", " ").split()
     where = words[2] if words[2] != "port" else words[3]
     return int(where.rsplit(":", 1)[-1])
+
+
+def run_benchmark(module: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """``python -W error -m benchmarks.<module> <args>`` from the repository root, as
+    benchmarks/README.md documents it, bounded at 120 s; the result, whatever its status."""
+    return subprocess.run(
+        [sys.executable, "-W", "error", "-m", f"benchmarks.{module}", *args],
+        cwd=ROOT, capture_output=True, text=True, timeout=120, check=False,
+    )

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.processes import run_benchmark as run_module
 
 SCENARIOS = {
     "ping-pong": "ping-pong, receive() per frame (round trips/s)",
@@ -25,16 +24,7 @@ PAYLOADS = {16: "16 B", 256: "256 B", 4096: "4 KiB", 65536: "64 KiB"}
 
 
 def run_benchmark(*args: str) -> subprocess.CompletedProcess[str]:
-    # The command benchmarks/README.md documents, from the repository root, with
-    # warnings turned into errors.
-    return subprocess.run(
-        [sys.executable, "-W", "error", "-m", "benchmarks.framed_echo", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    return run_module("framed_echo", *args)
 
 
 def uvloop_installed() -> bool:

@@ -27,6 +27,7 @@ import trio
 import trio.testing
 
 import trionet
+from tests.processes import run_benchmark
 from trionet import Address, DnsPythonBackend, GetaddrinfoBackend, LookupResult, Resolver, connect_tcp
 from trionet._adapters.resolver_dns import DEFAULT_MAX_TTL  # the bound is not public API
 from trionet.errors import ResolutionError
@@ -530,11 +531,7 @@ async def test_a_custom_backend_reports_its_own_ttl(mock_clock: trio.testing.Moc
 
 def test_the_backend_benchmark_runs_in_its_quick_mode() -> None:
     # benchmarks/resolver_backends.py; only the shape of its report is checked.
-    root = Path(__file__).resolve().parent.parent
-    result = subprocess.run(
-        [sys.executable, "-W", "error", "-m", "benchmarks.resolver_backends", "--quick", "--dnspython-only"],
-        cwd=root, capture_output=True, text=True, timeout=120, check=False,
-    )
+    result = run_benchmark("resolver_backends", "--quick", "--dnspython-only")
     assert result.returncode == 0, result.stderr
     assert "one family (A)   concurrent" in result.stdout
     assert "lookups/s" in result.stdout

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.processes import run_benchmark
+
 ROOT = Path(__file__).resolve().parent.parent
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
@@ -20,11 +22,7 @@ pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="re
 
 def test_quick_run_prints_the_table_and_writes_every_sample(tmp_path: Path) -> None:
     samples = tmp_path / "samples.json"
-    result = subprocess.run(
-        [sys.executable, "-W", "error", "-m", "benchmarks.tcp_accept", "--quick",
-         "--json", str(samples)],
-        cwd=ROOT, capture_output=True, text=True, timeout=120, check=False,
-    )
+    result = run_benchmark("tcp_accept", "--quick", "--json", str(samples))
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0].startswith("TCP accept benchmark over loopback, median of 1 run (--quick")

@@ -7,18 +7,9 @@ shared machine mean nothing.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def run_benchmark(module: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-W", "error", "-m", f"benchmarks.{module}", *args],
-        cwd=ROOT, capture_output=True, text=True, timeout=120, check=False,
-    )
+from tests.processes import run_benchmark
 
 
 def table_rows(stdout: str) -> list[str]:

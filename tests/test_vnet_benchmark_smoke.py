@@ -7,20 +7,14 @@ on a shared machine mean nothing.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.processes import run_benchmark
 
 
 def test_quick_run_reports_both_worlds_for_every_count(tmp_path: Path) -> None:
     results = tmp_path / "results.json"
-    done = subprocess.run(
-        [sys.executable, "-W", "error", "-m", "benchmarks.vnet_connections", "--quick",
-         "--json", str(results)],
-        cwd=ROOT, capture_output=True, text=True, timeout=120, check=False,
-    )
+    done = run_benchmark("vnet_connections", "--quick", "--json", str(results))
     assert done.returncode == 0, done.stderr
     assert "| virtual / real |" in done.stdout
     rows = json.loads(results.read_text(encoding="utf-8"))["rows"]
