@@ -248,10 +248,11 @@ async def test_connect_exits_after_n_messages() -> None:
 
 
 async def test_connect_to_a_closed_port_fails_with_one_line_and_exit_code_1() -> None:
-    with socket.socket() as probe:  # a port that was free a moment ago
+    # Bound but not listening: connects are refused, and no other program
+    # (a test suite running beside this one) can take the port meanwhile.
+    with socket.socket() as probe, trio.fail_after(TIMEOUT):
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    with trio.fail_after(TIMEOUT):
         result = await run([*CLI, "connect", "127.0.0.1", str(port)])
     assert result.returncode == 1
     assert result.stderr.decode() == (

@@ -112,10 +112,10 @@ async def test_echo_server_stops_by_itself_after_exit_after() -> None:
 
 
 async def test_echo_client_reports_a_server_that_is_not_there_and_exits_1() -> None:
-    with socket.socket() as probe:  # a port that was free a moment ago
+    with socket.socket() as probe:  # bound, not listening: refused, and no one else takes it
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    result = await run("echo_client.py", "--port", str(port), "hi")
+        result = await run("echo_client.py", "--port", str(port), "hi")
     assert result.returncode == 1
     assert "client 0:" in result.stderr.decode()
     assert "Connection refused" in result.stderr.decode() or "connect" in result.stderr.decode()
