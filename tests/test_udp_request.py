@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import collections
+import errno
 import functools
 import itertools
 import random
+import socket
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -605,3 +607,58 @@ async def test_the_first_wait_from_an_estimator_is_its_rto_times_the_policys_spr
         nursery.cancel_scope.cancel()
     [sent] = log.of_kind("udp.transmit")
     assert sent.details["timeout"] == pytest.approx(0.3 * 1.25)
+
+
+# ------------------------------------------------------- a request waiting its turn
+
+
+async def test_a_queued_request_draws_its_first_wait_from_the_estimator_when_its_turn_comes(
+    autojump_clock: trio.testing.MockClock, net: VirtualNetwork
+) -> None:
+    # One request at a time to the peer: the second waits while the first
+    # gives the estimator its first sample (a 20 ms round trip). The second's
+    # first wait then comes from that sample, not from the policy's 2 s, which
+    # is all a new estimator knew when the second request was made.
+    rtt = RttEstimator(min_rto=0.05)
+    log = EventLog()
+    async with trio.open_nursery() as nursery:
+        await start_server(net, nursery)
+        with net.host("client"):
+            async with open_udp_endpoint(max_outstanding_per_peer=1, observer=log) as ep, \
+                    trio.open_nursery() as requests:
+                for name in (b"first", b"second"):
+                    requests.start_soon(functools.partial(
+                        ep.request, name, SERVER, policy=NO_JITTER, rtt=rtt, match=by_id(name)))
+        nursery.cancel_scope.cancel()
+    waits = [e.details["timeout"] for e in log.of_kind("udp.transmit")]
+    # RFC 6298 after one sample R = 20 ms: SRTT + 4 x RTTVAR = R + 4 x R/2
+    assert waits == [2.0, pytest.approx(0.02 + 4 * 0.01)]
+    assert rtt.samples == 2
+
+
+# ------------------------------------------------- a request whose send failed
+
+
+async def test_a_request_that_sent_nothing_leaves_no_late_reply_memory(
+    autojump_clock: trio.testing.MockClock, net: VirtualNetwork, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # With match_address_only, the late-reply memory drops every datagram
+    # from the peer for its window; a request whose only send failed can get
+    # no reply, so the peer's next datagram must reach receive().
+    with net.host("server"):
+        peer = trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        await peer.bind(("10.0.0.1", 7))
+    with peer, net.host("client"):
+        async with open_udp_endpoint("10.0.0.2:5000") as ep:
+
+            async def no_buffer_space(*args: object) -> None:
+                raise OSError(errno.ENOBUFS, "No buffer space available")
+
+            monkeypatch.setattr(ep, "_transmit", no_buffer_space)
+            with pytest.raises(OSError, match="No buffer space"):
+                await ep.request(b"hello", "10.0.0.1:7", match=match_address_only)
+            monkeypatch.undo()
+            await peer.sendto(b"news", ("10.0.0.2", 5000))
+            with trio.fail_after(1):
+                assert (await ep.receive()).data == b"news"
+            assert ep.statistics().late_replies_dropped == 0

@@ -170,7 +170,8 @@ class DatagramRequester(DatagramSender):
         tells them apart; choose ids that are unique among a peer's recent
         requests (and random, where a forger off the path must not guess them).
 
-        Late replies: when a request ends (answered, timed out, cancelled) its
+        Late replies: when a request that transmitted at least once ends
+        (answered, timed out, cancelled) its
         ``match`` is remembered for twice the wait given to its latest
         transmission (with a backoff
         multiplier of 2 or more, longer than the request lasted), for the last
@@ -206,8 +207,10 @@ class DatagramRequester(DatagramSender):
                 explicit opt-in for protocols without ids, one request at a
                 time. Its late-reply memory drops *every* datagram from the
                 peer for the window above.
-          rtt: The peer's round-trip estimator. Once it has a sample, or has
-              been backed off, its ``rto`` replaces ``policy.initial_timeout``:
+          rtt: The peer's round-trip estimator, read when the request's first
+              transmission is due (after its turn, if it waited for one). Once
+              it has a sample, or has been backed off, its ``rto`` replaces
+              ``policy.initial_timeout``:
               the first wait is then ``rto`` times the policy's random spread
               (1 to ``policy.random_factor``), capped at ``policy.max_timeout``.
               Before that (a new estimator), ``policy.initial_timeout`` is used,
@@ -260,11 +263,6 @@ class DatagramRequester(DatagramSender):
         if size > limit:
             raise DatagramTooLarge(size, limit)
         predicate = _predicate(match, data)
-        # The first wait is drawn now, from the estimator as it is before this
-        # request waits for its turn.
-        # The spread is drawn from the run's random source (seeded by an
-        # installed VirtualNetwork) unless the policy brings its own.
-        schedule = Retransmission(policy, rtt, rng=current_random())
         observer = self._observer
         state = self._peer_state(peer)
         cap = self._cap
@@ -277,10 +275,16 @@ class DatagramRequester(DatagramSender):
         except BaseException:
             self._active -= 1
             raise
+        sent = False  # whether any transmission left: only then can a reply come
         waiter = Waiter(True, predicate)
         state.waiters.append(waiter)
         self._requests_waiting += 1
         try:
+            # The first wait is drawn when the request's turn comes, from the
+            # estimator as the requests before it left it (a sample, a backoff).
+            # The spread comes from the run's random source (seeded by an
+            # installed VirtualNetwork) unless the policy brings its own.
+            schedule = Retransmission(policy, rtt, rng=current_random())
             transmit = schedule.start(trio.current_time())
             while True:
                 attempt = transmit.attempt
@@ -290,6 +294,7 @@ class DatagramRequester(DatagramSender):
                     emit(observer, "udp.transmit" if attempt == 1 else "udp.retransmit",
                          peer=peer, attempt=attempt, timeout=transmit.timeout, size=size)
                 await self._transmit(data, sockaddr, peer)
+                sent = True
                 if waiter.reply is None and waiter.error is None:
                     await self._wait_reply(waiter, transmit.deadline)
                 if waiter.error is not None:
@@ -322,9 +327,10 @@ class DatagramRequester(DatagramSender):
             self._active -= 1
             if not self._closed:
                 self._end_turn(state)
-                window = schedule.late_reply_window
-                if window is not None:
-                    self._remember(peer, predicate, window)
+                if sent:  # (a request that sent nothing can get no reply)
+                    window = schedule.late_reply_window
+                    if window is not None:
+                        self._remember(peer, predicate, window)
 
 
 def _accept_any(datagram: Datagram) -> bool:
