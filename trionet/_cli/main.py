@@ -16,7 +16,7 @@ from typing import NoReturn
 
 import trio
 
-from .. import DEFAULT_FRAME_TIMEOUT, DEFAULT_IDLE_TIMEOUT
+from .. import DEFAULT_FRAME_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_SHUTDOWN_GRACE
 from .._sansio.addresses import validate_port
 from ..errors import AddressError
 from .common import (
@@ -155,8 +155,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help=f"drop a connection whose message is not complete this long after "
                        f"its first byte, a slow-loris defence (TCP; default "
                        f"{DEFAULT_FRAME_TIMEOUT:g}; 0: no limit)")
-    serve.add_argument("--grace", type=_seconds, default=5.0, metavar="SECONDS",
-                       help="how long open connections may finish at shutdown (default 5)")
+    serve.add_argument("--grace", type=_seconds, default=DEFAULT_SHUTDOWN_GRACE, metavar="SECONDS",
+                       help="how long busy connections may finish at shutdown; idle ones end "
+                            f"at once, and a second signal stops at once (default "
+                            f"{DEFAULT_SHUTDOWN_GRACE:g}, as the library's)")
 
     connect = commands.add_parser(
         "connect",
