@@ -79,7 +79,8 @@ class SocketCalls(VirtualSocket):
         succeeds, so a cancel (which can only happen while parked) leaves nothing done.
         """
         await trio.lowlevel.checkpoint_if_cancelled()
-        waited = False
+        waited = False  # returned from a wait
+        parked = False  # began one (a cancel may end it by raising)
         try:
             while True:
                 now = self._net._events.advance()
@@ -91,12 +92,16 @@ class SocketCalls(VirtualSocket):
                     result = attempt(now)
                     if result is not BLOCKED:
                         break
+                parked = True
                 await self._park(direction)
                 waited = True
         except Exception:
             if not waited:
                 await trio.lowlevel.cancel_shielded_checkpoint()
             raise
+        finally:
+            if parked:
+                self._net._events.release()  # stopped waiting: someone else may keep time
         if not waited:
             await trio.lowlevel.cancel_shielded_checkpoint()
         return result
@@ -123,7 +128,9 @@ class SocketCalls(VirtualSocket):
 
     async def _park(self, direction: Literal["read", "write", ""]) -> None:
         if self._frozen:
-            # A crashed host runs no code: wait for the application to close it.
+            # A crashed host runs no code: wait for the application to close it,
+            # outside the network's waiting (if this task kept time, another does).
+            self._net._events.release()
             await self._closed_event.wait()
             return
         if direction:
@@ -131,7 +138,7 @@ class SocketCalls(VirtualSocket):
                 raise trio.BusyResourceError(f"another task is already waiting to {direction} on this socket")
             self._waiting[direction] = True
         try:
-            await self._net._events.wait()
+            await self._net._events.wait(self._lot)
         finally:
             if direction:
                 self._waiting[direction] = False

@@ -138,6 +138,8 @@ class VirtualSocket(trio.socket.SocketType):
         self._in_table = False
         self._options: dict[tuple[int, int], int] = {}
         self._waiting: dict[str, bool] = {"read": False, "write": False}
+        # Where this socket's calls wait for the network (see _vevents.EventQueue).
+        self._lot = trio.lowlevel.ParkingLot()
         self._abort_on_close = False  # SO_LINGER with a zero timeout
         host._sockets[self] = None
         net._open[self] = None
