@@ -18,6 +18,14 @@ The ratio virtual / real says how much slower a test on the virtual network
 runs than the same test on loopback, and its growth with N says whether the
 simulation stays linear in the number of connections (the port lookup for a
 new connection, for instance, must not scan the connections already accepted).
+
+A second table keeps M connections open and idle (each server task waiting in
+``recv()``) while one more connection makes 500 round trips of 16 bytes
+(``send()`` / ``recv()`` per message on both sides): the wall time per round
+trip. On real sockets idle connections cost the busy one nothing; on the
+virtual network they must not either (an arrival wakes the tasks waiting on
+its socket, not every waiting task).
+
 Runs alternate (real, virtual; then virtual, real...) and the median of the
 runs is reported.
 """
@@ -109,6 +117,80 @@ def _run_virtual(count: int) -> float:
 
 RUNNERS: dict[str, Callable[[int], float]] = {"real loopback": _run_real, "virtual network": _run_virtual}
 
+BUSY_ROUND_TRIPS = 500
+
+
+async def _beside_idle(server_host: str, idle: int, listener: trio.socket.SocketType) -> float:
+    """Seconds per round trip of one busy connection beside ``idle`` idle ones."""
+    address = (server_host, listener.getsockname()[1])
+
+    async def echo(conn: trio.socket.SocketType) -> None:
+        with conn:
+            while data := await conn.recv(1024):
+                await conn.send(data)
+
+    async with trio.open_nursery() as nursery:
+
+        async def acceptor() -> None:
+            while True:
+                conn, _ = await listener.accept()
+                nursery.start_soon(echo, conn)
+
+        nursery.start_soon(acceptor)
+        idle_socks = []
+        try:
+            for _ in range(idle):
+                sock = trio.socket.socket()
+                idle_socks.append(sock)
+                await sock.connect(address)
+            with trio.socket.socket() as busy:
+                await busy.connect(address)
+                await trio.testing.wait_all_tasks_blocked()  # every idle handler waits in recv()
+                started = time.perf_counter()
+                for _ in range(BUSY_ROUND_TRIPS):
+                    await busy.send(MESSAGE)
+                    received = b""
+                    while len(received) < len(MESSAGE):
+                        received += await busy.recv(1024)
+                took = time.perf_counter() - started
+        finally:
+            for sock in idle_socks:
+                sock.close()
+        nursery.cancel_scope.cancel()
+    return took / BUSY_ROUND_TRIPS
+
+
+def _idle_real(idle: int) -> float:
+    async def main() -> float:
+        with trio.socket.socket() as listener:
+            await listener.bind(("127.0.0.1", 0))
+            listener.listen(4096)
+            return await _beside_idle("127.0.0.1", idle, listener)
+
+    return trio.run(main)
+
+
+def _idle_virtual(idle: int) -> float:
+    async def main() -> float:
+        net = VirtualNetwork(seed=0)
+        net.add_host("server", "10.0.0.1")
+        net.add_host("client", "10.0.0.2")
+        net.link("client", "server", latency=0.001)
+        with net.install(default_host="client"):
+            with net.host("server"):
+                listener = trio.socket.socket()
+                await listener.bind(("10.0.0.1", 7))
+            with listener:
+                listener.listen(4096)
+                return await _beside_idle("10.0.0.1", idle, listener)
+
+    return trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+
+
+IDLE_RUNNERS: dict[str, Callable[[int], float]] = {
+    "real loopback": _idle_real, "virtual network": _idle_virtual,
+}
+
 
 def _raise_fd_limit(needed: int) -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -135,17 +217,40 @@ def measure(counts: list[int], runs: int) -> list[dict[str, object]]:
     return rows
 
 
+def measure_idle(idle_counts: list[int], runs: int) -> list[dict[str, object]]:
+    """Per idle count: each implementation's seconds per busy round trip (median) and the ratio."""
+    _raise_fd_limit(2 * max(idle_counts) + 100)
+    rows: list[dict[str, object]] = []
+    for idle in idle_counts:
+        samples: dict[str, list[float]] = {impl: [] for impl in IMPLS}
+        for _run, impl in interleaved_order(IMPLS, runs):
+            gc.collect()
+            samples[impl].append(IDLE_RUNNERS[impl](idle))
+        medians = {impl: median(values) for impl, values in samples.items()}
+        rows.append({
+            "idle": idle,
+            "samples": samples,
+            "median_s_per_round_trip": medians,
+            "virtual_over_real": medians["virtual network"] / medians["real loopback"],
+        })
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.vnet_connections", description=(__doc__ or "").split("\n")[0]
     )
     parser.add_argument("--counts", default="100,1000,3000", help="connections per cell, comma-separated")
+    parser.add_argument("--idle", default="0,1000,3000", help="idle connections beside the busy one")
     parser.add_argument("--runs", type=int, default=3, help="runs per cell, median reported")
     parser.add_argument("--json", type=Path, help="also write the samples as JSON")
     parser.add_argument("--quick", action="store_true", help="20 and 40 connections, 1 run: a smoke test")
     args = parser.parse_args(argv)
     counts = [20, 40] if args.quick else [int(c) for c in args.counts.split(",")]
-    rows = measure(counts, 1 if args.quick else max(1, args.runs))
+    idle_counts = [0, 20] if args.quick else [int(c) for c in args.idle.split(",")]
+    runs = 1 if args.quick else max(1, args.runs)
+    rows = measure(counts, runs)
+    idle_rows = measure_idle(idle_counts, runs)
     first = rows[0]["median_s_per_connection"]
     assert isinstance(first, dict)
     table = [[
@@ -159,8 +264,16 @@ def main(argv: list[str] | None = None) -> int:
           f"median of {1 if args.quick else args.runs} runs\n")
     print(markdown_table(["connections", *(f"{impl} per connection" for impl in IMPLS),
                           "virtual / real", f"virtual per connection / at {counts[0]:,}"], table))
+    idle_table = [[
+        f"{row['idle']:,}",
+        *(f"{row['median_s_per_round_trip'][impl] * 1e6:,.0f} µs" for impl in IMPLS),  # type: ignore[index]
+        f"{row['virtual_over_real']:.2f}x",
+    ] for row in idle_rows]
+    print(f"\nOne connection's round trip ({BUSY_ROUND_TRIPS} of {len(MESSAGE)} B) beside idle ones\n")
+    print(markdown_table(["idle connections", *(f"{impl} per round trip" for impl in IMPLS),
+                          "virtual / real"], idle_table))
     if args.json:
-        args.json.write_text(json.dumps({"rows": rows}, indent=2), encoding="utf-8")
+        args.json.write_text(json.dumps({"rows": rows, "idle_rows": idle_rows}, indent=2), encoding="utf-8")
     return 0
 
 

@@ -24,3 +24,10 @@ def test_quick_run_reports_both_worlds_for_every_count(tmp_path: Path) -> None:
         assert set(medians) == {"real loopback", "virtual network"}
         assert all(value > 0 for value in medians.values())
         assert row["virtual_over_real"] == medians["virtual network"] / medians["real loopback"]
+    assert "| idle connections |" in done.stdout
+    idle_rows = json.loads(results.read_text(encoding="utf-8"))["idle_rows"]
+    assert [row["idle"] for row in idle_rows] == [0, 20]
+    for row in idle_rows:
+        medians = row["median_s_per_round_trip"]
+        assert set(medians) == {"real loopback", "virtual network"}
+        assert all(value > 0 for value in medians.values())
