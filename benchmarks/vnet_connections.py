@@ -38,7 +38,7 @@ import json
 import resource
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import trio
@@ -53,69 +53,56 @@ MESSAGE = b"0123456789abcdef"
 IMPLS = ("real loopback", "virtual network")
 
 
-async def _scenario(server_host: str, count: int, listener: trio.socket.SocketType) -> float:
-    """Serve ``count`` clients on ``listener``; the wall time they took."""
-    address = listener.getsockname()
+Scenario = Callable[[str, int, trio.socket.SocketType], Awaitable[float]]
 
-    async def echo(conn: trio.socket.SocketType) -> None:
-        with conn:
-            while data := await conn.recv(1024):
-                await conn.send(data)
 
-    async def client() -> None:
-        with trio.socket.socket() as sock:
-            await sock.connect((server_host, address[1]))
-            for _ in range(ROUND_TRIPS):
-                await sock.send(MESSAGE)
-                received = b""
-                while len(received) < len(MESSAGE):
-                    received += await sock.recv(1024)
+async def _echo(conn: trio.socket.SocketType) -> None:
+    with conn:
+        while data := await conn.recv(1024):
+            await conn.send(data)
 
+
+async def _round_trip(sock: trio.socket.SocketType) -> None:
+    await sock.send(MESSAGE)
+    received = b""
+    while len(received) < len(MESSAGE):
+        received += await sock.recv(1024)
+
+
+async def _serving(listener: trio.socket.SocketType, measure: Callable[[], Awaitable[float]]) -> float:
+    """Accept and echo on ``listener`` while ``measure()`` runs; what it returned."""
     async with trio.open_nursery() as nursery:
 
         async def acceptor() -> None:
             while True:
                 conn, _ = await listener.accept()
-                nursery.start_soon(echo, conn)
+                nursery.start_soon(_echo, conn)
 
         nursery.start_soon(acceptor)
+        result = await measure()
+        nursery.cancel_scope.cancel()
+    return result
+
+
+async def _at_once(server_host: str, count: int, listener: trio.socket.SocketType) -> float:
+    """Seconds per connection of ``count`` clients started at once."""
+    address = (server_host, listener.getsockname()[1])
+
+    async def client() -> None:
+        with trio.socket.socket() as sock:
+            await sock.connect(address)
+            for _ in range(ROUND_TRIPS):
+                await _round_trip(sock)
+
+    async def measure() -> float:
         started = time.perf_counter()
         async with trio.open_nursery() as clients:
             for _ in range(count):
                 clients.start_soon(client)
-        took = time.perf_counter() - started
-        nursery.cancel_scope.cancel()
-    return took
+        return (time.perf_counter() - started) / count
 
+    return await _serving(listener, measure)
 
-def _run_real(count: int) -> float:
-    async def main() -> float:
-        with trio.socket.socket() as listener:
-            await listener.bind(("127.0.0.1", 0))
-            listener.listen(4096)
-            return await _scenario("127.0.0.1", count, listener)
-
-    return trio.run(main)
-
-
-def _run_virtual(count: int) -> float:
-    async def main() -> float:
-        net = VirtualNetwork(seed=0)
-        net.add_host("server", "10.0.0.1")
-        net.add_host("client", "10.0.0.2")
-        net.link("client", "server", latency=0.001)
-        with net.install(default_host="client"):
-            with net.host("server"):
-                listener = trio.socket.socket()
-                await listener.bind(("10.0.0.1", 7))
-            with listener:
-                listener.listen(4096)
-                return await _scenario("10.0.0.1", count, listener)
-
-    return trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
-
-
-RUNNERS: dict[str, Callable[[int], float]] = {"real loopback": _run_real, "virtual network": _run_virtual}
 
 BUSY_ROUND_TRIPS = 500
 
@@ -124,19 +111,7 @@ async def _beside_idle(server_host: str, idle: int, listener: trio.socket.Socket
     """Seconds per round trip of one busy connection beside ``idle`` idle ones."""
     address = (server_host, listener.getsockname()[1])
 
-    async def echo(conn: trio.socket.SocketType) -> None:
-        with conn:
-            while data := await conn.recv(1024):
-                await conn.send(data)
-
-    async with trio.open_nursery() as nursery:
-
-        async def acceptor() -> None:
-            while True:
-                conn, _ = await listener.accept()
-                nursery.start_soon(echo, conn)
-
-        nursery.start_soon(acceptor)
+    async def measure() -> float:
         idle_socks = []
         try:
             for _ in range(idle):
@@ -148,29 +123,26 @@ async def _beside_idle(server_host: str, idle: int, listener: trio.socket.Socket
                 await trio.testing.wait_all_tasks_blocked()  # every idle handler waits in recv()
                 started = time.perf_counter()
                 for _ in range(BUSY_ROUND_TRIPS):
-                    await busy.send(MESSAGE)
-                    received = b""
-                    while len(received) < len(MESSAGE):
-                        received += await busy.recv(1024)
-                took = time.perf_counter() - started
+                    await _round_trip(busy)
+                return (time.perf_counter() - started) / BUSY_ROUND_TRIPS
         finally:
             for sock in idle_socks:
                 sock.close()
-        nursery.cancel_scope.cancel()
-    return took / BUSY_ROUND_TRIPS
+
+    return await _serving(listener, measure)
 
 
-def _idle_real(idle: int) -> float:
+def _on_real(scenario: Scenario, n: int) -> float:
     async def main() -> float:
         with trio.socket.socket() as listener:
             await listener.bind(("127.0.0.1", 0))
             listener.listen(4096)
-            return await _beside_idle("127.0.0.1", idle, listener)
+            return await scenario("127.0.0.1", n, listener)
 
     return trio.run(main)
 
 
-def _idle_virtual(idle: int) -> float:
+def _on_virtual(scenario: Scenario, n: int) -> float:
     async def main() -> float:
         net = VirtualNetwork(seed=0)
         net.add_host("server", "10.0.0.1")
@@ -182,13 +154,13 @@ def _idle_virtual(idle: int) -> float:
                 await listener.bind(("10.0.0.1", 7))
             with listener:
                 listener.listen(4096)
-                return await _beside_idle("10.0.0.1", idle, listener)
+                return await scenario("10.0.0.1", n, listener)
 
     return trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
 
 
-IDLE_RUNNERS: dict[str, Callable[[int], float]] = {
-    "real loopback": _idle_real, "virtual network": _idle_virtual,
+WORLDS: dict[str, Callable[[Scenario, int], float]] = {
+    "real loopback": _on_real, "virtual network": _on_virtual,
 }
 
 
@@ -198,39 +170,22 @@ def _raise_fd_limit(needed: int) -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(needed, hard), hard))
 
 
-def measure(counts: list[int], runs: int) -> list[dict[str, object]]:
-    """Per count: each implementation's seconds per connection (median of ``runs``) and the ratio."""
-    _raise_fd_limit(2 * max(counts) + 100)
+def measure(
+    scenario: Scenario, sizes: list[int], runs: int, *, size: str, unit: str
+) -> list[dict[str, object]]:
+    """Per size: each world's seconds per ``unit`` (median of ``runs``) and the ratio."""
+    _raise_fd_limit(2 * max(sizes) + 100)
     rows: list[dict[str, object]] = []
-    for count in counts:
+    for n in sizes:
         samples: dict[str, list[float]] = {impl: [] for impl in IMPLS}
         for _run, impl in interleaved_order(IMPLS, runs):
             gc.collect()
-            samples[impl].append(RUNNERS[impl](count) / count)
+            samples[impl].append(WORLDS[impl](scenario, n))
         medians = {impl: median(values) for impl, values in samples.items()}
         rows.append({
-            "connections": count,
+            size: n,
             "samples": samples,
-            "median_s_per_connection": medians,
-            "virtual_over_real": medians["virtual network"] / medians["real loopback"],
-        })
-    return rows
-
-
-def measure_idle(idle_counts: list[int], runs: int) -> list[dict[str, object]]:
-    """Per idle count: each implementation's seconds per busy round trip (median) and the ratio."""
-    _raise_fd_limit(2 * max(idle_counts) + 100)
-    rows: list[dict[str, object]] = []
-    for idle in idle_counts:
-        samples: dict[str, list[float]] = {impl: [] for impl in IMPLS}
-        for _run, impl in interleaved_order(IMPLS, runs):
-            gc.collect()
-            samples[impl].append(IDLE_RUNNERS[impl](idle))
-        medians = {impl: median(values) for impl, values in samples.items()}
-        rows.append({
-            "idle": idle,
-            "samples": samples,
-            "median_s_per_round_trip": medians,
+            f"median_s_per_{unit}": medians,
             "virtual_over_real": medians["virtual network"] / medians["real loopback"],
         })
     return rows
@@ -249,8 +204,8 @@ def main(argv: list[str] | None = None) -> int:
     counts = [20, 40] if args.quick else [int(c) for c in args.counts.split(",")]
     idle_counts = [0, 20] if args.quick else [int(c) for c in args.idle.split(",")]
     runs = 1 if args.quick else max(1, args.runs)
-    rows = measure(counts, runs)
-    idle_rows = measure_idle(idle_counts, runs)
+    rows = measure(_at_once, counts, runs, size="connections", unit="connection")
+    idle_rows = measure(_beside_idle, idle_counts, runs, size="idle", unit="round_trip")
     first = rows[0]["median_s_per_connection"]
     assert isinstance(first, dict)
     table = [[
