@@ -39,6 +39,15 @@ async def socket_pair(
     return client, server
 
 
+async def listening(net: VirtualNetwork, port: int) -> trio.socket.SocketType:
+    """A socket listening on host ``server``'s every address at ``port``."""
+    with net.host("server"):
+        listener = trio.socket.socket()
+        await listener.bind(("", port))
+        listener.listen()
+    return listener
+
+
 async def fill(sock: trio.socket.SocketType, *, patience: float = 1.0) -> int:
     """Send until the buffers are full and stay full; return the bytes accepted.
 
@@ -434,10 +443,7 @@ async def test_syn_retransmission_schedule_is_configurable(
 async def test_cancelled_accept_takes_nothing(
     autojump_clock: trio.testing.MockClock, net: VirtualNetwork
 ) -> None:
-    with net.host("server"):
-        listener = trio.socket.socket()
-        await listener.bind(("", 80))
-        listener.listen()
+    listener = await listening(net, 80)
     with trio.move_on_after(1):
         await listener.accept()
     with net.host("client"):
@@ -578,10 +584,7 @@ async def test_a_process_exit_sends_pending_data_then_fin_and_stops_its_listener
     autojump_clock: trio.testing.MockClock, net: VirtualNetwork
 ) -> None:
     net.link("client", "server", latency=LATENCY, bandwidth=1_000_000)
-    with net.host("server"):
-        listener = trio.socket.socket()
-        await listener.bind(("", 80))
-        listener.listen()
+    listener = await listening(net, 80)
     with net.host("client"):
         client = trio.socket.socket()
         await client.connect(("10.0.0.1", 80))
@@ -627,10 +630,7 @@ async def test_synchronous_calls_run_the_events_due_during_a_sleep(
 async def test_a_connect_cancelled_after_its_syn_left_resets_the_queued_connection(
     autojump_clock: trio.testing.MockClock, net: VirtualNetwork
 ) -> None:
-    with net.host("server"):
-        listener = trio.socket.socket()
-        await listener.bind(("", 80))
-        listener.listen()
+    listener = await listening(net, 80)
     with net.host("client"):
         client = trio.socket.socket()
         with trio.move_on_after(LATENCY * 1.5):  # the SYN arrived, the SYN-ACK did not
@@ -702,7 +702,9 @@ async def test_a_cancelled_waiter_hands_the_networks_clock_to_the_others(
                 nursery.start_soon(keeps_time_then_is_cancelled)
                 await trio.testing.wait_all_tasks_blocked()  # parked first: the timekeeper
                 nursery.start_soon(waits_for_data)
-        assert received == [(b"due in 1 s", pytest.approx(1.0))]
+        [(data, took)] = received
+        assert data == b"due in 1 s"
+        assert took == pytest.approx(1.0)
 
 
 @pytest.mark.net(latency=0.001)
