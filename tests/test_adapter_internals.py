@@ -150,6 +150,25 @@ async def test_data_the_handler_has_not_read_yet_is_activity() -> None:
 
 
 @linux_only
+async def test_the_kernels_whole_milliseconds_never_move_the_activity_back() -> None:
+    # A CI run saw a later read come out 4 us earlier: the kernel said "0 ms
+    # ago", then "1 ms ago" a fraction of a millisecond later.
+    class Kernel:
+        ago = 0
+
+        def getsockopt(self, level: int, option: int, size: int) -> bytes:
+            info = bytearray(size)
+            info[44:48] = info[52:56] = self.ago.to_bytes(4, sys.byteorder)
+            return bytes(info)
+
+    kernel = Kernel()
+    activity = KernelActivity(kernel)  # type: ignore[arg-type]
+    first = activity.last_activity  # "0 ms ago": now
+    kernel.ago = 1
+    assert activity.last_activity >= first  # not now - 1 ms, microseconds later
+
+
+@linux_only
 async def test_a_send_stuck_behind_a_peer_that_stopped_reading_counts_as_sending() -> None:
     server, client = await loopback_pair()
     with server, client:

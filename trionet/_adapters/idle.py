@@ -85,7 +85,9 @@ class KernelActivity:
 
     Attributes:
       last_activity: When data last moved: the later of the kernel's last data
-          segment sent or received and the last time set here.
+          segment sent or received, the last time set here, and the last
+          answer given (it never goes backwards, though the kernel's clock
+          counts whole milliseconds).
       sending: 1 while the kernel holds bytes not yet acknowledged by the peer
           (SIOCOUTQ), else 0: at an idle timeout, a send stuck behind a peer
           that stopped reading.
@@ -123,7 +125,11 @@ class KernelActivity:
             return now
         sent_ago: int = struct.unpack_from("I", info, LAST_DATA_SENT)[0]
         received_ago: int = struct.unpack_from("I", info, LAST_DATA_RECV)[0]
-        return max(self._since, now - min(sent_ago, received_ago) / 1000)
+        # The kernel counts whole milliseconds: a later read may say "1 ms ago"
+        # where an earlier one said "0 ms ago", which would move the time back.
+        # Kept, so that the answer never goes backwards.
+        self._since = max(self._since, now - min(sent_ago, received_ago) / 1000)
+        return self._since
 
     @last_activity.setter
     def last_activity(self, when: float) -> None:
